@@ -1,0 +1,75 @@
+"""Typed errors. The library raises these; the CLI turns them into one line and an exit code.
+
+`SpecError` is bad input (exit 2): it carries where the problem is (file, line, column),
+the dotted path inside the spec (`stages[2].blocks[0].filters`) and a message that
+repeats the bad value. `ArchspecError` is any other failure while running (exit 1).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class ArchspecError(Exception):
+    """A failure while running a command (exit code 1)."""
+
+    exit_code = 1
+
+
+@dataclass(frozen=True)
+class Location:
+    """Where something sits in a source: a file (or `--set`), a 1-based line and column."""
+
+    source: str
+    line: int | None = None
+    column: int | None = None
+
+    def __str__(self) -> str:
+        if self.line is None:
+            return self.source
+        return f"{self.source}:{self.line}:{self.column}"
+
+
+class SpecError(ArchspecError):
+    """Bad input: a spec, an override or a file that cannot be used (exit code 2).
+
+    Args:
+        message: what is wrong, repeating the bad value ("must be > 0 (got -3)").
+        location: where the problem is, when known.
+        path: dotted path inside the spec, e.g. ``stages[2].blocks[0].filters``.
+    """
+
+    exit_code = 2
+
+    def __init__(self, message: str, location: Location | None = None, path: str | None = None):
+        self.message = message
+        self.location = location
+        self.path = path
+        super().__init__(self.one_line())
+
+    def one_line(self) -> str:
+        parts = []
+        if self.location is not None:
+            parts.append(str(self.location))
+        if self.path:
+            parts.append(self.path)
+        parts.append(self.message)
+        return ": ".join(parts)
+
+
+class SpecErrors(SpecError):
+    """Several independent problems found in one spec; each is printed on its own line."""
+
+    def __init__(self, errors: list[SpecError]):
+        self.errors = list(errors)
+        super().__init__(self.errors[0].message, self.errors[0].location, self.errors[0].path)
+
+    def one_line(self) -> str:  # noqa: D102 - first error; `lines()` gives all of them
+        return self.errors[0].one_line() if getattr(self, "errors", None) else super().one_line()
+
+    def lines(self) -> list[str]:
+        return [e.one_line() for e in self.errors]
+
+
+class MissingDependency(ArchspecError):
+    """An optional heavy dependency (TensorFlow, tf2onnx, ...) is not installed."""

@@ -1,0 +1,115 @@
+"""The spec layer: schema, safe loader, validation with located errors. No TensorFlow here."""
+
+from __future__ import annotations
+
+from pydantic import ValidationError
+
+from ..errors import SpecError, SpecErrors
+from .loader import RawSpec, apply_overrides, format_path, load_with_extends, loads
+from .schema import Spec
+
+__all__ = ["Spec", "RawSpec", "load", "load_raw", "validate", "loads"]
+
+
+def load_raw(ref, overrides: list[str] | None = None) -> RawSpec:
+    """Load a spec file (or bundled name) with `extends:` applied and `--set` overrides."""
+    return apply_overrides(load_with_extends(ref), list(overrides or []))
+
+
+def load(ref, overrides: list[str] | None = None) -> tuple[Spec, RawSpec]:
+    """Load and validate a spec: returns the Spec and the raw document (for locations)."""
+    raw = load_raw(ref, overrides)
+    return validate(raw), raw
+
+
+def validate(raw: RawSpec) -> Spec:
+    """Validate raw data as a Spec; every problem becomes a located one-line SpecError."""
+    try:
+        return Spec.model_validate(raw.data)
+    except ValidationError as exc:
+        raise SpecErrors([_to_spec_error(e, raw) for e in exc.errors()]) from None
+
+
+def _data_path(loc: tuple, data) -> tuple:
+    """Map pydantic's `loc` onto the document, dropping union tags that are not keys."""
+    out: list = []
+    node = data
+    for part in loc:
+        if isinstance(node, dict):
+            if part in node:
+                out.append(part)
+                node = node[part]
+            elif isinstance(part, str) and node.get("type") == part:
+                continue  # discriminated-union tag
+            elif isinstance(part, str) and part.startswith(("function-", "tagged-union", "union[")):
+                continue
+            else:
+                out.append(part)
+                node = None
+        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+            out.append(part)
+            node = node[part]
+        elif isinstance(part, str) and ("[" in part or part in ("str", "int", "float", "bool", "list", "dict",
+                                                                    "literal", "tuple", "none")):
+            continue  # union member names
+        else:
+            out.append(part)
+            node = None
+    return tuple(out)
+
+
+def _message(e: dict) -> str:
+    t, ctx, inp = e["type"], e.get("ctx") or {}, e.get("input")
+    got = f" (got {inp!r})" if not isinstance(inp, (dict, list)) else ""
+    if t == "greater_than":
+        return f"must be > {ctx['gt']}{got}"
+    if t == "greater_than_equal":
+        return f"must be >= {ctx['ge']}{got}"
+    if t == "less_than":
+        return f"must be < {ctx['lt']}{got}"
+    if t == "less_than_equal":
+        return f"must be <= {ctx['le']}{got}"
+    if t == "extra_forbidden":
+        return "unknown key (a typo?)"
+    if t == "missing":
+        return "required key is missing"
+    if t == "union_tag_invalid":
+        from ..blocks import REGISTRY
+
+        return f"unknown block type {ctx.get('tag')!r}; valid types: {', '.join(sorted(REGISTRY))}"
+    if t == "union_tag_not_found":
+        return "a block needs a 'type'"
+    if t == "literal_error":
+        return f"must be one of {ctx.get('expected')}{got}"
+    if t in ("int_type", "int_parsing", "int_from_float"):
+        return f"must be an integer{got}"
+    if t in ("float_type", "float_parsing"):
+        return f"must be a number{got}"
+    if t in ("bool_type", "bool_parsing"):
+        return f"must be true or false{got}"
+    if t == "string_type":
+        return f"must be a string{got}"
+    if t == "string_pattern_mismatch":
+        return f"must match {ctx.get('pattern')}{got}"
+    if t in ("list_type", "tuple_type"):
+        return f"must be a list{got}"
+    if t in ("dict_type", "model_type", "model_attributes_type"):
+        return f"must be a mapping{got}"
+    if t == "too_short":
+        return f"needs at least {ctx.get('min_length')} item(s)"
+    if t == "too_long":
+        return f"takes at most {ctx.get('max_length')} item(s)"
+    if t == "value_error":
+        return str(ctx.get("error", e["msg"])).removeprefix("Value error, ")
+    return e["msg"][0].lower() + e["msg"][1:] + got
+
+
+def _to_spec_error(e: dict, raw: RawSpec) -> SpecError:
+    path = _data_path(tuple(e["loc"]), raw.data)
+    if e["type"] == "extra_forbidden":
+        loc = raw.locate_key(path)
+    elif e["type"] == "missing":
+        loc = raw.locate(path[:-1])
+    else:
+        loc = raw.locate(path)
+    return SpecError(_message(e), loc, format_path(path) or None)

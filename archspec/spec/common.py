@@ -1,0 +1,77 @@
+"""Reusable constrained types and the base classes every spec model derives from."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, ClassVar, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+PosInt = Annotated[int, Field(gt=0)]
+NonNegInt = Annotated[int, Field(ge=0)]
+PosFloat = Annotated[float, Field(gt=0)]
+Rate = Annotated[float, Field(ge=0, lt=1)]
+Identifier = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.\-{}]+$")]
+Pair = tuple[PosInt, PosInt]
+IntOrPair = Union[PosInt, Pair]
+Padding = Literal["same", "valid"]
+# ((top, bottom), (left, right)), a single int for all sides, or "correct" (keras' correct_pad)
+PadSpec = Union[NonNegInt, tuple[NonNegInt, NonNegInt], tuple[tuple[NonNegInt, NonNegInt], tuple[NonNegInt, NonNegInt]], Literal["correct"]]
+
+ACTIVATIONS = (
+    "relu", "relu6", "swish", "silu", "sigmoid", "softmax", "tanh", "gelu", "elu", "selu",
+    "leaky_relu", "hard_sigmoid", "hard_swish", "hard_silu", "softplus", "linear", "mish",
+)
+Activation = Literal[
+    "relu", "relu6", "swish", "silu", "sigmoid", "softmax", "tanh", "gelu", "elu", "selu",
+    "leaky_relu", "hard_sigmoid", "hard_swish", "hard_silu", "softplus", "linear", "mish",
+]
+
+
+class InitializerSpec(BaseModel):
+    """A Keras initializer written as keras serializes it: ``{class_name, config}``."""
+
+    model_config = ConfigDict(extra="forbid")
+    class_name: str
+    config: dict[str, Any] = {}
+
+
+Initializer = Union[str, InitializerSpec]
+
+
+class Strict(BaseModel):
+    """Base of every spec model: unknown keys are errors, never ignored."""
+
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class BlockBase(Strict):
+    """Fields every block type shares.
+
+    `name` is the block's name or a template of it, formatted with:
+    ``{stage}`` the stage's name, ``{s}`` the stage number (1-based), ``{i}`` / ``{j}`` the
+    block's index inside the stage (1-based / 0-based), ``{letter}`` ``a, b, c...``,
+    ``{n}`` / ``{N}`` the block's index over the whole network (0-based / 1-based).
+    """
+
+    # Which integer fields hold channel counts that width scaling multiplies.
+    width_fields: ClassVar[tuple[str, ...]] = ()
+
+    name: str | None = Field(default=None, max_length=200)
+    repeats: PosInt = 1
+    rounding: Literal["divisible", "truncate", "truncate_divisible"] | None = Field(
+        default=None, description="Overrides scaling.rounding for this block's filters.")
+    min_filters: PosInt | None = Field(
+        default=None, description="Width scaling never goes below this (MobileNetV2's last conv).")
+
+    @field_validator("name")
+    @classmethod
+    def _name_ok(cls, v):
+        if v is not None and not v.strip():
+            raise ValueError("must not be empty")
+        return v
+
+    def for_repeat(self) -> "BlockBase":
+        """The block as used for the 2nd and later repeats: stride 1."""
+        if "stride" in type(self).model_fields and getattr(self, "stride") != 1:
+            return self.model_copy(update={"stride": 1})
+        return self
