@@ -152,3 +152,26 @@ def timed_build(graph: Graph, **kw) -> tuple[keras.Model, float]:
     t0 = time.perf_counter()
     model = build_model(graph, **kw)
     return model, time.perf_counter() - t0
+
+
+def load_weights(model: keras.Model, path: str) -> None:
+    """Load weights into a built model: Keras 3 `.weights.h5` files, or legacy `.h5`
+    files (as keras.applications ships them) matched by layer name."""
+    from .errors import ArchspecError, Location, SpecError
+    import os
+
+    if not os.path.isfile(path):
+        raise SpecError("no such weights file", Location(path))
+    try:
+        if path.endswith(".weights.h5"):
+            model.load_weights(path)
+        else:
+            model.load_weights(path, by_name=True) if _legacy_by_name_supported() else model.load_weights(path)
+    except (ValueError, KeyError, OSError) as exc:
+        raise ArchspecError(f"cannot load weights from {path}: {exc}") from None
+
+
+def _legacy_by_name_supported() -> bool:
+    import inspect
+
+    return "kwargs" in str(inspect.signature(keras.Model.load_weights))

@@ -1,0 +1,308 @@
+"""Command line: argument parsing and output formatting only.
+
+Every command is a thin layer over the library (`archspec.api` and friends), which
+raises typed errors; `main` turns them into one line per problem and an exit code:
+0 success, 1 a failure while running, 2 bad input. No traceback unless `--debug`.
+TensorFlow is imported only by the commands that need it (build, export).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from .errors import ArchspecError, SpecError, SpecErrors
+
+EPILOG = """\
+Specs are YAML files or the names of bundled specs (see `archspec list`).
+Override any value with --set, e.g. --set head.classes=10 --set input.shape=[32,32,3].
+Exit codes: 0 success, 1 failure while running, 2 bad input (spec, options, files).
+
+examples:
+  archspec validate specs/*.yaml
+  archspec inspect resnet50 --set input.shape=[160,160,3]
+  archspec build resnet50 -o resnet50.keras
+  archspec schema -o archspec.schema.json
+"""
+
+
+# ---------------------------------------------------------------- formatting
+
+
+def human(n: float) -> str:
+    """12_345_678 -> '12.35M'."""
+    for unit, f in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(n) >= f:
+            return f"{n / f:.2f}{unit}"
+    return str(int(n))
+
+
+def table(rows: list[list], headers: list[str], align: str | None = None) -> str:
+    cells = [[str(c) for c in r] for r in rows]
+    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
+    align = align or "l" * len(headers)
+
+    def fmt(r):
+        return "  ".join(c.rjust(w) if a == "r" else c.ljust(w) for c, w, a in zip(r, widths, align)).rstrip()
+
+    line = "  ".join("-" * w for w in widths)
+    return "\n".join([fmt(headers), line] + [fmt(r) for r in cells])
+
+
+def shape_str(s) -> str:
+    if s and isinstance(s[0], list):
+        return ", ".join(shape_str(x) for x in s)
+    return "(" + ", ".join(str(x) for x in s) + ("," if len(s) == 1 else "") + ")"
+
+
+def print_json(obj) -> None:
+    json.dump(obj, sys.stdout, indent=2, default=str)
+    sys.stdout.write("\n")
+
+
+def format_report(report: dict) -> str:
+    rows = [[b["name"], b["type"], shape_str(b["output_shape"]), f"{b['params']:,}", human(b["macs"])]
+            for b in report["blocks"] if b["type"] != "input"]
+    out = [f"{report['name']}: input {shape_str(report['input_shape'])} -> output {shape_str(report['output_shape'])}",
+           "", table(rows, ["block", "type", "output shape", "params", "MACs"], "lllrr"), "",
+           f"params:     {report['params']:,} (trainable {report['trainable_params']:,}, "
+           f"non-trainable {report['non_trainable_params']:,})",
+           f"MACs:       {report['macs']:,} ({human(report['macs'])}; multiply-accumulates of conv and dense "
+           f"layers, what papers call FLOPs)",
+           f"layers:     {len(report['layers'])}"]
+    if report.get("taps"):
+        out.append("taps:       " + ", ".join(
+            f"{o['name']} {shape_str(o['shape'])}" for o in report["outputs"] if o["name"] in report["taps"]))
+    return "\n".join(out)
+
+
+def progress(msg: str) -> None:
+    print(f"archspec: {msg}", file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------- atomic writes
+
+
+def check_output(path: str | os.PathLike, force: bool) -> Path:
+    p = Path(path)
+    if p.exists() and not force:
+        raise SpecError("exists; pass --force to replace it", _where(p))
+    if not p.parent.exists():
+        raise SpecError(f"directory {str(p.parent)!r} does not exist", _where(p))
+    return p
+
+
+def _where(p: Path):
+    from .errors import Location
+
+    return Location(str(p))
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+# ---------------------------------------------------------------- commands
+
+
+def cmd_validate(args) -> int:
+    from .api import lower_spec
+
+    failed = 0
+    for ref in args.specs:
+        try:
+            g = lower_spec(ref, args.set)  # validation and the static shape analysis
+        except SpecError as exc:
+            failed += 1
+            for line in (exc.lines() if isinstance(exc, SpecErrors) else [exc.one_line()]):
+                print(line, file=sys.stderr)
+            continue
+        if not args.quiet:
+            print(f"{ref}: ok ({g.name}, {g.params:,} params, {human(g.macs)} MACs)")
+    return 2 if failed else 0
+
+
+def cmd_inspect(args) -> int:
+    from .api import analyze
+
+    report = analyze(args.spec, args.set)
+    if args.json:
+        if not args.layers:
+            report = {**report, "layers": [{k: l[k] for k in ("name", "op", "output_shape", "params", "macs", "block")}
+                                            for l in report["layers"]]}
+        print_json(report)
+    else:
+        print(format_report(report))
+    return 0
+
+
+def cmd_list(args) -> int:
+    from .api import analyze, load
+    from .spec.loader import bundled_names
+
+    rows = []
+    for name in bundled_names():
+        spec = load(name)
+        r = analyze(spec)
+        rows.append({"name": name, "description": spec.description, "input_shape": r["input_shape"],
+                     "params": r["params"], "macs": r["macs"]})
+    if args.json:
+        print_json(rows)
+    else:
+        print(table([[r["name"], shape_str(r["input_shape"]), human(r["params"]), human(r["macs"]), r["description"]]
+                     for r in rows], ["spec", "input", "params", "MACs", "description"], "llrrl"))
+        print("\nMACs: multiply-accumulates of conv and dense layers (what papers call FLOPs).")
+    return 0
+
+
+def cmd_schema(args) -> int:
+    from .spec.schema import Spec
+
+    text = json.dumps(Spec.model_json_schema(), indent=2) + "\n"
+    if args.output:
+        write_text_atomic(check_output(args.output, args.force), text)
+        print(f"wrote {args.output}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def cmd_build(args) -> int:
+    from .api import analyze, lower_spec
+
+    graph = lower_spec(args.spec, args.set)
+    out = check_output(args.output or f"{graph.name}.keras", args.force)
+    if out.suffix != ".keras":
+        raise SpecError("the output of build must end in .keras", _where(out))
+    progress(f"building {graph.name} ({len(graph.nodes)} layers, {graph.params:,} params)")
+    from .api import _keras_build
+
+    kb = _keras_build()
+    model, seconds = kb.timed_build(graph, precision=args.precision, seed=args.seed)
+    if model.count_params() != graph.params:  # the IR and Keras read the same graph; this is a bug if it fires
+        raise ArchspecError(f"Keras counts {model.count_params():,} params, the analysis {graph.params:,}")
+    if args.weights:
+        kb.load_weights(model, args.weights)
+    tmp = out.with_name(f".{out.stem}.tmp-{os.getpid()}.keras")
+    try:
+        model.save(tmp)
+        os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    report = analyze(graph)
+    if args.json:
+        print_json({k: v for k, v in report.items() if k != "layers"} |
+                   {"build_seconds": round(seconds, 3), "output": str(out), "precision": args.precision or "float32",
+                    "seed": args.seed, "keras_params": model.count_params()})
+    else:
+        print(format_report(report))
+        print(f"build:      {seconds:.2f} s (Keras {model.count_params():,} params, equal to the analysis)")
+        print(f"wrote:      {out}")
+    return 0
+
+
+# ---------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    p = argparse.ArgumentParser(
+        prog="archspec", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
+        description="Compile convolutional network specs (YAML) into analyzed, exact Keras models.")
+    p.add_argument("--version", action="version", version=f"archspec {__version__}")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def spec_cmd(name, help_, desc, multi=False):
+        sp = sub.add_parser(name, help=help_, description=desc, formatter_class=argparse.RawDescriptionHelpFormatter)
+        if multi:
+            sp.add_argument("specs", nargs="+", metavar="SPEC", help="spec files or bundled names")
+        else:
+            sp.add_argument("spec", metavar="SPEC", help="a spec file or the name of a bundled spec")
+        sp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a value, e.g. head.classes=10 or stages[0].blocks[0].filters=32 "
+                             "(value read as YAML; repeatable)")
+        return sp
+
+    sp = spec_cmd("validate", "check specs: schema, names and static shapes (no TensorFlow)",
+                  "Validate specs: every key and value, and the static shape analysis (an input too small for "
+                  "the network is an error that names the layer). Prints one line per problem.", multi=True)
+    sp.add_argument("-q", "--quiet", action="store_true", help="print nothing for valid specs")
+    sp.set_defaults(func=cmd_validate)
+
+    sp = spec_cmd("inspect", "per-block shapes, params and MACs (no TensorFlow)",
+                  "Show each block (after repeats) with its output shape, parameters and MACs, and the totals. "
+                  "Params count what Keras' count_params() counts (batch-norm statistics included); MACs are "
+                  "multiply-accumulates of conv and dense layers.")
+    sp.add_argument("--json", action="store_true", help="one JSON object (name, shapes, params, macs, layers, blocks)")
+    sp.add_argument("--layers", action="store_true", help="with --json: include every layer's attributes")
+    sp.set_defaults(func=cmd_inspect)
+
+    sp = spec_cmd("build", "compile to a Keras model and save it (.keras)",
+                  "Build the Keras model, check its parameter count against the analysis, and save it atomically "
+                  "as .keras (reopen with keras.models.load_model after `import archspec`).")
+    sp.add_argument("-o", "--output", help="output .keras file (default: NAME.keras)")
+    sp.add_argument("--force", action="store_true", help="replace an existing output file")
+    sp.add_argument("--precision", choices=["float32", "mixed_float16", "mixed_bfloat16"],
+                    help="layer dtype policy; the classifier (and its softmax) stays float32")
+    sp.add_argument("--seed", type=int, help="seed for reproducible initial weights")
+    sp.add_argument("--weights", metavar="FILE", help="load weights (.weights.h5, or a legacy .h5 by layer name)")
+    sp.add_argument("--json", action="store_true", help="report as JSON (adds build_seconds and output)")
+    sp.set_defaults(func=cmd_build)
+
+    sp = sub.add_parser("list", help="the bundled specs with params and MACs (no TensorFlow)",
+                        description="List the bundled specs (usable by name anywhere a SPEC is expected).")
+    sp.add_argument("--json", action="store_true")
+    sp.set_defaults(func=cmd_list)
+
+    sp = sub.add_parser(
+        "schema", help="JSON Schema of the spec language, for editors",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Print the JSON Schema of the spec language.",
+        epilog="For completion and checking in editors using the YAML language server (VS Code's YAML "
+               "extension, Neovim, ...):\n  archspec schema -o archspec.schema.json\nthen put this first line "
+               "in a spec:\n  # yaml-language-server: $schema=./archspec.schema.json")
+    sp.add_argument("-o", "--output", help="write to a file instead of stdout")
+    sp.add_argument("--force", action="store_true", help="replace an existing output file")
+    sp.set_defaults(func=cmd_schema)
+
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except SpecError as exc:
+        if args.debug:
+            raise
+        for line in (exc.lines() if isinstance(exc, SpecErrors) else [exc.one_line()]):
+            print(line, file=sys.stderr)
+        return 2
+    except ArchspecError as exc:
+        if args.debug:
+            raise
+        print(f"archspec: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("archspec: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())
