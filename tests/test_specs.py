@@ -1,0 +1,41 @@
+"""Every bundled spec: the static analysis equals what Keras builds (parameter count and
+every layer's output shape), and the block registry and the union agree."""
+
+import typing
+
+import pytest
+
+import archspec
+from archspec.api import lower_spec
+from archspec.blocks import BLOCK_MODELS, REGISTRY
+from archspec.spec.loader import bundled_names
+from archspec.spec.schema import Spec
+
+NAMES = bundled_names()
+
+
+def test_zoo_is_bundled():
+    for name in ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnet50_cifar100"):
+        assert name in NAMES
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_static_analysis_equals_keras(name):
+    graph = lower_spec(name)
+    model = archspec.build(graph)
+    assert model.count_params() == graph.params
+    assert sum(int(w.numpy().size) for w in model.trainable_weights) == graph.trainable_params
+    for node in graph.nodes:
+        if node.op == "input":
+            continue
+        layer = model.get_layer(node.name)
+        assert tuple(layer.output.shape[1:]) == tuple(node.shape), node.name
+    assert len(model.layers) == len(graph.nodes)
+
+
+def test_registry_and_union_agree():
+    union = typing.get_args(typing.get_args(Spec.model_fields["stem"].annotation)[0])[0]
+    members = set(typing.get_args(union))
+    assert members == set(BLOCK_MODELS) == {f.model for f in REGISTRY.values()}
+    for tag, fam in REGISTRY.items():
+        assert fam.model.model_fields["type"].annotation == typing.Literal[tag]
