@@ -26,6 +26,8 @@ examples:
   archspec validate specs/*.yaml
   archspec inspect resnet50 --set input.shape=[160,160,3]
   archspec build resnet50 -o resnet50.keras
+  archspec scale efficientnet --preset all
+  archspec build efficientnet --preset b3
   archspec schema -o archspec.schema.json
 """
 
@@ -123,6 +125,8 @@ def cmd_validate(args) -> int:
         try:
             g = lower_spec(ref, args.set)  # validation and the static shape analysis
         except SpecError as exc:
+            if args.debug:
+                raise
             failed += 1
             for line in (exc.lines() if isinstance(exc, SpecErrors) else [exc.one_line()]):
                 print(line, file=sys.stderr)
@@ -180,7 +184,8 @@ def cmd_schema(args) -> int:
 def cmd_build(args) -> int:
     from .api import analyze, lower_spec
 
-    graph = lower_spec(args.spec, args.set)
+    scaled = _scaled_spec(args)
+    graph = lower_spec(scaled) if scaled is not None else lower_spec(args.spec, args.set)
     out = check_output(args.output or f"{graph.name}.keras", args.force)
     if out.suffix != ".keras":
         raise SpecError("the output of build must end in .keras", _where(out))
@@ -209,6 +214,107 @@ def cmd_build(args) -> int:
         print(format_report(report))
         print(f"build:      {seconds:.2f} s (Keras {model.count_params():,} params, equal to the analysis)")
         print(f"wrote:      {out}")
+    return 0
+
+
+def _scaled_spec(args):
+    """The spec of `build --phi/--preset` (None without them); scaling warnings printed, not raised."""
+    if args.phi is None and args.preset is None:
+        return None
+    import warnings
+
+    from . import scaling
+    from .api import load
+
+    spec = load(args.spec, args.set)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", scaling.ScalingWarning)
+        out = scaling.apply_phi(spec, args.phi) if args.phi is not None else scaling.apply_preset(spec, args.preset)
+    for w in {str(w.message) for w in caught}:
+        print(f"archspec: warning: {w}", file=sys.stderr)
+    return out
+
+
+def _phis(text: str) -> list[float]:
+    from .scaling import parse_phis
+
+    try:
+        return parse_phis(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _fmt_ratio(x: float) -> str:
+    return f"{x:.3g}x"
+
+
+def format_scale_table(r: dict) -> str:
+    rows = [[x["label"], f"{x['d']:.3f}", f"{x['w']:.3f}", f"{x['r']:.3f}", "x".join(map(str, x["resolution"])),
+             f"{x['dropout']:g}", f"{x['params']:,}", human(x["macs"]), _fmt_ratio(x["macs_ratio_formula"]),
+             _fmt_ratio(x["macs_ratio_actual"])] for x in r["rows"]]
+    out = [f"{r['base']}: base {r['base_params']:,} params, {human(r['base_macs'])} MACs"]
+    if r["coefficients"]:
+        c = r["coefficients"]
+        out.append(f"coefficients: alpha={c['alpha']:g} beta={c['beta']:g} gamma={c['gamma']:g} "
+                   f"(alpha*beta^2*gamma^2 = {c['flops_factor']:.3g}; {c['source']}); phi rows: "
+                   f"d = alpha^phi, w = beta^phi, r = gamma^phi")
+    if any(x["method"] == "preset" for x in r["rows"]):
+        out.append("preset rows: the spec's official table (width w, depth d, resolution; r = resolution / base)")
+    out += ["", table(rows, ["scale", "d", "w", "r", "resolution", "dropout", "params", "MACs", "MACs x formula",
+                             "MACs x counted"], "lrrrrrrrrr"), "",
+            "MACs: multiply-accumulates of conv and dense layers (what papers call FLOPs). "
+            "'x formula' is d*w^2*r^2 (= (alpha*beta^2*gamma^2)^phi), 'x counted' the counted MACs over the base's, "
+            "after rounding."]
+    return "\n".join(out)
+
+
+def cmd_scale(args) -> int:
+    from . import scaling
+    from .api import load
+
+    spec = load(args.spec, args.set)
+    if args.search:
+        if args.output:
+            raise SpecError("-o writes one scaled spec; it does not go with --search")
+        cands = scaling.search_grid(spec, step=args.step, tolerance=args.tolerance)
+        if args.json:
+            print_json({"base": spec.name, "phi": 1, "step": args.step, "tolerance": args.tolerance,
+                        "ranking": "none: pass rank= to archspec.scaling.search_grid to score candidates",
+                        "candidates": cands})
+        else:
+            print(table([[f"{c['alpha']:g}", f"{c['beta']:g}", f"{c['gamma']:g}", f"{c['flops_factor']:.3f}",
+                          "x".join(map(str, c["resolution"])), f"{c['params']:,}", human(c["macs"]),
+                          _fmt_ratio(c["macs_ratio"])] for c in cands],
+                        ["alpha", "beta", "gamma", "a*b^2*g^2", "resolution", "params", "MACs", "MACs x base"],
+                        "rrrrrrrr"))
+            print(f"\n{len(cands)} candidates (alpha, beta, gamma >= 1, step {args.step:g}, "
+                  f"|alpha*beta^2*gamma^2 - 2| <= {args.tolerance:g} * 2), each at phi = 1. The paper keeps the "
+                  f"most accurate: ranking needs training; plug it in with archspec.scaling.search_grid(rank=...).")
+        return 0
+    phis = args.phi or []
+    presets = (scaling.preset_names(spec) if args.preset == "all" else [args.preset]) if args.preset else []
+    report = scaling.sweep(spec, phis, presets)
+    for w in report["warnings"]:
+        print(f"archspec: warning: {w}", file=sys.stderr)
+    if args.output:
+        if len(report["rows"]) != 1:
+            raise SpecError(f"-o writes one scaled spec; got {len(report['rows'])} (give one --phi or --preset)")
+        out = check_output(args.output, args.force)
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", scaling.ScalingWarning)
+            scaled = scaling.apply_phi(spec, phis[0]) if phis else scaling.apply_preset(spec, presets[0])
+        row = report["rows"][0]
+        write_text_atomic(out, scaling.dump_spec(scaled, f"archspec scale {args.spec} {row['label']}: "
+                                                         f"{row['source']}\nresolved and self-contained"))
+        report["output"] = str(out)
+    if args.json:
+        print_json(report)
+    else:
+        print(format_scale_table(report))
+        if args.output:
+            print(f"wrote: {args.output}")
     return 0
 
 
@@ -260,7 +366,32 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--seed", type=int, help="seed for reproducible initial weights")
     sp.add_argument("--weights", metavar="FILE", help="load weights (.weights.h5, or a legacy .h5 by layer name)")
     sp.add_argument("--json", action="store_true", help="report as JSON (adds build_seconds and output)")
+    g = sp.add_mutually_exclusive_group()
+    g.add_argument("--phi", type=float, help="compound-scale first (as `archspec scale --phi`)")
+    g.add_argument("--preset", help="scale by a row of the spec's official table first, e.g. b3")
     sp.set_defaults(func=cmd_build)
+
+    sp = spec_cmd("scale", "compound scaling: phi, presets, sweeps, the coefficient search (no TensorFlow)",
+                  "Scale a spec with a scaling section. --phi uses the paper's formula d = alpha^phi, "
+                  "w = beta^phi, r = gamma^phi with the spec's coefficients; --preset a row of its official "
+                  "table. Filters are rounded to scaling.divisor (never below 90%), repeats rounded up, the "
+                  "resolution to the nearest multiple of scaling.resolution_divisor (see docs/scaling.md). "
+                  "Prints d, w, r, resolution, params, MACs and the MACs relative to the base, predicted and "
+                  "counted; -o writes the resolved, self-contained spec.")
+    g = sp.add_mutually_exclusive_group(required=True)
+    g.add_argument("--phi", type=_phis, metavar="PHI",
+                   help="a number (may be fractional or negative), a sweep START:STOP[:STEP] (e.g. 0:7), or a "
+                        "comma list")
+    g.add_argument("--preset", metavar="NAME", help="a preset of the spec's table (e.g. b3), or 'all'")
+    g.add_argument("--search", action="store_true",
+                   help="the paper's grid search: alpha, beta, gamma >= 1 with alpha*beta^2*gamma^2 ~ 2, at phi=1")
+    sp.add_argument("--step", type=float, default=0.05, help="--search grid step (default 0.05)")
+    sp.add_argument("--tolerance", type=float, default=0.05,
+                    help="--search: relative distance from 2 allowed (default 0.05)")
+    sp.add_argument("-o", "--output", help="write the scaled spec (YAML; one --phi or --preset)")
+    sp.add_argument("--force", action="store_true", help="replace an existing output file")
+    sp.add_argument("--json", action="store_true", help="report as JSON (d, w, r as numbers, params, macs, ratios)")
+    sp.set_defaults(func=cmd_scale)
 
     sp = sub.add_parser("list", help="the bundled specs with params and MACs (no TensorFlow)",
                         description="List the bundled specs (usable by name anywhere a SPEC is expected).")

@@ -27,39 +27,72 @@ def validate(raw: RawSpec) -> Spec:
     try:
         return Spec.model_validate(raw.data)
     except ValidationError as exc:
-        raise SpecErrors([_to_spec_error(e, raw) for e in exc.errors()]) from None
+        raise SpecErrors([_to_spec_error(e, raw) for e in _collapse(exc.errors(), raw)]) from None
+
+
+def _is_label(part) -> bool:
+    """pydantic's names for union members and constrained types, which are not keys."""
+    return isinstance(part, str) and (any(c in part for c in "[-") or part in _TYPE_LABELS)
+
+
+_TYPE_LABELS = {"str", "int", "float", "bool", "none", "list", "dict", "tuple", "literal"}
+_TYPE_ERRORS = {"list_type", "tuple_type", "dict_type", "model_type", "int_type", "int_parsing", "float_type",
+                "float_parsing", "string_type", "bool_type", "literal_error", "is_instance_of", "model_attributes_type"}
 
 
 def _data_path(loc: tuple, data) -> tuple:
-    """Map pydantic's `loc` onto the document, dropping union tags that are not keys."""
+    """Map pydantic's `loc` onto the document, dropping union tags and type labels."""
     out: list = []
-    node = data
+    node, lost = data, False
     for part in loc:
+        if lost:
+            if not _is_label(part):
+                out.append(part)
+            continue
         if isinstance(node, dict):
             if part in node:
                 out.append(part)
                 node = node[part]
-            elif isinstance(part, str) and node.get("type") == part:
-                continue  # discriminated-union tag
-            elif isinstance(part, str) and part.startswith(("function-", "tagged-union", "union[")):
-                continue
+            elif isinstance(part, str) and (node.get("type") == part or _is_label(part)):
+                continue  # a discriminated-union tag or a member label
             else:
+                out.append(part)  # a missing or unknown key
+                lost = True
+        elif isinstance(node, list):
+            if isinstance(part, int) and 0 <= part < len(node):
                 out.append(part)
-                node = None
-        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
-            out.append(part)
-            node = node[part]
-        elif isinstance(part, str) and ("[" in part or part in ("str", "int", "float", "bool", "list", "dict",
-                                                                    "literal", "tuple", "none")):
-            continue  # union member names
-        else:
-            out.append(part)
-            node = None
+                node = node[part]
+            elif not _is_label(part):
+                out.append(part)
+                lost = True
+        # a scalar: whatever follows names union members, not places
     return tuple(out)
+
+
+def _collapse(errors: list[dict], raw: RawSpec) -> list[dict]:
+    """One error per place: a union gives one error per member; keep the most specific."""
+    groups: dict[tuple, list[dict]] = {}
+    for e in errors:
+        groups.setdefault(_data_path(tuple(e["loc"]), raw.data), []).append(e)
+    out = []
+    for path, errs in groups.items():
+        specific = [e for e in errs if e["type"] not in _TYPE_ERRORS]
+        if specific:
+            out.append(specific[0])
+        elif len(errs) == 1:
+            out.append(errs[0])
+        else:
+            msgs = list(dict.fromkeys(_message(e).split(" (got ")[0] for e in errs))
+            inp = errs[0].get("input")
+            got = f" (got {inp!r})" if not isinstance(inp, (dict, list)) else ""
+            out.append({**errs[0], "type": "__combined__", "msg": " or ".join(msgs) + got})
+    return out
 
 
 def _message(e: dict) -> str:
     t, ctx, inp = e["type"], e.get("ctx") or {}, e.get("input")
+    if t == "__combined__":
+        return e["msg"]
     got = f" (got {inp!r})" if not isinstance(inp, (dict, list)) else ""
     if t == "greater_than":
         return f"must be > {ctx['gt']}{got}"
