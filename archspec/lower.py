@@ -28,6 +28,7 @@ class Builder:
         self.current: BlockInfo | None = None
         self.block_index = 0  # 0-based index of the current stage block over the network
         self.total_blocks = 1  # number of stage blocks after repeats
+        self.side_outputs: list[tuple[str, float]] = []  # (node, loss weight): extra training outputs
 
     # ------------------------------------------------------------ bookkeeping
     def begin_block(self, name: str, type_: str, path: tuple) -> None:
@@ -68,6 +69,11 @@ class Builder:
         if self.current is not None:
             self.current.nodes.append(name)
         return name
+
+    def side_output(self, x: str, loss_weight: float = 1.0) -> None:
+        """Make node `x` an extra model output (e.g. an auxiliary classifier), trained with
+        `loss_weight`; it follows the main output, in the order the blocks add them."""
+        self.side_outputs.append((x, float(loss_weight)))
 
     # ------------------------------------------------------------ helpers shared by families
     def regularizer(self) -> float | None:
@@ -265,7 +271,13 @@ def lower(spec, raw: RawSpec | None = None) -> Graph:
     if not outputs or head.include_top or head.pooling in ("avg", "max"):
         if final not in outputs:
             outputs.append(final)
-    graph = Graph(name=spec.name, nodes=g.nodes, outputs=outputs, blocks=g.blocks,
-                  meta={"taps": [o for o in outputs if o != final] if len(outputs) > 1 else []})
+    meta = {"taps": [o for o in outputs if o != final] if len(outputs) > 1 else []}
+    if g.side_outputs:
+        # the main output weighs 1, each side output its own weight (Keras' compile(loss_weights=...))
+        meta["loss_weights"] = {final: 1.0}
+        for o, w in g.side_outputs:
+            outputs.append(o)
+            meta["loss_weights"][o] = w
+    graph = Graph(name=spec.name, nodes=g.nodes, outputs=outputs, blocks=g.blocks, meta=meta)
     graph.prune()
     return graph

@@ -74,6 +74,9 @@ class Head(Strict):
     pooling: Literal["avg", "max", "none"] = Field(
         default="none", description="Pooling of the features when include_top is false.")
     pooling_name: str | None = None
+    aux: bool = Field(default=False, description=(
+        "Build the auxiliary classifiers (aux_classifier blocks, GoogLeNet) as extra outputs for "
+        "training; Graph.meta['loss_weights'] gives each output's loss weight."))
 
 
 class Coefficients(Strict):
