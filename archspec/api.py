@@ -82,6 +82,8 @@ def build(spec: "str | os.PathLike | Spec | Graph", overrides: list[str] | None 
 
 def export(model_or_spec, path: str | os.PathLike, format: str = "onnx", **kwargs):
     """Export a Keras model (or a spec, built first) to ONNX, SavedModel or `.keras`."""
-    from . import export as _export
+    import importlib
 
+    # not `from . import export`: the package attribute `export` is this function
+    _export = importlib.import_module("archspec.export")
     return _export.export(model_or_spec, path, format=format, **kwargs)

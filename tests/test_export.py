@@ -1,0 +1,379 @@
+"""Export: every bundled spec to ONNX (checked against Keras with ONNX Runtime), resnet50
+and efficientnet to SavedModel, `.keras` reloads, fp16 / int8 variants, grouped
+convolutions, multi-output feature extractors, safe writes and failure behaviour."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("tf2onnx")
+pytest.importorskip("onnxruntime")
+
+import onnx  # noqa: E402
+
+import archspec  # noqa: E402
+import archspec.export  # noqa: E402,F401
+
+ex = sys.modules["archspec.export"]
+from archspec.errors import ArchspecError, SpecError  # noqa: E402
+from archspec.spec.loader import bundled_names  # noqa: E402
+
+SLOW = {"resnet101", "resnet152", "vgg16", "vgg19"}
+SAMPLES = 2
+
+# A small network with everything that is hard to export: in-model preprocessing whose
+# Normalization statistics are weights (as EfficientNet), LRN, grouped convolutions, and
+# taps (a multi-output feature extractor).
+TINY = """\
+format: 1
+name: tiny_grouped
+input:
+  shape: [32, 32, 3]
+  preprocessing:
+    - {type: rescaling, name: rescale, scale: 0.00392156862745098}
+    - {type: normalization, name: normalization}
+stem:
+  - {type: conv, name: conv1, filters: 16, kernel: 3, stride: 2, bn: true}
+  - {type: lrn, name: lrn1, depth: 5, alpha: 0.0001, beta: 0.75, k: 2}
+stages:
+  - name: s1
+    blocks:
+      - {type: conv, name: gconv, filters: 32, kernel: 3, groups: 2}
+      - {type: max_pool, name: pool, pool: 2, stride: 2}
+  - name: s2
+    blocks:
+      - {type: conv, name: gconv2, filters: 32, kernel: 3, groups: 4, bn: true}
+head:
+  classes: 10
+  layers:
+    - {type: global_pool, name: avg_pool, mode: avg}
+    - {type: classifier, name: predictions}
+taps: [lrn1, pool]
+"""
+
+
+@pytest.fixture(scope="module")
+def tiny_spec(tmp_path_factory) -> Path:
+    p = tmp_path_factory.mktemp("spec") / "tiny.yaml"
+    p.write_text(TINY)
+    return p
+
+
+@pytest.fixture(scope="module")
+def tiny_onnx(tiny_spec, tmp_path_factory):
+    out = tmp_path_factory.mktemp("tiny") / "tiny.onnx"
+    msgs = []
+    report = archspec.api.export(tiny_spec, out, samples=SAMPLES, progress=msgs.append)  # the public path
+    return report, out, msgs
+
+
+_MODELS: dict = {}
+
+
+def _built(name):
+    """Build a bundled network once per module (through export's own path, so the spec
+    name and hash travel with the model)."""
+    if name not in _MODELS:
+        _MODELS[name] = ex._resolve_model(name, None, 0, lambda m: None)[0]
+    return _MODELS[name]
+
+
+def _meta(path) -> dict:
+    return {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+
+
+def _no_leftovers(d: Path):
+    return [p.name for p in d.iterdir() if ".tmp-" in p.name or ".old-" in p.name or "augmented" in p.name]
+
+
+# ---------------------------------------------------------------- import hygiene
+
+
+def test_importing_export_does_not_import_tensorflow():
+    code = "import sys, archspec.export; print('tensorflow' in sys.modules, 'keras' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "False"]
+
+
+# ---------------------------------------------------------------- every bundled spec to ONNX
+
+
+def _onnx_params():
+    for name in bundled_names():
+        marks = [pytest.mark.slow] if name in SLOW else []
+        yield pytest.param(name, marks=marks, id=name)
+
+
+@pytest.mark.parametrize("name", list(_onnx_params()))
+def test_bundled_spec_exports_to_onnx(name, tmp_path):
+    from archspec.resolve import resolve
+
+    model = _built(name) if name in ("resnet50", "efficientnet") else name
+    out = tmp_path / f"{name}.onnx"
+    r = ex.export(model, out, samples=SAMPLES)
+    _MODELS.pop(name, None) if name not in ("resnet50", "efficientnet") else None
+    assert r["passed"] is True and r["checked"] is True
+    assert r["max_abs_diff"] <= 1e-4 * max(1.0, max(o["max_abs_ref"] for o in r["outputs"].values()))
+    assert out.is_file() and r["bytes"] == out.stat().st_size
+    print(f"\n{name}: max_abs_diff={r['max_abs_diff']:.3g} convert={r['timings']['convert']:.1f}s "
+          f"check={r['timings']['check']:.1f}s total={r['seconds']:.1f}s bytes={r['bytes']:,}")
+
+    proto = onnx.load(str(out))
+    onnx.checker.check_model(proto)
+    # one named input with a dynamic batch dimension; outputs named as the Keras outputs
+    assert [i.name for i in proto.graph.input] == r["input_names"] == ["input_layer"]
+    dims = proto.graph.input[0].type.tensor_type.shape.dim
+    assert dims[0].dim_param == "batch"
+    assert [o.name for o in proto.graph.output] == r["output_names"]
+    assert not any(n.op_type in ("StatefulPartitionedCall", "PartitionedCall") for n in proto.graph.node)
+    meta = _meta(out)
+    assert meta["archspec.spec_name"] == name
+    assert meta["archspec.spec_sha256"] == ex.spec_hash(resolve(archspec.load(name)))
+    assert meta["archspec.version"] == archspec.__version__
+    pre = json.loads(meta["archspec.preprocessing"])
+    assert "expects" in pre
+    if name == "efficientnet":
+        assert [s["op"] for s in pre["in_model"]][:2] == ["rescaling", "normalization"]
+    if name == "alexnet":
+        groups = [a.i for n in proto.graph.node if n.op_type == "Conv" for a in n.attribute if a.name == "group"]
+        assert sorted(set(groups)) == [1, 2], groups
+    if name in ("alexnet", "googlenet"):
+        lrn = archspec.lower_spec(name)
+        assert any(n.op == "lrn" for n in lrn.nodes)
+
+
+@pytest.mark.parametrize("name", ["resnet50", "efficientnet"])
+def test_saved_model_with_serving_signature(name, tmp_path):
+    import tensorflow as tf
+
+    out = tmp_path / f"{name}_sm"
+    r = ex.export(_built(name), out, "saved_model", samples=SAMPLES)
+    assert r["passed"] is True and r["max_abs_diff"] <= 1e-4
+    print(f"\n{name} SavedModel: max_abs_diff={r['max_abs_diff']:.3g} total={r['seconds']:.1f}s")
+    loaded = tf.saved_model.load(str(out))
+    sig = loaded.signatures["serving_default"]
+    assert list(sig.structured_outputs) == r["output_names"] == ["predictions"]
+    x = np.random.default_rng(0).standard_normal((1, *r["input_shape"][1:])).astype("float32")
+    if name == "efficientnet":
+        x = (x * 40 + 128).astype("float32")
+    got = sig(**{r["input_names"][0]: tf.constant(x)})["predictions"].numpy()
+    want = np.asarray(_built(name)(x, training=False))
+    np.testing.assert_allclose(got, want, atol=1e-4)
+    doc = json.loads((out / "assets.extra" / "archspec.json").read_text())
+    assert doc["archspec.spec_name"] == name and len(doc["archspec.spec_sha256"]) == 64
+
+
+# ---------------------------------------------------------------- the hard cases on a small network
+
+
+def test_grouped_conv_becomes_onnx_conv_with_group(tiny_onnx):
+    report, out, msgs = tiny_onnx
+    assert report["passed"] and report["max_abs_diff"] <= 1e-4
+    proto = onnx.load(str(out))
+    groups = {n.name: a.i for n in proto.graph.node if n.op_type == "Conv" for a in n.attribute if a.name == "group"}
+    assert sorted(groups.values()) == [1, 2, 4]
+    assert "converting with tf2onnx (opset 17)…" in msgs and "checking with onnxruntime…" in msgs
+
+
+def test_grouped_conv_keras_model_uses_xla_function_which_onnx_ready_model_removes(tiny_spec):
+    """The reason for `onnx_ready_model`: the plain Keras grouped conv traces to a
+    StatefulPartitionedCall (an XLA function); the export-time clone traces to Conv2D ops."""
+    import tensorflow as tf
+
+    model = archspec.build(tiny_spec, seed=0)
+
+    def op_types(m):
+        fn = tf.function(lambda x: m(x, training=False))
+        g = fn.get_concrete_function(tf.TensorSpec((None, 32, 32, 3), tf.float32)).graph
+        return {op.type for op in g.get_operations()}
+
+    assert "StatefulPartitionedCall" in op_types(model)
+    ready = ex.onnx_ready_model(model)
+    assert "StatefulPartitionedCall" not in op_types(ready)
+    x = np.random.default_rng(1).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+    for a, b in zip(model(x), ready(x)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5)
+
+
+def test_multi_output_feature_extractor_names_its_outputs_after_taps(tiny_onnx, tmp_path):
+    report, out, _ = tiny_onnx
+    assert report["output_names"] == ["lrn1", "pool", "predictions"]
+    proto = onnx.load(str(out))
+    assert [o.name for o in proto.graph.output] == ["lrn1", "pool", "predictions"]
+    assert json.loads(_meta(out)["archspec.outputs"]) == ["lrn1", "pool", "predictions"]
+    assert set(report["outputs"]) == {"lrn1", "pool", "predictions"}
+
+
+def test_multi_output_saved_model(tiny_spec, tmp_path):
+    r = ex.export(tiny_spec, tmp_path / "sm", "saved_model", samples=SAMPLES)
+    assert r["passed"] and set(r["outputs"]) == {"lrn1", "pool", "predictions"}
+
+
+def test_keras_file_reloads_after_import_archspec(tiny_spec, tmp_path):
+    out = tmp_path / "tiny.keras"
+    r = ex.export(tiny_spec, out, "keras", samples=SAMPLES)
+    assert r["passed"] and r["max_abs_diff"] == 0.0
+    code = textwrap.dedent(f"""
+        import os; os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+        import archspec, keras, numpy as np
+        m = keras.models.load_model({str(out)!r})
+        print(type(m.get_layer("lrn1")).__name__, m.count_params())
+    """)
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.split()[-2:] == ["LocalResponseNormalization", str(archspec.analyze(tiny_spec)["params"])]
+    # exporting the .keras file to ONNX keeps the spec's name and hash
+    r2 = ex.export(out, tmp_path / "from_keras.onnx", samples=SAMPLES)
+    assert r2["passed"]
+    assert _meta(tmp_path / "from_keras.onnx")["archspec.spec_sha256"] == r["metadata"]["archspec.spec_sha256"]
+
+
+# ---------------------------------------------------------------- deployment variants
+
+
+def test_fp16_variant(tiny_spec, tmp_path):
+    r = ex.export(tiny_spec, tmp_path / "t16.onnx", fp16=True)
+    assert r["variant"] == "fp16" and r["samples"] >= 16
+    assert r["bytes"] < r["float32_bytes"] and 0 < r["size_ratio"] < 1
+    assert r["max_abs_diff"] < 1e-2
+    assert r["top1_agreement"] is not None and 0.9 <= r["top1_agreement"] <= 1.0
+    proto = onnx.load(str(tmp_path / "t16.onnx"))
+    assert any(t.data_type == onnx.TensorProto.FLOAT16 for t in proto.graph.initializer)
+    assert proto.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert _meta(tmp_path / "t16.onnx")["archspec.variant"] == "fp16"
+
+
+@pytest.mark.parametrize("mode", ["int8", "int8_dynamic"])
+def test_int8_variants(tiny_spec, tmp_path, mode):
+    r = ex.export(tiny_spec, tmp_path / "t8.onnx", quantize=mode)
+    assert r["variant"] == mode and r["size_ratio"] == r["bytes"] / r["float32_bytes"]
+    if mode == "int8_dynamic":  # (static QDQ adds per-channel scales: bigger on a 5k-parameter net)
+        assert r["bytes"] < r["float32_bytes"]
+    assert 0.0 <= r["top1_agreement"] <= 1.0 and r["max_abs_diff"] < 0.2
+    proto = onnx.load(str(tmp_path / "t8.onnx"))
+    assert any(t.data_type in (onnx.TensorProto.INT8, onnx.TensorProto.UINT8) for t in proto.graph.initializer)
+    if mode == "int8":
+        assert r["calibration"] == {"images": 16, "source": "generated"}
+    assert _no_leftovers(tmp_path) == []
+
+
+def test_int8_with_user_calibration_npy_and_images(tiny_spec, tmp_path):
+    import tensorflow as tf
+
+    data = np.random.default_rng(3).uniform(0, 255, (5, 32, 32, 3)).astype("float32")
+    np.save(tmp_path / "calib.npy", data)
+    r = ex.export(tiny_spec, tmp_path / "a.onnx", quantize="int8", calibration=tmp_path / "calib.npy")
+    assert r["calibration"]["images"] == 5
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    for i in range(3):
+        png = tf.io.encode_png(tf.constant(data[i][:20, :24].astype("uint8")))
+        (imgs / f"{i}.png").write_bytes(png.numpy())
+    r = ex.export(tiny_spec, tmp_path / "b.onnx", quantize="int8", calibration=imgs)
+    assert r["calibration"]["images"] == 3 and (tmp_path / "b.onnx").is_file()
+    np.save(tmp_path / "bad.npy", data[:, :16])
+    with pytest.raises(SpecError, match=r"calibration data must have shape \(N, 32, 32, 3\)"):
+        ex.export(tiny_spec, tmp_path / "c.onnx", quantize="int8", calibration=tmp_path / "bad.npy")
+    assert not (tmp_path / "c.onnx").exists() and _no_leftovers(tmp_path) == []
+
+
+# ---------------------------------------------------------------- safe writes and failures
+
+
+def test_existing_path_is_not_replaced_without_force(tiny_spec, tmp_path):
+    out = tmp_path / "t.onnx"
+    out.write_bytes(b"precious")
+    with pytest.raises(SpecError, match="exists; pass --force") as e:
+        ex.export(tiny_spec, out)
+    assert e.value.exit_code == 2 and out.read_bytes() == b"precious"
+    r = ex.export(tiny_spec, out, force=True, samples=SAMPLES)
+    assert r["passed"] and out.read_bytes() != b"precious"
+    onnx.checker.check_model(onnx.load(str(out)))
+    assert _no_leftovers(tmp_path) == []
+
+
+def test_force_replaces_an_existing_saved_model_directory(tiny_spec, tmp_path):
+    out = tmp_path / "sm"
+    out.mkdir()
+    (out / "stale.txt").write_text("old")
+    r = ex.export(tiny_spec, out, "saved_model", force=True, samples=SAMPLES)
+    assert r["passed"] and not (out / "stale.txt").exists() and (out / "saved_model.pb").is_file()
+    assert _no_leftovers(tmp_path) == []
+
+
+def test_parity_failure_exits_1_and_leaves_nothing(tiny_spec, tmp_path, monkeypatch):
+    real = ex._run_onnx
+
+    def off_by_a_bit(*a, **k):
+        return [o + 1e-3 for o in real(*a, **k)]
+
+    monkeypatch.setattr(ex, "_run_onnx", off_by_a_bit)
+    out = tmp_path / "t.onnx"
+    with pytest.raises(ArchspecError, match="does not match Keras") as e:
+        ex.export(tiny_spec, out, samples=SAMPLES)
+    assert e.value.exit_code == 1 and not isinstance(e.value, SpecError)
+    assert list(tmp_path.iterdir()) == []
+    # with --force, a failed export leaves the old file as it was
+    out.write_bytes(b"old")
+    with pytest.raises(ArchspecError, match="does not match Keras"):
+        ex.export(tiny_spec, out, samples=SAMPLES, force=True)
+    assert out.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["t.onnx"]
+    # --no-check skips the comparison, so the same broken runtime does not stop it
+    r = ex.export(tiny_spec, tmp_path / "unchecked.onnx", check=False)
+    assert r["checked"] is False and r["max_abs_diff"] is None and (tmp_path / "unchecked.onnx").is_file()
+
+
+def test_conversion_failure_exits_1_and_leaves_nothing(tiny_spec, tmp_path, monkeypatch):
+    def boom(*a, **k):
+        raise RuntimeError("tf2onnx fell over")
+
+    monkeypatch.setattr(ex, "_to_onnx", boom)
+    with pytest.raises(ArchspecError, match="onnx export failed: RuntimeError: tf2onnx fell over"):
+        ex.export(tiny_spec, tmp_path / "t.onnx")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_saved_model_failure_leaves_no_directory(tiny_spec, tmp_path, monkeypatch):
+    real = ex._run_saved_model
+
+    def broken(*a):
+        return [o * 1.01 + 1e-2 for o in real(*a)]
+
+    monkeypatch.setattr(ex, "_run_saved_model", broken)
+    with pytest.raises(ArchspecError, match="saved_model export does not match Keras"):
+        ex.export(tiny_spec, tmp_path / "sm", "saved_model", samples=SAMPLES)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"format": "tflite"}, "unknown export format 'tflite'"),
+    ({"opset": 7}, "opset must be an integer from 13 to 18 (got 7)"),
+    ({"format": "saved_model", "fp16": True}, "apply to ONNX exports"),
+    ({"fp16": True, "quantize": "int8"}, "choose one of fp16 and quantize"),
+    ({"quantize": "int4"}, "unknown quantization 'int4'"),
+    ({"calibration": "x.npy"}, "static quantization only"),
+    ({"format": "keras"}, "needs a path ending in .keras"),
+])
+def test_bad_options_are_spec_errors(tmp_path, kwargs, message):
+    with pytest.raises(SpecError, match=message.replace("(", r"\(").replace(")", r"\)")) as e:
+        ex.export("resnet50", tmp_path / "out.onnx", **kwargs)
+    assert e.value.exit_code == 2 and list(tmp_path.iterdir()) == []
+
+
+def test_missing_directory_and_bad_sources_are_spec_errors(tmp_path):
+    with pytest.raises(SpecError, match="no such directory"):
+        ex.export("resnet50", tmp_path / "nope" / "out.onnx")
+    with pytest.raises(SpecError, match="no such file"):
+        ex.export(tmp_path / "missing.keras", tmp_path / "out.onnx")
+    (tmp_path / "junk.keras").write_text("not a zip")
+    with pytest.raises(SpecError, match="cannot load as a Keras model"):
+        ex.export(tmp_path / "junk.keras", tmp_path / "out.onnx")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["junk.keras"]
