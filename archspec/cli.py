@@ -140,7 +140,12 @@ def cmd_inspect(args) -> int:
     from .api import analyze
 
     report = analyze(args.spec, args.set)
-    if args.json:
+    if args.markdown:
+        from .render import markdown_report
+        from .api import load
+
+        sys.stdout.write(markdown_report(report, load(args.spec, args.set).description))
+    elif args.json:
         if not args.layers:
             report = {**report, "layers": [{k: l[k] for k in ("name", "op", "output_shape", "params", "macs", "block")}
                                             for l in report["layers"]]}
@@ -354,6 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
                   "multiply-accumulates of conv and dense layers.")
     sp.add_argument("--json", action="store_true", help="one JSON object (name, shapes, params, macs, layers, blocks)")
     sp.add_argument("--layers", action="store_true", help="with --json: include every layer's attributes")
+    sp.add_argument("--markdown", action="store_true", help="a Markdown report (for docs and reviews)")
     sp.set_defaults(func=cmd_inspect)
 
     sp = spec_cmd("build", "compile to a Keras model and save it (.keras)",

@@ -172,3 +172,20 @@ def test_build_trains_one_step():
     x = np.random.default_rng(0).uniform(size=(4, 32, 32, 3)).astype("float32")
     hist = m.fit(x, np.array([0, 1, 2, 3]), epochs=1, verbose=0)
     assert np.isfinite(hist.history["loss"][0])
+
+
+def test_plain_install_finds_bundled_specs_and_templates(tmp_path):
+    """A non-editable install carries the specs and templates as package data."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    target = tmp_path / "site"
+    r = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
+                        "--target", str(target), str(root)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert (target / "archspec" / "_specs" / "resnet50.yaml").is_file()
+    env = {"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin"}
+    p = subprocess.run([sys.executable, "-m", "archspec", "inspect", "resnet50", "--markdown"], cwd=tmp_path,
+                       env=env, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert "25,636,712" in p.stdout and "`conv5_block3`" in p.stdout

@@ -221,16 +221,10 @@ def _scalar(node) -> Any:
 
 
 def bundled_spec_dir() -> Path:
-    """The directory of the bundled specs (installed package data or the source tree)."""
-    try:
-        from importlib.resources import files
-
-        d = Path(str(files("archspec._specs")))
-        if d.is_dir():
-            return d
-    except (ModuleNotFoundError, TypeError):
-        pass
-    return Path(__file__).resolve().parents[2] / "specs"
+    """The directory of the bundled specs: installed package data, else the source tree."""
+    pkg = Path(__file__).resolve().parents[1]
+    installed = pkg / "_specs"
+    return installed if installed.is_dir() else pkg.parent / "specs"
 
 
 def bundled_names() -> list[str]:
