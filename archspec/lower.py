@@ -231,7 +231,7 @@ def lower(spec, raw: RawSpec | None = None) -> Graph:
             x = run(blk, x, name_of(b, f"stem_{b.type}{k + 1}" + (f"_{r + 1}" if b.repeats > 1 else ""), p,
                                      stage="stem", s=0, i=r + 1, j=r, letter=letter(r), n=r, N=r + 1), p)
     stage_outputs = []
-    g.total_blocks = sum(b.repeats for st in spec.stages for b in st.blocks) or 1
+    g.total_blocks = sum(b.repeats for st in spec.stages if not st.fixed for b in st.blocks) or 1
     n = 0
     for s, stage in enumerate(spec.stages):
         stage_name = stage.name or f"stage{s + 1}"

@@ -31,7 +31,7 @@ def resolve(spec: Spec) -> Spec:
         return b.model_copy(update=upd)
 
     stem = [scale_block(b, False) for b in spec.stem]
-    stages = [st.model_copy(update={"blocks": [scale_block(b, True) for b in st.blocks]}) for st in spec.stages]
+    stages = [st.model_copy(update={"blocks": [scale_block(b, not st.fixed) for b in st.blocks]}) for st in spec.stages]
     head = spec.head.model_copy(update={"layers": [scale_block(b, False) for b in spec.head.layers]})
     applied = dict(sc.applied or {})
     applied.update({"width": applied.get("width", 1.0) * w, "depth": applied.get("depth", 1.0) * d})

@@ -63,6 +63,10 @@ class Stage(Strict):
     name: str | None = Field(default=None, min_length=1)
     block_name: str = Field(default="{stage}_block{i}", description="Name template for the stage's blocks.")
     blocks: list[Block] = Field(min_length=1)
+    fixed: bool = Field(default=False, description=(
+        "Not part of the repeated body: depth scaling leaves its repeats alone and its blocks do not "
+        "count in the stochastic-depth schedule (a final 1x1 conv: EfficientNet's top_conv, "
+        "MobileNetV2's Conv_1). Width scaling still applies."))
 
 
 class Head(Strict):
