@@ -73,6 +73,7 @@ def assert_not_degenerate(outputs):
     """The outputs differ between examples and are not one-hot, so an equality means something."""
     for o in outputs if isinstance(outputs, list) else [outputs]:
         o = np.asarray(o)
+        assert np.all(np.isfinite(o))  # NaN == NaN would make any comparison pass
         assert o.std() > 0
         if o.shape[0] > 1:
             assert not np.allclose(o[0], o[1], atol=1e-6)
