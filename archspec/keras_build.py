@@ -155,23 +155,20 @@ def timed_build(graph: Graph, **kw) -> tuple[keras.Model, float]:
 
 
 def load_weights(model: keras.Model, path: str) -> None:
-    """Load weights into a built model: Keras 3 `.weights.h5` files, or legacy `.h5`
-    files (as keras.applications ships them) matched by layer name."""
-    from .errors import ArchspecError, Location, SpecError
+    """Load weights into a built model: Keras 3 `.weights.h5` / `.keras` files, or legacy
+    `.h5` files (the format keras.applications ships its weights in) matched by layer name,
+    so a variant that keeps the names loads pretrained weights."""
     import os
+
+    from .errors import ArchspecError, Location, SpecError
 
     if not os.path.isfile(path):
         raise SpecError("no such weights file", Location(path))
+    legacy = path.endswith((".h5", ".hdf5")) and not path.endswith(".weights.h5")
     try:
-        if path.endswith(".weights.h5"):
-            model.load_weights(path)
+        if legacy:
+            model.load_weights(path, by_name=True)
         else:
-            model.load_weights(path, by_name=True) if _legacy_by_name_supported() else model.load_weights(path)
+            model.load_weights(path)
     except (ValueError, KeyError, OSError) as exc:
         raise ArchspecError(f"cannot load weights from {path}: {exc}") from None
-
-
-def _legacy_by_name_supported() -> bool:
-    import inspect
-
-    return "kwargs" in str(inspect.signature(keras.Model.load_weights))

@@ -268,10 +268,11 @@ def lower(spec, raw: RawSpec | None = None) -> Graph:
                 raise SpecError(f"tap {t!r} names no layer of this network", raw.locate(("taps", k)) if raw else None,
                                 f"taps[{k}]")
             outputs.append(t)
+    taps = list(outputs)
     if not outputs or head.include_top or head.pooling in ("avg", "max"):
         if final not in outputs:
             outputs.append(final)
-    meta = {"taps": [o for o in outputs if o != final] if len(outputs) > 1 else []}
+    meta = {"taps": taps}
     if g.side_outputs:
         # the main output weighs 1, each side output its own weight (Keras' compile(loss_weights=...))
         meta["loss_weights"] = {final: 1.0}
