@@ -9,6 +9,7 @@ TensorFlow is imported only by the commands that need it (build, export).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -104,14 +105,22 @@ def _where(p: Path):
     return Location(str(p))
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+@contextlib.contextmanager
+def atomic_output(path: Path):
+    """Yield a temporary path beside `path` (same suffix); on success rename it onto
+    `path`, on any failure remove it, so `path` is either untouched or complete."""
+    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
     try:
-        tmp.write_text(text)
+        yield tmp
         os.replace(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    with atomic_output(path) as tmp:
+        tmp.write_text(text)
 
 
 # ---------------------------------------------------------------- commands
@@ -203,13 +212,8 @@ def cmd_build(args) -> int:
         raise ArchspecError(f"Keras counts {model.count_params():,} params, the analysis {graph.params:,}")
     if args.weights:
         kb.load_weights(model, args.weights)
-    tmp = out.with_name(f".{out.stem}.tmp-{os.getpid()}.keras")
-    try:
+    with atomic_output(out) as tmp:
         model.save(tmp)
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     report = analyze(graph)
     if args.json:
         print_json({k: v for k, v in report.items() if k != "layers"} |
