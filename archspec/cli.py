@@ -226,6 +226,44 @@ def cmd_build(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from .api import export
+
+    fmt = args.format or _export_format(args.output)
+    quantize = {"int8": "int8", "int8-dynamic": "int8_dynamic"}.get(args.quantize) if args.quantize else None
+    r = export(args.spec, args.output, format=fmt, opset=args.opset, check=not args.no_check, force=args.force,
+               fp16=args.fp16, quantize=quantize, calibration=args.calibration, overrides=args.set or None,
+               progress=progress, samples=args.samples, seed=args.seed)
+    if args.json:
+        print_json(r)
+        return 0
+    print(f"wrote:      {r['path']} ({r['format']}{', ' + r['variant'] if r.get('variant') else ''}, "
+          f"{r['bytes'] / 1e6:.1f} MB) in {r['seconds']:.1f} s")
+    print(f"input:      {r['input_names'][0]} {shape_str(['N' if d is None else d for d in r['input_shape']])}")
+    print(f"outputs:    {', '.join(r['output_names'])}")
+    if r.get("max_abs_diff") is None:
+        print("check:      skipped (--no-check)")
+    elif r.get("variant"):
+        top1 = r.get("top1_agreement")
+        print(f"vs float32: max |diff| {r['max_abs_diff']:.3g}, top-1 agreement "
+              f"{'n/a' if top1 is None else f'{top1:.1%}'} on {r['samples']} random inputs; "
+              f"size {r['size_ratio']:.2f}x of float32 ({r['float32_bytes'] / 1e6:.1f} MB)")
+    else:
+        print(f"check:      max |diff| vs Keras {r['max_abs_diff']:.3g} on {r['samples']} random inputs "
+              f"(tolerance {r['tolerance']:g}): ok")
+    print(f"metadata:   spec {r['metadata']['archspec.spec_name']} sha256 "
+          f"{r['metadata']['archspec.spec_sha256'][:12]}, archspec {r['metadata']['archspec.version']}")
+    return 0
+
+
+def _export_format(output: str) -> str:
+    if output.endswith(".onnx"):
+        return "onnx"
+    if output.endswith(".keras"):
+        return "keras"
+    raise SpecError(f"cannot tell the format from {output!r}; pass --format onnx|saved_model|keras")
+
+
 def _scaled_spec(args):
     """The spec of `build --phi/--preset` (None without them); scaling warnings printed, not raised."""
     if args.phi is None and args.preset is None:
@@ -380,6 +418,30 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--phi", type=float, help="compound-scale first (as `archspec scale --phi`)")
     g.add_argument("--preset", help="scale by a row of the spec's official table first, e.g. b3")
     sp.set_defaults(func=cmd_build)
+
+    sp = spec_cmd("export", "export to ONNX, SavedModel or .keras, verified against Keras",
+                  "Export a spec (built with random weights) or a saved MODEL.keras (pass it as SPEC). The result "
+                  "is reloaded and run next to Keras on random inputs (ONNX Runtime, tf.saved_model.load, "
+                  "keras.models.load_model); above 1e-4 max difference (float32) the export fails with exit 1 "
+                  "and writes nothing. ONNX has a dynamic batch, the Keras input/output names and metadata (spec "
+                  "name, resolved-spec sha256, archspec version, preprocessing). Writes are atomic.")
+    sp.add_argument("-o", "--output", required=True, metavar="PATH",
+                    help="output file (a directory for saved_model)")
+    sp.add_argument("--format", choices=["onnx", "saved_model", "keras"],
+                    help="default: from the suffix of PATH (.onnx, .keras)")
+    sp.add_argument("--opset", type=int, default=17, help="ONNX opset (13-18, default 17)")
+    sp.add_argument("--no-check", action="store_true", help="skip the comparison with Keras")
+    sp.add_argument("--force", action="store_true", help="replace an existing PATH")
+    g = sp.add_mutually_exclusive_group()
+    g.add_argument("--fp16", action="store_true", help="ONNX with float16 weights (inputs/outputs stay float32)")
+    g.add_argument("--quantize", choices=["int8", "int8-dynamic"],
+                   help="ONNX Runtime int8 quantization: static (calibrated) or dynamic (weights only)")
+    sp.add_argument("--calibration", metavar="PATH",
+                    help="--quantize int8: a .npy (N,H,W,C) or a directory of images (default: generated)")
+    sp.add_argument("--samples", type=int, default=3, help="random inputs for the check (default 3)")
+    sp.add_argument("--seed", type=int, default=0, help="seed of the random weights and inputs")
+    sp.add_argument("--json", action="store_true", help="the export report as JSON")
+    sp.set_defaults(func=cmd_export)
 
     sp = spec_cmd("scale", "compound scaling: phi, presets, sweeps, the coefficient search (no TensorFlow)",
                   "Scale a spec with a scaling section. --phi uses the paper's formula d = alpha^phi, "
