@@ -39,6 +39,8 @@ import zipfile
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
+
 from .errors import ArchspecError, MissingDependency, SpecError
 
 FORMATS = ("onnx", "saved_model", "keras")
@@ -405,6 +407,18 @@ def onnx_ready_model(model):
     return clone_model
 
 
+# Dense kernels at least this large (VGG's fc1 is 102.8M values, AlexNet's fc6 37.7M) are kept
+# out of the TensorFlow graph during conversion: freezing them as constants makes TensorFlow and
+# tf2onnx copy them over and over (VGG16 went past 24 GB on a 24 GB machine; this way 4.7 GB).
+LARGE_WEIGHT = 4_000_000
+
+
+def _large_kernels(model) -> list:
+    keras = _keras()
+    return [layer.kernel for layer in model._flatten_layers(include_self=False)
+            if isinstance(layer, keras.layers.Dense) and int(np.prod(layer.kernel.shape)) >= LARGE_WEIGHT]
+
+
 def _to_onnx(model, opset, input_name, input_shape, say):
     import tensorflow as tf
 
@@ -414,8 +428,50 @@ def _to_onnx(model, opset, input_name, input_shape, say):
         raise MissingDependency(f"ONNX export needs tf2onnx ({exc}); pip install tf2onnx onnx onnxruntime") from None
     conv_model = onnx_ready_model(model)
     sig = [tf.TensorSpec((None, *input_shape), tf.float32, name=input_name)]
-    with _Heartbeat(say, f"converting with tf2onnx (opset {opset})…"):
-        proto, _ = tf2onnx.convert.from_keras(conv_model, input_signature=sig, opset=opset)
+    large = _large_kernels(conv_model)
+    if not large:
+        with _Heartbeat(say, f"converting with tf2onnx (opset {opset})…"):
+            proto, _ = tf2onnx.convert.from_keras(conv_model, input_signature=sig, opset=opset)
+        return proto
+    return _to_onnx_large_weights_as_inputs(conv_model, large, sig, opset, say)
+
+
+def _to_onnx_large_weights_as_inputs(model, large, sig, opset, say):
+    """Convert with the large kernels fed in as function inputs (through a Keras
+    StatelessScope), then make those inputs ONNX initializers holding the weights."""
+    import onnx
+    import tensorflow as tf
+    import tf2onnx
+    from onnx import numpy_helper
+
+    keras = _keras()
+    names = [f"archspec_weight_{i}" for i in range(len(large))]
+    sig = sig + [tf.TensorSpec(v.shape, v.dtype, name=n) for v, n in zip(large, names)]
+    out_names = list(model.output_names)
+
+    @tf.function(input_signature=sig)
+    def forward(x, *weights):
+        with keras.StatelessScope(state_mapping=list(zip(large, weights))):
+            y = model(x, training=False)
+        ys = y if isinstance(y, (list, tuple)) else [y]
+        return dict(zip(out_names, ys))
+
+    with _Heartbeat(say, f"converting with tf2onnx (opset {opset}; {len(large)} large kernels as initializers)…"):
+        proto, _ = tf2onnx.convert.from_function(forward, input_signature=sig, opset=opset)
+    graph = proto.graph
+    keep = [i for i in graph.input if i.name not in names]
+    if len(keep) != len(graph.input) - len(names):
+        raise ArchspecError(f"tf2onnx did not keep the weight inputs {names} (graph inputs: "
+                            f"{[i.name for i in graph.input]})")
+    for v, n in zip(large, names):
+        graph.initializer.append(numpy_helper.from_array(np.asarray(keras.ops.convert_to_numpy(v)), n))
+    del graph.input[:]
+    graph.input.extend(keep)
+    by_name = {o.name: o for o in graph.output}
+    if set(by_name) == set(out_names):  # dict outputs come back sorted; restore the model's order
+        ordered = [onnx.ValueInfoProto.FromString(by_name[n].SerializeToString()) for n in out_names]
+        del graph.output[:]
+        graph.output.extend(ordered)
     return proto
 
 
