@@ -51,7 +51,7 @@ def throughput(fn, batch: int, seconds: float, min_runs: int = 3) -> float:
     return n * batch / (time.perf_counter() - t0)
 
 
-def bench_model(name: str, batches, seconds: float, tmp: Path, say) -> list[dict]:
+def bench_model(name: str, batches, seconds: float, tmp: Path, say, randomize_weights: bool = True) -> list[dict]:
     import numpy as np
     import onnxruntime as ort
     import tensorflow as tf
@@ -61,6 +61,14 @@ def bench_model(name: str, batches, seconds: float, tmp: Path, say) -> list[dict
 
     ex = sys.modules["archspec.export"]
     model = ex._resolve_model(name, None, 0, lambda m: None)[0]
+    if randomize_weights:
+        # Initial weights give a near-uniform softmax (every score ~0.001), which makes top-1
+        # agreement meaningless; fan-in-scaled random weights (the parity tests' helper) give
+        # logits that differ between classes and inputs.
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+        from parity import randomize
+
+        randomize(model, seed=0)
     shape = tuple(model.inputs[0].shape[1:])
     input_name = model.inputs[0].name
 
@@ -104,6 +112,8 @@ def main(argv=None) -> int:
     ap.add_argument("--models", nargs="+", default=["resnet50", "efficientnet"])
     ap.add_argument("--batches", nargs="+", type=int, default=[1, 32])
     ap.add_argument("--seconds", type=float, default=3.0, help="minimum measuring time per cell")
+    ap.add_argument("--initial-weights", action="store_true",
+                    help="keep the initial weights (default: fan-in-scaled random weights, so top-1 means something)")
     args = ap.parse_args(argv)
 
     def say(msg):
@@ -113,9 +123,11 @@ def main(argv=None) -> int:
     results = []
     with tempfile.TemporaryDirectory(prefix="archspec-bench-") as d:
         for name in args.models:
-            results += bench_model(name, args.batches, args.seconds, Path(d), say)
+            results += bench_model(name, args.batches, args.seconds, Path(d), say, not args.initial_weights)
 
-    print(f"Machine: {info}\n")
+    print(f"Machine: {info}")
+    print("Weights: " + ("initial (near-uniform softmax)" if args.initial_weights else
+                         "fan-in-scaled random (tests/parity.py randomize, seed 0)") + "\n")
     print("Export (ONNX, opset 17). archspec export = the same Keras model (already built) "
           "converted, given metadata, checked with onnx.checker and run in ONNX Runtime next to Keras on 2 random inputs.\n")
     print("| model | bare tf2onnx.from_keras (s) | archspec export (s) | of which convert (s) | ratio | "
