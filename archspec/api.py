@@ -11,9 +11,6 @@ from .graph import Graph
 from .spec import RawSpec, Spec
 from .spec import load as _load_spec
 
-SpecLike = "str | os.PathLike | Spec"
-
-
 def load(ref: str | os.PathLike, overrides: list[str] | None = None) -> Spec:
     """Load and validate a spec by path or bundled name, with `--set`-style overrides."""
     return _load_spec(ref, overrides)[0]
@@ -82,8 +79,6 @@ def build(spec: "str | os.PathLike | Spec | Graph", overrides: list[str] | None 
 
 def export(model_or_spec, path: str | os.PathLike, format: str = "onnx", **kwargs):
     """Export a Keras model (or a spec, built first) to ONNX, SavedModel or `.keras`."""
-    import importlib
+    from . import exporting
 
-    # not `from . import export`: the package attribute `export` is this function
-    _export = importlib.import_module("archspec.export")
-    return _export.export(model_or_spec, path, format=format, **kwargs)
+    return exporting.export(model_or_spec, path, format=format, **kwargs)

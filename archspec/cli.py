@@ -13,7 +13,6 @@ import contextlib
 import json
 import os
 import sys
-import time
 from pathlib import Path
 
 from .errors import ArchspecError, SpecError, SpecErrors

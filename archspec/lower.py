@@ -223,7 +223,6 @@ def lower(spec, raw: RawSpec | None = None) -> Graph:
         p = ("input", "preprocessing", k)
         x = run(b, x, name_of(b, b.type, p), p)
 
-    taps: dict[str, str] = {}
     for k, b in enumerate(spec.stem):
         p = ("stem", k)
         for r in range(b.repeats):

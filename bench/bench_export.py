@@ -57,9 +57,7 @@ def bench_model(name: str, batches, seconds: float, tmp: Path, say, randomize_we
     import tensorflow as tf
     import tf2onnx
 
-    import archspec.export  # noqa: F401
-
-    ex = sys.modules["archspec.export"]
+    import archspec.exporting as ex
     model = ex._resolve_model(name, None, 0, lambda m: None)[0]
     if randomize_weights:
         # Initial weights give a near-uniform softmax (every score ~0.001), which makes top-1

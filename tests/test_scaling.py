@@ -15,8 +15,6 @@ import math
 import subprocess
 import sys
 import textwrap
-import warnings
-from pathlib import Path
 
 import pytest
 
@@ -24,7 +22,7 @@ from archspec.errors import SpecError
 from archspec.lower import lower
 from archspec.resolve import resolve
 from archspec.scaling import (FORMULA, TABLE, ScalingWarning, apply_phi, apply_preset, coefficient_warnings,
-                              compound, dump_spec, flops_factor, make_divisible, parse_phis, preset_names,
+                              dump_spec, flops_factor, make_divisible, parse_phis, preset_names,
                               round_filters, round_repeats, round_resolution, scale_row, search_grid, sweep)
 from archspec.spec import load, loads, validate
 

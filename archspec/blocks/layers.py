@@ -6,11 +6,11 @@ Sub-layer names are templates over the block's ``{name}``.
 
 from __future__ import annotations
 
-from typing import Literal, Union
+from typing import Literal
 
 from pydantic import Field, model_validator
 
-from ..spec.common import (Activation, BlockBase, Initializer, IntOrPair, NonNegInt, PadSpec, Padding,
+from ..spec.common import (Activation, BlockBase, Initializer, IntOrPair, PadSpec, Padding,
                            PosFloat, PosInt, Rate, Strict)
 from .registry import register
 

@@ -805,17 +805,3 @@ def _size(p: Path) -> int:
 def _short(exc: BaseException, limit: int = 300) -> str:
     s = " ".join(str(exc).split())
     return s if len(s) <= limit else s[:limit] + "…"
-
-
-class _CallableModule(type(json)):
-    """Importing ``archspec.export`` rebinds the package attribute ``archspec.export`` from
-    the API function to this module; calling the module keeps ``archspec.export(...)``
-    working either way."""
-
-    def __call__(self, *args, **kwargs):
-        return export(*args, **kwargs)
-
-
-import sys as _sys  # noqa: E402
-
-_sys.modules[__name__].__class__ = _CallableModule
