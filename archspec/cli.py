@@ -267,17 +267,23 @@ def _scaled_spec(args):
     """The spec of `build --phi/--preset` (None without them); scaling warnings printed, not raised."""
     if args.phi is None and args.preset is None:
         return None
+    from .api import load
+
+    return _apply_scaling(load(args.spec, args.set), args.phi, args.preset, warn=True)
+
+
+def _apply_scaling(spec, phi, preset, *, warn: bool):
+    """`apply_phi` or `apply_preset`; their ScalingWarnings printed once each (warn) or dropped."""
     import warnings
 
     from . import scaling
-    from .api import load
 
-    spec = load(args.spec, args.set)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", scaling.ScalingWarning)
-        out = scaling.apply_phi(spec, args.phi) if args.phi is not None else scaling.apply_preset(spec, args.preset)
-    for w in {str(w.message) for w in caught}:
-        print(f"archspec: warning: {w}", file=sys.stderr)
+        out = scaling.apply_phi(spec, phi) if phi is not None else scaling.apply_preset(spec, preset)
+    if warn:
+        for w in dict.fromkeys(str(w.message) for w in caught):
+            print(f"archspec: warning: {w}", file=sys.stderr)
     return out
 
 
@@ -346,11 +352,8 @@ def cmd_scale(args) -> int:
         if len(report["rows"]) != 1:
             raise SpecError(f"-o writes one scaled spec; got {len(report['rows'])} (give one --phi or --preset)")
         out = check_output(args.output, args.force)
-        import warnings
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", scaling.ScalingWarning)
-            scaled = scaling.apply_phi(spec, phis[0]) if phis else scaling.apply_preset(spec, presets[0])
+        # the sweep above printed the warnings already
+        scaled = _apply_scaling(spec, phis[0] if phis else None, None if phis else presets[0], warn=False)
         row = report["rows"][0]
         write_text_atomic(out, scaling.dump_spec(scaled, f"archspec scale {args.spec} {row['label']}: "
                                                          f"{row['source']}\nresolved and self-contained"))

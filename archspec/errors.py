@@ -58,14 +58,12 @@ class SpecError(ArchspecError):
 
 
 class SpecErrors(SpecError):
-    """Several independent problems found in one spec; each is printed on its own line."""
+    """Several independent problems found in one spec; each is printed on its own line
+    (`lines()`); as an exception it reads as the first of them."""
 
     def __init__(self, errors: list[SpecError]):
         self.errors = list(errors)
         super().__init__(self.errors[0].message, self.errors[0].location, self.errors[0].path)
-
-    def one_line(self) -> str:  # noqa: D102 - first error; `lines()` gives all of them
-        return self.errors[0].one_line() if getattr(self, "errors", None) else super().one_line()
 
     def lines(self) -> list[str]:
         return [e.one_line() for e in self.errors]

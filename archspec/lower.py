@@ -209,8 +209,7 @@ def lower(spec, raw: RawSpec | None = None) -> Graph:
             raise RuntimeError(f"lowering of {block.type!r} returned unknown node {out!r}")
         return out
 
-    def name_of(block, default: str, path: tuple, **fields) -> str:
-        template = block.name or default
+    def name_of(template: str, path: tuple, **fields) -> str:
         try:
             return format_name(template, **fields)
         except ValueError as exc:
@@ -221,13 +220,14 @@ def lower(spec, raw: RawSpec | None = None) -> Graph:
     x = g.add("input", spec.input.name, [], shape=tuple(spec.input.shape))
     for k, b in enumerate(spec.input.preprocessing):
         p = ("input", "preprocessing", k)
-        x = run(b, x, name_of(b, b.type, p), p)
+        x = run(b, x, name_of(b.name or b.type, p), p)
 
     for k, b in enumerate(spec.stem):
         p = ("stem", k)
         for r in range(b.repeats):
             blk = b if r == 0 else b.for_repeat()
-            x = run(blk, x, name_of(b, f"stem_{b.type}{k + 1}" + (f"_{r + 1}" if b.repeats > 1 else ""), p,
+            default = f"stem_{b.type}{k + 1}" + (f"_{r + 1}" if b.repeats > 1 else "")
+            x = run(blk, x, name_of(b.name or default, p,
                                      stage="stem", s=0, i=r + 1, j=r, letter=letter(r), n=r, N=r + 1), p)
     stage_outputs = []
     g.total_blocks = sum(b.repeats for st in spec.stages if not st.fixed for b in st.blocks) or 1
@@ -240,9 +240,9 @@ def lower(spec, raw: RawSpec | None = None) -> Graph:
             for r in range(b.repeats):
                 blk = b if r == 0 else b.for_repeat()
                 g.block_index = n
+                # a literal block name is the first repeat's; a template names every repeat
                 template = b.name if (b.name and (r == 0 or "{" in b.name)) else stage.block_name
-                name = name_of(blk.model_copy(update={"name": template}), stage.block_name, p,
-                               stage=stage_name, s=s + 1, i=j + 1, j=j, letter=letter(j), n=n, N=n + 1)
+                name = name_of(template, p, stage=stage_name, s=s + 1, i=j + 1, j=j, letter=letter(j), n=n, N=n + 1)
                 x = run(blk, x, name, p)
                 n += 1
                 j += 1
@@ -252,11 +252,11 @@ def lower(spec, raw: RawSpec | None = None) -> Graph:
     if head.include_top:
         for k, b in enumerate(head.layers):
             p = ("head", "layers", k)
-            final = run(b, final, name_of(b, f"head_{b.type}{k + 1}", p), p)
+            final = run(b, final, name_of(b.name or f"head_{b.type}{k + 1}", p), p)
     elif head.pooling in ("avg", "max"):
-        g.begin_block(head.pooling_name or f"{head.pooling}_pool", "global_pool", ("head", "pooling"))
-        final = g.add("global_pool", head.pooling_name or f"{head.pooling}_pool", [final], mode=head.pooling,
-                      keepdims=False)
+        pool_name = head.pooling_name or f"{head.pooling}_pool"
+        g.begin_block(pool_name, "global_pool", ("head", "pooling"))
+        final = g.add("global_pool", pool_name, [final], mode=head.pooling, keepdims=False)
 
     outputs: list[str] = []
     if spec.taps == "stages":

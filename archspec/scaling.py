@@ -156,10 +156,6 @@ def coefficients_of(spec):
     return sc.coefficients, "the spec's scaling.coefficients"
 
 
-def _coefficients_of(spec):
-    return coefficients_of(spec)[0]
-
-
 def _rescale(spec, *, d: float, w: float, resolution: tuple[int, int], dropout: float | None,
              name: str, record: dict):
     """Set the multipliers, input size and dropout on a copy of `spec`, then `resolve` it.
