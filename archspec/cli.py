@@ -170,7 +170,7 @@ def cmd_list(args) -> int:
     rows = []
     for name in bundled_names():
         spec = load(name)
-        r = analyze(spec)
+        r = analyze(name)  # by name, so that an error keeps its file:line:col
         rows.append({"name": name, "description": spec.description, "input_shape": r["input_shape"],
                      "params": r["params"], "macs": r["macs"]})
     if args.json:

@@ -17,7 +17,8 @@ from typing import Any, Callable
 OPS = (
     "input", "conv2d", "depthwise_conv2d", "batch_norm", "activation", "add", "multiply",
     "concat", "max_pool", "avg_pool", "global_pool", "zero_padding", "dense", "dropout",
-    "flatten", "reshape", "rescaling", "normalization", "lrn",
+    "flatten", "reshape", "rescaling", "normalization", "lrn", "separable_conv2d", "layer_norm",
+    "layer_scale", "identity", "upsample",
 )
 
 
@@ -57,10 +58,16 @@ def _jsonable(v):
 
 @dataclass
 class BlockInfo:
+    """A block as lowered: its name, type, spec path and the nodes it made (its children's
+    included). `parent` is the index of the enclosing block in `Graph.blocks` (None for
+    the blocks of the stem, stages and head)."""
+
     name: str
     type: str
     path: tuple
     nodes: list[str] = field(default_factory=list)
+    parent: int | None = None
+    depth: int = 0
 
 
 @dataclass
@@ -97,18 +104,21 @@ class Graph:
     def macs(self) -> int:
         return sum(n.macs for n in self.nodes)
 
-    def block_rows(self) -> list[dict]:
-        """One row per block (after repeats): name, type, output shape, params, MACs."""
+    def block_rows(self, nested: bool = False) -> list[dict]:
+        """One row per block (after repeats): name, type, output shape, params, MACs.
+        Only the stem, stage and head blocks unless `nested`."""
         idx = self._index()
         rows = []
         for b in self.blocks:
+            if b.depth and not nested:
+                continue
             nodes = [idx[n] for n in b.nodes if n in idx]
             if not nodes:
                 continue
             rows.append({
                 "name": b.name, "type": b.type, "output_shape": list(nodes[-1].shape),
                 "params": sum(n.params for n in nodes), "macs": sum(n.macs for n in nodes),
-                "layers": len(nodes),
+                "layers": len(nodes), **({"depth": b.depth} if nested else {}),
             })
         return rows
 
@@ -126,7 +136,15 @@ class Graph:
         self.nodes = [n for n in self.nodes if n.name in keep or n.op == "input"]
         for b in self.blocks:
             b.nodes = [n for n in b.nodes if n in keep]
-        self.blocks = [b for b in self.blocks if b.nodes]
+        old = self.blocks
+        kept = [i for i, b in enumerate(old) if b.nodes]
+        new_index = {i: k for k, i in enumerate(kept)}
+        for i in kept:
+            p = old[i].parent
+            while p is not None and p not in new_index:
+                p = old[p].parent
+            old[i].parent = new_index.get(p) if p is not None else None
+        self.blocks = [old[i] for i in kept]
 
 
 # ---------------------------------------------------------------- inference
@@ -215,11 +233,49 @@ def _broadcast(n: Node, ins: list[tuple]) -> None:
 
 
 def _infer_concat(n: Node, ins: list[tuple]) -> None:
-    base = ins[0][:-1]
+    rank = len(ins[0])
+    axis = n.attrs.get("axis", -1)
+    if any(len(s) != rank for s in ins):
+        raise ShapeError(f"layer {n.name!r} (concat): inputs of different ranks {[tuple(i) for i in ins]}")
+    if not -rank <= axis < rank:
+        raise ShapeError(f"layer {n.name!r} (concat): axis {axis} out of range for shapes of rank {rank}")
+    axis %= rank
+    base = [d for k, d in enumerate(ins[0]) if k != axis]
     for s in ins[1:]:
-        if s[:-1] != base:
-            raise ShapeError(f"layer {n.name!r} (concat): spatial shapes differ {[tuple(i) for i in ins]}")
-    n.shape = tuple(base) + (sum(s[-1] for s in ins),)
+        if [d for k, d in enumerate(s) if k != axis] != base:
+            raise ShapeError(f"layer {n.name!r} (concat on axis {axis}): shapes {[tuple(i) for i in ins]} "
+                             f"differ outside that axis")
+    out = list(ins[0])
+    out[axis] = sum(s[axis] for s in ins)
+    n.shape = tuple(out)
+
+
+def _infer_separable(n: Node, ins: list[tuple]) -> None:
+    a, s = n.attrs, ins[0]
+    h, w = _spatial("separable_conv2d", n.name, s, a["kernel"], a.get("strides", 1), a.get("padding", "valid"))
+    m, cin, f = a.get("depth_multiplier", 1), s[2], a["filters"]
+    kh, kw = _pair(a["kernel"])
+    n.shape = (h, w, f)
+    n.params = n.trainable = kh * kw * cin * m + cin * m * f + (f if a.get("use_bias", True) else 0)
+    n.macs = h * w * (kh * kw * cin * m + cin * m * f)
+
+
+def _infer_layer_norm(n: Node, ins: list[tuple]) -> None:
+    n.shape = ins[0]
+    n.params = n.trainable = ins[0][-1] * (int(n.attrs.get("center", True)) + int(n.attrs.get("scale", True)))
+
+
+def _infer_layer_scale(n: Node, ins: list[tuple]) -> None:
+    n.shape = ins[0]
+    n.params = n.trainable = ins[0][-1]
+
+
+def _infer_upsample(n: Node, ins: list[tuple]) -> None:
+    s = ins[0]
+    if len(s) != 3:
+        raise ShapeError(f"layer {n.name!r} (upsample) needs a (H, W, C) input (got {tuple(s)})")
+    fh, fw = _pair(n.attrs["size"])
+    n.shape = (s[0] * fh, s[1] * fw, s[2])
 
 
 def _infer_pool(n: Node, ins: list[tuple]) -> None:
@@ -277,7 +333,9 @@ INFER: dict[str, Callable[[Node, list[tuple]], None]] = {
     "max_pool": _infer_pool, "avg_pool": _infer_pool, "global_pool": _infer_global_pool,
     "zero_padding": _infer_zero_padding, "dense": _infer_dense, "dropout": _same,
     "flatten": _infer_flatten, "reshape": _infer_reshape, "rescaling": _same,
-    "normalization": _infer_normalization, "lrn": _same,
+    "normalization": _infer_normalization, "lrn": _same, "separable_conv2d": _infer_separable,
+    "layer_norm": _infer_layer_norm, "layer_scale": _infer_layer_scale, "identity": _same,
+    "upsample": _infer_upsample,
 }
 
 

@@ -43,7 +43,31 @@ class LocalResponseNormalization(layers.Layer):
         return {**super().get_config(), "depth": self.depth, "k": self.k, "alpha": self.alpha, "beta": self.beta}
 
 
-CUSTOM_OBJECTS = {"archspec>LocalResponseNormalization": LocalResponseNormalization}
+@keras.saving.register_keras_serializable(package="archspec")
+class LayerScale(layers.Layer):
+    """A learned per-channel scale ``x * gamma`` (ConvNeXt), gamma initialised to `init`;
+    its one weight is named `gamma`, as in keras.applications' ConvNeXt."""
+
+    def __init__(self, init: float = 1e-6, **kwargs):
+        super().__init__(**kwargs)
+        self.init = float(init)
+
+    def build(self, input_shape):
+        self.gamma = self.add_weight(name="gamma", shape=(input_shape[-1],),
+                                     initializer=keras.initializers.Constant(self.init), trainable=True)
+
+    def call(self, x):
+        return x * ops.cast(self.gamma, x.dtype)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "init": self.init}
+
+
+CUSTOM_OBJECTS = {"archspec>LocalResponseNormalization": LocalResponseNormalization,
+                  "archspec>LayerScale": LayerScale}
 
 
 def _reg(v):
@@ -88,7 +112,8 @@ def make_layer(node: Node, dtype=None) -> layers.Layer:
     if op == "multiply":
         return layers.Multiply(**kw)
     if op == "concat":
-        return layers.Concatenate(axis=-1, **kw)
+        axis = a.get("axis", -1)
+        return layers.Concatenate(axis=axis if axis < 0 else axis + 1, **kw)
     if op == "max_pool":
         return layers.MaxPooling2D(a["pool"], strides=a["strides"], padding=a["padding"], **kw)
     if op == "avg_pool":
@@ -115,6 +140,21 @@ def make_layer(node: Node, dtype=None) -> layers.Layer:
         return layers.Rescaling(a["scale"], a["offset"], **kw)
     if op == "normalization":
         return layers.Normalization(axis=-1, mean=a.get("mean"), variance=a.get("variance"), **kw)
+    if op == "separable_conv2d":
+        return layers.SeparableConv2D(a["filters"], a["kernel"], strides=a["strides"], padding=a["padding"],
+                                      depth_multiplier=a["depth_multiplier"], use_bias=a["use_bias"],
+                                      activation=a["activation"],
+                                      depthwise_initializer=_init(a["kernel_initializer"]),
+                                      pointwise_initializer=_init(a["kernel_initializer"]),
+                                      pointwise_regularizer=_reg(a["kernel_regularizer"]), **kw)
+    if op == "layer_norm":
+        return layers.LayerNormalization(axis=-1, epsilon=a["epsilon"], center=a["center"], scale=a["scale"], **kw)
+    if op == "layer_scale":
+        return LayerScale(a["init"], **kw)
+    if op == "identity":
+        return layers.Identity(**kw)
+    if op == "upsample":
+        return layers.UpSampling2D(tuple(a["size"]), interpolation=a["interpolation"], **kw)
     if op == "lrn":
         return LocalResponseNormalization(a["depth"], a["k"], a["alpha"], a["beta"], **kw)
     raise ValueError(f"no Keras layer for op {op!r}")

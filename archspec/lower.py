@@ -15,33 +15,64 @@ from .graph import BlockInfo, Graph, Node, ShapeError, correct_pad, infer
 from .spec.loader import RawSpec, format_path
 
 
-class Builder:
-    """What a block lowering uses to add nodes to the graph."""
+class RefError(Exception):
+    """A reference to a name that is not (yet) defined; turned into a located SpecError."""
 
-    def __init__(self, spec, raw: RawSpec | None = None):
+    def __init__(self, name: str, path: tuple):
+        self.name, self.path = name, path
+
+
+class Builder:
+    """What a block lowering uses to add nodes to the graph, and the driver that lowers
+    lists of blocks (stem, stages, head, and the children of composition blocks)."""
+
+    def __init__(self, spec, raw: RawSpec | None = None, lenient_refs: bool = False):
         self.spec = spec
         self.defaults = spec.defaults
         self.raw = raw
         self.nodes: list[Node] = []
         self.index: dict[str, Node] = {}
         self.blocks: list[BlockInfo] = []
-        self.current: BlockInfo | None = None
+        self.stack: list[int] = []  # indices in self.blocks of the blocks being lowered
+        self.block_outputs: dict[str, str] = {}  # finished block name -> its output node
         self.block_index = 0  # 0-based index of the current stage block over the network
         self.total_blocks = 1  # number of stage blocks after repeats
         self.side_outputs: list[tuple[str, float]] = []  # (node, loss weight): extra training outputs
+        self.envs: list[dict] = [{}]  # expression environments (defined blocks' params)
+        self.uses: list[tuple[str, tuple]] = []  # (defined type, path of its use), innermost last
+        self.lenient_refs = lenient_refs
+        self.missing_refs: list[RefError] = []
 
     # ------------------------------------------------------------ bookkeeping
+    @property
+    def current(self) -> BlockInfo | None:
+        return self.blocks[self.stack[-1]] if self.stack else None
+
     def begin_block(self, name: str, type_: str, path: tuple) -> None:
-        self.current = BlockInfo(name=name, type=type_, path=tuple(path))
-        self.blocks.append(self.current)
+        """Start a top-level block (one that is not inside another)."""
+        self.stack = []
+        self._push(name, type_, path)
+
+    def _push(self, name: str, type_: str, path: tuple) -> None:
+        parent = self.stack[-1] if self.stack else None
+        self.blocks.append(BlockInfo(name=name, type=type_, path=tuple(path), parent=parent, depth=len(self.stack)))
+        self.stack.append(len(self.blocks) - 1)
 
     def location(self, path: tuple | None = None) -> Location | None:
         path = self.current.path if path is None and self.current else (path or ())
         return self.raw.locate(path) if self.raw else None
 
+    def use_site(self) -> str:
+        """' (in block 'x' used at file:line:col)' inside a defined block, else ''."""
+        if not self.uses:
+            return ""
+        t, p = self.uses[-1]
+        loc = self.raw.locate(p) if self.raw else None
+        return f" (in defined block {t!r} used at {loc or format_path(p)})"
+
     def error(self, message: str, path: tuple | None = None) -> SpecError:
         p = self.current.path if path is None and self.current else (path or ())
-        return SpecError(message, self.location(p), format_path(p) or None)
+        return SpecError(message + self.use_site(), self.location(p), format_path(p) or None)
 
     def shape(self, x: str) -> tuple:
         return self.index[x].shape
@@ -52,11 +83,13 @@ class Builder:
     def add(self, op: str, name: str, inputs: list[str], **attrs: Any) -> str:
         """Add one primitive node; returns its name (the handle later nodes take as input)."""
         if name in self.index:
-            raise self.error(f"layer name {name!r} is used twice (check the blocks' name templates)")
+            first = self.raw.locate(self.index[name].path) if self.raw else None
+            where = f" (first by the block at {first})" if first and first.line else ""
+            raise self.error(f"layer name {name!r} is used twice{where}; check the blocks' names and name templates")
+        cur = self.current
         node = Node(name=name, op=op, inputs=list(inputs), attrs=attrs,
-                    block=self.current.name if self.current else "",
-                    block_type=self.current.type if self.current else "",
-                    path=self.current.path if self.current else ())
+                    block=cur.name if cur else "", block_type=cur.type if cur else "",
+                    path=cur.path if cur else ())
         if op == "input":
             node.shape = tuple(attrs["shape"])
         else:
@@ -66,14 +99,190 @@ class Builder:
                 raise self.error(str(exc)) from None
         self.nodes.append(node)
         self.index[name] = node
-        if self.current is not None:
-            self.current.nodes.append(name)
+        for b in self.stack:
+            self.blocks[b].nodes.append(name)
         return name
+
+    def move_before(self, start: int, end: int) -> None:
+        """Move the nodes added after position `end` to position `start` (keras builds a
+        residual's shortcut before its body); only when they use nothing in between."""
+        moved, between = self.nodes[end:], self.nodes[start:end]
+        names = {n.name for n in between}
+        if any(i in names for n in moved for i in n.inputs):
+            return
+        self.nodes[start:] = moved + between
+        order = {n.name: k for k, n in enumerate(self.nodes)}
+        for b in self.stack:
+            self.blocks[b].nodes.sort(key=lambda n: order.get(n, -1))
 
     def side_output(self, x: str, loss_weight: float = 1.0) -> None:
         """Make node `x` an extra model output (e.g. an auxiliary classifier), trained with
         `loss_weight`; it follows the main output, in the order the blocks add them."""
         self.side_outputs.append((x, float(loss_weight)))
+
+    # ------------------------------------------------------------ names and references
+    def fmt(self, template: str, name: str, **fields: Any) -> str:
+        """Format a layer-name template (``{name}`` and the given fields, ``${...}``
+        expressions over the current environment); a bad template is a located error."""
+        cur = self.current.__dict__.get("fields", {}) if self.current else {}
+        try:
+            return format_name(template, env=self.envs[-1], **{**cur, **fields, "name": name})
+        except ValueError as exc:
+            raise self.error(str(exc)) from None
+
+    def layer_name(self, template: str, name: str) -> str:
+        """A layer name from a composition block's template: made unique (keras-style
+        ``_1``, ``_2``) when the block has no name of its own."""
+        out = self.fmt(template, name)
+        return out if self.current is None or self.current.__dict__.get("explicit", True) else self.unique(out)
+
+    def unique(self, base: str) -> str:
+        if base not in self.index and base not in self.block_outputs:
+            return base
+        k = 1
+        while f"{base}_{k}" in self.index or f"{base}_{k}" in self.block_outputs:
+            k += 1
+        return f"{base}_{k}"
+
+    def ref(self, template: str, path: tuple, fallback: str | None = None, **fields: Any) -> str:
+        """The node a reference names: a finished block (its output) or a layer."""
+        try:
+            name = format_name(template, env=self.envs[-1], **fields)
+        except ValueError as exc:
+            raise self.error(str(exc), path) from None
+        if name in self.block_outputs:
+            return self.block_outputs[name]
+        if name in self.index:
+            return name
+        if self.lenient_refs and fallback is not None:
+            self.missing_refs.append(RefError(name, path))
+            return fallback
+        raise RefError(name, path)
+
+    def refs(self, templates: list[str], suffix: tuple = ("inputs",)) -> list[str]:
+        cur = self.current
+        fields = cur.__dict__.get("fields", {}) if cur else {}
+        base = cur.path if cur else ()
+        fallback = self.nodes[-1].name if self.nodes else None
+        return [self.ref(t, base + suffix + (k,), fallback, **fields) for k, t in enumerate(templates)]
+
+    def merge(self, op: str, name: str, inputs: list[str], axis: int = -1) -> str:
+        if op == "concat":
+            return self.add("concat", name, inputs, axis=axis)
+        return self.add(op, name, inputs)
+
+    # ------------------------------------------------------------ the driver
+    def run_block(self, block, x: str, name: str, path: tuple, *, fields: dict | None = None,
+                  explicit: bool = True, top: bool = False) -> str:
+        """Lower one block (a registered family or a defined type) on input `x`."""
+        from .blocks import REGISTRY, DefinedUse
+
+        if top:
+            self.begin_block(name, block.type, path)
+        else:
+            self._push(name, block.type, path)
+        info = self.current
+        info.__dict__["explicit"] = explicit
+        info.__dict__["fields"] = dict(fields or {})
+        depth = len(self.stack)
+        if block.inputs and not type(block).multi_input:
+            if len(block.inputs) != 1:
+                raise self.error(f"a {block.type!r} block takes one input (got inputs {block.inputs}); "
+                                 f"merge several with add, concat or multiply")
+            x = self.refs(block.inputs)[0]
+        if isinstance(block, DefinedUse):
+            out = self.lower_defined(block, x, name, path)
+        else:
+            out = REGISTRY[block.type].lower(self, block, x, name)
+        if out not in self.index:
+            raise RuntimeError(f"lowering of {block.type!r} returned unknown node {out!r}")
+        del self.stack[depth - 1:]
+        self.block_outputs[name] = out
+        return out
+
+    def run_body(self, blocks: list, x: str, scope: str, path: tuple) -> str:
+        """Lower a list of child blocks in order; `scope` is the name of the block they sit in."""
+        for k, b in enumerate(blocks):
+            p = path + (k,)
+            for r in range(b.repeats):
+                blk = b if r == 0 else b.for_repeat()
+                # the enclosing stage block's fields ({stage}, {s}, {n}, {N}), this list's scope
+                # as {name}, and this block's repeat as {i}, {j}, {letter}
+                outer = self.current.__dict__.get("fields", {}) if self.current else {}
+                fields = {**outer, "name": scope, "i": r + 1, "j": r, "letter": letter(r)}
+                if b.name:
+                    name = self.name_at(b.name, p, **fields)
+                    if r and not _is_template(b.name):
+                        name = f"{name}_{r + 1}"
+                    explicit = True
+                elif b.child_fields:
+                    name, explicit = scope, self.current.__dict__.get("explicit", True) if self.current else True
+                else:
+                    name, explicit = self.unique(f"{scope}_{b.type}"), False
+                x = self.run_block(blk, x, name, p, fields=fields, explicit=explicit)
+        return x
+
+    def name_at(self, template: str, path: tuple, **fields: Any) -> str:
+        try:
+            return format_name(template, env=self.envs[-1], **fields)
+        except ValueError as exc:
+            raise SpecError(str(exc) + self.use_site(), self.raw.locate(path + ("name",)) if self.raw else None,
+                            format_path(path + ("name",))) from None
+
+    def with_stride(self, blocks: list, stride: int | None) -> list:
+        """`blocks` with `stride` given to the first block that has one (nested ones included)."""
+        from .blocks import DefinedUse
+
+        if stride is None:
+            return blocks
+        out = list(blocks)
+        for k, b in enumerate(out):
+            if isinstance(b, DefinedUse):
+                d = self.spec.define.get(b.type)
+                if d is not None and "stride" in d.params:
+                    out[k] = b.model_copy(update={"stride": stride})
+                    return out
+            elif "stride" in type(b).model_fields:
+                out[k] = b.model_copy(update={"stride": stride})
+                return out
+        raise self.error(f"stride {stride} given, but no block of the body takes a stride")
+
+    def lower_defined(self, use, x: str, name: str, path: tuple) -> str:
+        """Instantiate a defined block: params, expressions evaluated on this input, body validated and lowered."""
+        from .expr import ExprError, substitute
+        from .spec import validate_blocks
+        from .spec.define import REQUIRED
+
+        d = self.spec.define.get(use.type)
+        if d is None:  # check_defined reports it with suggestions; a Spec built in Python may skip it
+            raise self.error(f"unknown block type {use.type!r}")
+        if any(t == use.type for t, _ in self.uses) or len(self.uses) > 64:
+            chain = " -> ".join([t for t, _ in self.uses] + [use.type])
+            raise self.error(f"defined block {use.type!r} uses itself ({chain})")
+        params = dict(d.params)
+        params.update(use.params)
+        if use._repeat and "stride" in d.params:
+            params["stride"] = 1
+        for k, v in params.items():
+            if v == REQUIRED:
+                raise self.error(f"defined block {use.type!r} needs param {k!r}")
+        env = {**params, "in_channels": self.channels(x), "in_shape": list(self.shape(x))}
+        body_path = ("define", use.type, "body")
+        self.uses.append((use.type, path))
+        try:
+            try:
+                body = substitute(d.body, env, body_path, skip_keys=frozenset({"name", "inputs"}))
+            except ExprError as exc:
+                raise SpecError(str(exc) + self.use_site(), self.raw.locate(exc.path) if self.raw else None,
+                                format_path(exc.path)) from None
+            blocks = validate_blocks(body, self.raw, body_path, suffix=self.use_site())
+            self.envs.append(env)
+            try:
+                return self.run_body(blocks, x, name, body_path)
+            finally:
+                self.envs.pop()
+        finally:
+            self.uses.pop()
 
     # ------------------------------------------------------------ helpers shared by families
     def regularizer(self) -> float | None:
@@ -174,8 +383,20 @@ class _Fmt(string.Formatter):
 NAME_FIELDS = ("stage", "s", "i", "j", "letter", "n", "N", "name")
 
 
-def format_name(template: str, **fields: Any) -> str:
-    """Fill a name template; unknown fields are a clear error listing the known ones."""
+def _is_template(t: str) -> bool:
+    return "{" in t
+
+
+def format_name(template: str, env: dict | None = None, **fields: Any) -> str:
+    """Fill a name template: ``${...}`` expressions first (over `env` and the fields),
+    then ``{field}``; unknown fields are a clear error listing the known ones."""
+    if "${" in template:
+        from .expr import ExprError, render
+
+        try:
+            template = str(render(template, {**(env or {}), **fields}))
+        except ExprError as exc:
+            raise ValueError(f"in name template {template!r}: {exc}") from None
     try:
         return _Fmt().format(template, **fields)
     except KeyError as exc:
@@ -197,38 +418,51 @@ def letter(j: int) -> str:
 
 def lower(spec, raw: RawSpec | None = None) -> Graph:
     """Lower a resolved spec to the Graph IR, with every layer named and counted."""
-    from .blocks import REGISTRY
+    try:
+        return _lower(spec, raw)
+    except RefError as ref:
+        raise _reference_error(spec, raw, ref) from None
 
-    g = Builder(spec, raw)
 
-    def run(block, x: str, name: str, path: tuple) -> str:
-        family = REGISTRY[block.type]
-        g.begin_block(name, block.type, path)
-        out = family.lower(g, block, x, name)
-        if out not in g.index:
-            raise RuntimeError(f"lowering of {block.type!r} returned unknown node {out!r}")
-        return out
+def _reference_error(spec, raw, ref: RefError) -> SpecError:
+    """An undefined reference, or one to something that comes later: lower again with
+    unresolved references taking the previous output, to tell which."""
+    loc = raw.locate(ref.path) if raw else None
+    later = None
+    try:
+        g = _lower(spec, raw, lenient=True, keep=True)
+        later = g.block_outputs.get(ref.name) or (ref.name if ref.name in g.index else None)
+        names = list(g.block_outputs) + list(g.index)
+    except (SpecError, RefError):
+        names = []
+    if later is not None:
+        where = raw.locate(g.index[later].path) if raw else None
+        return SpecError(f"{ref.name!r} is defined later (at {where or 'a later block'}); a block can only "
+                         f"take the output of an earlier one", loc, format_path(ref.path))
+    from .spec.define import suggest
+
+    return SpecError(f"no layer or block named {ref.name!r}{suggest(ref.name, names)}", loc, format_path(ref.path))
+
+
+def _lower(spec, raw: RawSpec | None = None, lenient: bool = False, keep: bool = False):
+    g = Builder(spec, raw, lenient_refs=lenient)
 
     def name_of(template: str, path: tuple, **fields) -> str:
-        try:
-            return format_name(template, **fields)
-        except ValueError as exc:
-            raise SpecError(str(exc), raw.locate(path + ("name",)) if raw else None,
-                            format_path(path + ("name",))) from None
+        return g.name_at(template, path, **fields)
 
     g.begin_block(spec.input.name, "input", ("input",))
     x = g.add("input", spec.input.name, [], shape=tuple(spec.input.shape))
     for k, b in enumerate(spec.input.preprocessing):
         p = ("input", "preprocessing", k)
-        x = run(b, x, name_of(b.name or b.type, p), p)
+        x = g.run_block(b, x, name_of(b.name or b.type, p), p, top=True)
 
     for k, b in enumerate(spec.stem):
         p = ("stem", k)
         for r in range(b.repeats):
             blk = b if r == 0 else b.for_repeat()
             default = f"stem_{b.type}{k + 1}" + (f"_{r + 1}" if b.repeats > 1 else "")
-            x = run(blk, x, name_of(b.name or default, p,
-                                     stage="stem", s=0, i=r + 1, j=r, letter=letter(r), n=r, N=r + 1), p)
+            fields = dict(stage="stem", name="stem", s=0, i=r + 1, j=r, letter=letter(r), n=r, N=r + 1)
+            x = g.run_block(blk, x, name_of(b.name or default, p, **fields), p, fields=fields, top=True)
     stage_outputs = []
     g.total_blocks = sum(b.repeats for st in spec.stages if not st.fixed for b in st.blocks) or 1
     n = 0
@@ -242,8 +476,9 @@ def lower(spec, raw: RawSpec | None = None) -> Graph:
                 g.block_index = n
                 # a literal block name is the first repeat's; a template names every repeat
                 template = b.name if (b.name and (r == 0 or "{" in b.name)) else stage.block_name
-                name = name_of(template, p, stage=stage_name, s=s + 1, i=j + 1, j=j, letter=letter(j), n=n, N=n + 1)
-                x = run(blk, x, name, p)
+                fields = dict(stage=stage_name, name=stage_name, s=s + 1, i=j + 1, j=j, letter=letter(j), n=n, N=n + 1)
+                name = name_of(template, p, **fields)
+                x = g.run_block(blk, x, name, p, fields=fields, top=True)
                 n += 1
                 j += 1
         stage_outputs.append(x)
@@ -252,17 +487,21 @@ def lower(spec, raw: RawSpec | None = None) -> Graph:
     if head.include_top:
         for k, b in enumerate(head.layers):
             p = ("head", "layers", k)
-            final = run(b, final, name_of(b.name or f"head_{b.type}{k + 1}", p), p)
+            final = g.run_block(b, final, name_of(b.name or f"head_{b.type}{k + 1}", p), p, top=True)
     elif head.pooling in ("avg", "max"):
         pool_name = head.pooling_name or f"{head.pooling}_pool"
         g.begin_block(pool_name, "global_pool", ("head", "pooling"))
         final = g.add("global_pool", pool_name, [final], mode=head.pooling, keepdims=False)
+    if keep:
+        return g
 
     outputs: list[str] = []
     if spec.taps == "stages":
         outputs = list(dict.fromkeys(stage_outputs))
     else:
         for k, t in enumerate(spec.taps):
+            if t not in g.index:
+                t = g.block_outputs.get(t, t)
             if t not in g.index:
                 raise SpecError(f"tap {t!r} names no layer of this network", raw.locate(("taps", k)) if raw else None,
                                 f"taps[{k}]")

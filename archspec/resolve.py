@@ -13,6 +13,17 @@ from .scaling import round_filters, round_repeats
 from .spec.schema import Spec
 
 
+def width_fields_of(block, define: dict) -> tuple[str, ...]:
+    """The fields of a block that width scaling multiplies: its family's `width_fields`,
+    or a defined block's `width_params`."""
+    from .blocks import DefinedUse
+
+    if isinstance(block, DefinedUse):
+        d = define.get(block.type)
+        return tuple(d.width_params) if d is not None else ()
+    return type(block).width_fields
+
+
 def resolve(spec: Spec) -> Spec:
     """Return a new, concrete Spec; `spec` is not modified."""
     sc = spec.scaling
@@ -22,10 +33,20 @@ def resolve(spec: Spec) -> Spec:
 
     def scale_block(b, depth_too: bool):
         upd = {}
-        for f in type(b).width_fields:
+        rounding = b.rounding or sc.rounding
+        for f in width_fields_of(b, spec.define):
+            v = getattr(b, f, None)
+            if v is None and b.type in spec.define:  # a defined block's param left at its default
+                v = spec.define[b.type].params.get(f)
+            if isinstance(v, bool) or not isinstance(v, int):
+                continue  # an expression or an unset width is left alone
+            upd[f] = round_filters(v, w, sc.divisor, rounding, b.min_filters)
+        for f, kind in type(b).child_fields:  # composition blocks: scale their children's widths
             v = getattr(b, f)
-            if v is not None:
-                upd[f] = round_filters(v, w, sc.divisor, b.rounding or sc.rounding, b.min_filters)
+            if kind == "list" and isinstance(v, list):
+                upd[f] = [scale_block(c, False) for c in v]
+            elif kind == "lists":
+                upd[f] = [[scale_block(c, False) for c in br] for br in v]
         if depth_too:
             upd["repeats"] = round_repeats(b.repeats, d)
         return b.model_copy(update=upd)

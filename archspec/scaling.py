@@ -46,6 +46,15 @@ def round_filters(filters: int, width: float, divisor: int = 8, rounding: str = 
     return max(out, min_filters) if min_filters else out
 
 
+def expanded_width(cin: int, ratio) -> int:
+    """The expanded width of an inverted residual: ``cin * ratio`` for an integer ratio
+    (keras MobileNetV2, EfficientNet), ``make_divisible(cin * ratio, 8)`` for any other
+    (keras MobileNetV3's ``_depth(infilters * expansion)``)."""
+    if isinstance(ratio, int) or float(ratio).is_integer():
+        return int(cin * ratio)
+    return make_divisible(cin * ratio, 8)
+
+
 def round_repeats(repeats: int, depth: float) -> int:
     """Repeats after a depth multiplier: always rounded up (EfficientNet)."""
     return int(math.ceil(depth * repeats))

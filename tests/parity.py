@@ -91,3 +91,56 @@ def assert_same_outputs(ours, ref, shape, atol, seed=0, batch=2):
         assert u.shape == v.shape
         np.testing.assert_allclose(u, v, atol=atol, rtol=0)
     return max(float(np.max(np.abs(u - v))) for u, v in zip(a, b))
+
+
+def leaf_layers(model):
+    """The model's layers with nested models (keras' ConvNeXt builds its stem and
+    downsampling layers as Sequential sub-models) replaced by their own layers."""
+    import keras
+
+    out = []
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            out.extend(leaf_layers(layer))
+        else:
+            out.append(layer)
+    return out
+
+
+def assert_same_named_structure(ours, ref, generated=()):
+    """Parity for references that also contain unnamed layers and bare ops (keras'
+    MobileNetV3 writes ``layers.ReLU()(x + 3.0) * (1 / 6)``; ConvNeXt returns
+    ``inputs + x``): every weighted layer has the same name, weight shapes and position,
+    and every layer the reference names explicitly is in ours, in the same order.
+    `generated` lists the reference's auto-generated name stems (e.g. ``("re_lu",)``),
+    which are compared by count only."""
+    ref_leaves, our_leaves = leaf_layers(ref), leaf_layers(ours)
+    ours_w = [(l.name, [tuple(w.shape) for w in l.weights]) for l in our_leaves if l.weights]
+    ref_w = [(l.name, [tuple(w.shape) for w in l.weights]) for l in ref_leaves if l.weights]
+    assert ours_w == ref_w
+    auto = re.compile(r"^(%s)(_\d+)?$" % "|".join(map(re.escape, generated))) if generated else None
+
+    def named(layers):
+        return [l.name for l in layers
+                if not l.name.startswith("input") and not (auto and auto.match(l.name))]
+
+    ref_named = named(ref_leaves)
+    ours_set = set(l.name for l in our_leaves)
+    missing = [n for n in ref_named if n not in ours_set]
+    assert not missing, f"layers of the reference missing from ours: {missing[:10]}"
+    order = [n for n in named(our_leaves) if n in set(ref_named)]
+    assert order == ref_named
+    assert ours.count_params() == ref.count_params()
+    assert sum(int(np.prod(w.shape)) for w in ours.trainable_weights) == \
+        sum(int(np.prod(w.shape)) for w in ref.trainable_weights)
+
+
+def copy_leaf_weights_by_name(src, dst):
+    """`copy_weights_by_name` through nested sub-models."""
+    by_name = {l.name: l for l in leaf_layers(dst)}
+    n = 0
+    for layer in leaf_layers(src):
+        if layer.weights:
+            by_name[layer.name].set_weights(layer.get_weights())
+            n += 1
+    return n

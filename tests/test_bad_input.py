@@ -55,8 +55,8 @@ def test_good_spec_is_valid(tmp_path, capsys):
     ("negative filters", "        filters: 8\n", "        filters: -3\n", 11, "stages[0].blocks[0].filters",
      "must be > 0 (got -3)"),
     ("zero stride", "stride: 2}", "stride: 0}", 6, "stem[0].stride", "must be > 0 (got 0)"),
-    ("unknown block type", "      - type: basic", "      - type: basik", 10, "stages[0].blocks[0]",
-     "unknown block type 'basik'; valid types:"),
+    ("unknown block type", "      - type: basic", "      - type: basik", 10, "stages[0].blocks[0].type",
+     "unknown block type 'basik' (did you mean 'basic'?); valid types:"),
 ])
 def test_schema_errors_are_located(tmp_path, capsys, case, old, new, line, path, words):
     assert old in GOOD

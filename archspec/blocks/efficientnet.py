@@ -18,7 +18,8 @@ from typing import Literal
 
 from pydantic import Field
 
-from ..spec.common import Activation, BlockBase, IntOrPair, PosInt
+from ..spec.common import Activation, BlockBase, IntOrPair, PosFloat, PosInt
+from ..scaling import expanded_width
 from .registry import register
 
 
@@ -30,7 +31,8 @@ class MBConv(BlockBase):
     filters: PosInt = Field(description="Output channels (keras' filters_out).")
     kernel: IntOrPair = 3
     stride: PosInt = 1
-    expand_ratio: PosInt = Field(default=6, description="Expansion of the block's input channels.")
+    expand_ratio: PosInt | PosFloat = Field(default=6, description=(
+        "Expansion of the block's input channels (a non-integer one: make_divisible(c * ratio, 8))."))
     se_ratio: float = Field(default=0.25, ge=0, le=1,
                             description="Squeeze width as a fraction of the input channels; 0: no SE.")
     id_skip: bool = Field(default=True, description="Identity shortcut when stride 1 and the width is unchanged.")
@@ -41,7 +43,7 @@ class MBConv(BlockBase):
 def lower_mbconv(g, b: MBConv, x: str, name: str) -> str:
     fn = b.activation or g.defaults.activation
     inputs, filters_in = x, g.channels(x)
-    filters = filters_in * b.expand_ratio
+    filters = expanded_width(filters_in, b.expand_ratio)
     if b.expand_ratio != 1:
         x = g.conv(x, filters, 1, f"{name}expand_conv", padding="same", use_bias=False)
         x = g.act(g.bn(x, f"{name}expand_bn"), fn, f"{name}expand_activation")

@@ -30,10 +30,10 @@ def _bn_kwargs(bn) -> dict:
     return {}
 
 
-def _act_name(template: str | None, name: str, fn: str | None) -> str:
+def _act_name(g, template: str | None, name: str, fn: str | None) -> str:
     if template is None:
         template = "{name}_relu" if fn in ("relu", "relu6") else "{name}_activation"
-    return template.format(name=name)
+    return g.fmt(template, name)
 
 
 class Conv(BlockBase):
@@ -70,13 +70,13 @@ class Conv(BlockBase):
 def lower_conv(g, b: Conv, x: str, name: str) -> str:
     fn = b.activation or g.defaults.activation
     if b.pad is not None:
-        x = g.pad(x, b.pad, b.pad_name.format(name=name), kernel=b.kernel)
-    x = g.conv(x, b.filters, b.kernel, b.conv_name.format(name=name), strides=b.stride, padding=b.padding,
+        x = g.pad(x, b.pad, g.fmt(b.pad_name, name), kernel=b.kernel)
+    x = g.conv(x, b.filters, b.kernel, g.fmt(b.conv_name, name), strides=b.stride, padding=b.padding,
                use_bias=b.bias, groups=b.groups, dilation=b.dilation, kernel_initializer=b.kernel_initializer,
                activation=None if b.bn else fn)
     if b.bn:
-        x = g.bn(x, b.bn_name.format(name=name), **_bn_kwargs(b.bn))
-        x = g.act(x, fn, _act_name(b.act_name, name, fn))
+        x = g.bn(x, g.fmt(b.bn_name, name), **_bn_kwargs(b.bn))
+        x = g.act(x, fn, _act_name(g, b.act_name, name, fn))
     return x
 
 
@@ -103,13 +103,13 @@ class DepthwiseConv(BlockBase):
 def lower_depthwise_conv(g, b: DepthwiseConv, x: str, name: str) -> str:
     fn = b.activation or g.defaults.activation
     if b.pad is not None:
-        x = g.pad(x, b.pad, b.pad_name.format(name=name), kernel=b.kernel)
-    x = g.dwconv(x, b.kernel, b.conv_name.format(name=name), strides=b.stride, padding=b.padding,
+        x = g.pad(x, b.pad, g.fmt(b.pad_name, name), kernel=b.kernel)
+    x = g.dwconv(x, b.kernel, g.fmt(b.conv_name, name), strides=b.stride, padding=b.padding,
                  depth_multiplier=b.depth_multiplier or g.defaults.depth_multiplier, use_bias=b.bias,
                  initializer=b.kernel_initializer, activation=None if b.bn else fn)
     if b.bn:
-        x = g.bn(x, b.bn_name.format(name=name), **_bn_kwargs(b.bn))
-        x = g.act(x, fn, _act_name(b.act_name, name, fn))
+        x = g.bn(x, g.fmt(b.bn_name, name), **_bn_kwargs(b.bn))
+        x = g.act(x, fn, _act_name(g, b.act_name, name, fn))
     return x
 
 
@@ -158,9 +158,9 @@ class AvgPool(_Pool):
 @register(MaxPool)
 def lower_pool(g, b: _Pool, x: str, name: str) -> str:
     if b.pad is not None:
-        x = g.pad(x, b.pad, b.pad_name.format(name=name), kernel=b.pool)
+        x = g.pad(x, b.pad, g.fmt(b.pad_name, name), kernel=b.pool)
     pool = _pair(b.pool)
-    return g.add(b.type, b.pool_name.format(name=name), [x], pool=pool,
+    return g.add(b.type, g.fmt(b.pool_name, name), [x], pool=pool,
                  strides=_pair(b.stride) if b.stride is not None else pool, padding=b.padding)
 
 
@@ -326,18 +326,18 @@ def lower_classifier(g, b: Classifier, x: str, name: str) -> str:
     head = g.spec.head
     fn = head.classifier_activation
     if head.dropout > 0:
-        x = g.add("dropout", b.dropout_name.format(name=name), [x], rate=head.dropout, noise_shape=None)
+        x = g.add("dropout", g.fmt(b.dropout_name, name), [x], rate=head.dropout, noise_shape=None)
     if b.style == "conv":
         if len(g.shape(x)) != 3:
             raise g.error(f"a conv classifier needs a (H, W, C) input, e.g. global_pool with keepdims "
                           f"(got shape {g.shape(x)})")
-        x = g.conv(x, head.classes, 1, b.dense_name.format(name=name), padding="same", use_bias=True,
+        x = g.conv(x, head.classes, 1, g.fmt(b.dense_name, name), padding="same", use_bias=True,
                    kernel_initializer=b.kernel_initializer, bias_initializer=b.bias_initializer)
-        x = g.add("reshape", b.reshape_name.format(name=name), [x], target_shape=(head.classes,))
+        x = g.add("reshape", g.fmt(b.reshape_name, name), [x], target_shape=(head.classes,))
         out = g.add("activation", name, [x], fn=fn or "linear", float32=True)
         return out
     if b.separate_activation:
-        x = g.dense(x, head.classes, b.dense_name.format(name=name), activation=None,
+        x = g.dense(x, head.classes, g.fmt(b.dense_name, name), activation=None,
                     kernel_initializer=b.kernel_initializer, bias_initializer=b.bias_initializer)
         return g.add("activation", name, [x], fn=fn or "linear", float32=True)
     out = g.dense(x, head.classes, name, activation=fn, kernel_initializer=b.kernel_initializer,

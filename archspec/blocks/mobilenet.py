@@ -20,7 +20,8 @@ from typing import Literal
 
 from pydantic import Field
 
-from ..spec.common import Activation, BlockBase, IntOrPair, PadSpec, PosInt
+from ..scaling import expanded_width
+from ..spec.common import Activation, BlockBase, IntOrPair, PadSpec, PosFloat, PosInt
 from .registry import register
 
 
@@ -51,9 +52,9 @@ class DepthwiseSeparable(BlockBase):
 @register(DepthwiseSeparable)
 def lower_depthwise_separable(g, b: DepthwiseSeparable, x: str, name: str) -> str:
     fn = b.activation or g.defaults.activation
-    dw, pw = b.dw_name.format(name=name), b.pw_name.format(name=name)
+    dw, pw = g.fmt(b.dw_name, name), g.fmt(b.pw_name, name)
     if b.stride != 1:
-        x = g.pad(x, b.pad, b.pad_name.format(name=name), kernel=b.kernel)
+        x = g.pad(x, b.pad, g.fmt(b.pad_name, name), kernel=b.kernel)
     x = g.dwconv(x, b.kernel, dw, strides=b.stride, padding="same" if b.stride == 1 else "valid",
                  depth_multiplier=b.depth_multiplier or g.defaults.depth_multiplier, use_bias=False)
     x = g.act(g.bn(x, f"{dw}_bn"), fn, f"{dw}_{_act_suffix(fn)}")
@@ -70,7 +71,9 @@ class InvertedResidual(BlockBase):
     width_fields = ("filters",)
     type: Literal["inverted_residual"]
     filters: PosInt = Field(description="Output channels (the projection's width).")
-    expansion: PosInt = 6
+    expansion: PosInt | PosFloat = Field(default=6, description=(
+        "Expansion of the input channels; a non-integer one is rounded to a multiple of 8 "
+        "(make_divisible), as keras' MobileNetV3 does."))
     stride: PosInt = 1
     kernel: IntOrPair = 3
     activation: Activation | None = Field(default=None, description="Default: defaults.activation.")
@@ -83,7 +86,7 @@ def lower_inverted_residual(g, b: InvertedResidual, x: str, name: str) -> str:
     act = _act_suffix(fn)
     inp, cin = x, g.channels(x)
     if b.expansion != 1:
-        x = g.conv(x, b.expansion * cin, 1, f"{name}expand", padding="same", use_bias=False)
+        x = g.conv(x, expanded_width(cin, b.expansion), 1, f"{name}expand", padding="same", use_bias=False)
         x = g.act(g.bn(x, f"{name}expand_BN"), fn, f"{name}expand_{act}")
     if b.stride != 1:
         x = g.pad(x, "correct", f"{name}pad", kernel=b.kernel)
@@ -95,3 +98,4 @@ def lower_inverted_residual(g, b: InvertedResidual, x: str, name: str) -> str:
     if b.residual and b.stride == 1 and cin == b.filters:
         x = g.add("add", f"{name}add", [inp, x])
     return x
+

@@ -6,6 +6,7 @@ from pydantic import ValidationError
 
 from ..errors import SpecError, SpecErrors
 from .loader import RawSpec, apply_overrides, format_path, load_with_extends, loads
+from .define import check_defined
 from .schema import Spec
 
 __all__ = ["Spec", "RawSpec", "load", "load_raw", "validate", "loads"]
@@ -25,9 +26,49 @@ def load(ref, overrides: list[str] | None = None) -> tuple[Spec, RawSpec]:
 def validate(raw: RawSpec) -> Spec:
     """Validate raw data as a Spec; every problem becomes a located one-line SpecError."""
     try:
-        return Spec.model_validate(raw.data)
+        spec = Spec.model_validate(raw.data)
     except ValidationError as exc:
-        raise SpecErrors([_to_spec_error(e, raw) for e in _collapse(exc.errors(), raw)]) from None
+        raise SpecErrors(sorted_errors(_to_spec_error(e, raw) for e in _collapse(exc.errors(), raw))) from None
+    check_defined(spec, raw)
+    return spec
+
+
+def sorted_errors(errors) -> list[SpecError]:
+    """Errors in file order (line, column), those without a line last."""
+    def key(e: SpecError):
+        loc = e.location
+        return (loc is None or loc.line is None, loc.line or 0 if loc else 0, loc.column or 0 if loc else 0)
+
+    return sorted(errors, key=key)
+
+
+def validate_blocks(data: list, raw: RawSpec | None, path: tuple, suffix: str = "") -> list:
+    """Validate plain data (a defined block's body, expressions evaluated) as a list of
+    blocks; errors are located at `path` (the body's place in the document) + `suffix`."""
+    from pydantic import TypeAdapter
+
+    from ..blocks import Block
+
+    global _BLOCKS_ADAPTER
+    if _BLOCKS_ADAPTER is None:
+        _BLOCKS_ADAPTER = TypeAdapter(list[Block])
+    try:
+        return _BLOCKS_ADAPTER.validate_python(data)
+    except ValidationError as exc:
+        errs = []
+        wrapped = [{**e, "loc": ("_",) + tuple(e["loc"])} for e in exc.errors()]
+        for e in _collapse(wrapped, RawSpec(data={"_": data}, source="")):
+            rel = _data_path(tuple(e["loc"]), {"_": data})[1:]
+            full = tuple(path) + rel
+            loc = None
+            if raw is not None:
+                loc = raw.locate_key(full) if e["type"] == "extra_forbidden" else raw.locate(
+                    full[:-1] if e["type"] == "missing" else full)
+            errs.append(SpecError(_message(e) + suffix, loc, format_path(full) or None))
+        raise SpecErrors(sorted_errors(errs)) from None
+
+
+_BLOCKS_ADAPTER = None
 
 
 def _is_label(part) -> bool:
@@ -35,7 +76,7 @@ def _is_label(part) -> bool:
     return isinstance(part, str) and (any(c in part for c in "[-") or part in _TYPE_LABELS)
 
 
-_TYPE_LABELS = {"str", "int", "float", "bool", "none", "list", "dict", "tuple", "literal"}
+_TYPE_LABELS = {"str", "int", "float", "bool", "none", "list", "dict", "tuple", "literal", "__defined__"}
 _TYPE_ERRORS = {"list_type", "tuple_type", "dict_type", "model_type", "int_type", "int_parsing", "float_type",
                 "float_parsing", "string_type", "bool_type", "literal_error", "is_instance_of", "model_attributes_type"}
 

@@ -62,6 +62,10 @@ class BlockBase(Strict):
         default=None, description="Overrides scaling.rounding for this block's filters.")
     min_filters: PosInt | None = Field(
         default=None, description="Width scaling never goes below this (MobileNetV2's last conv).")
+    inputs: list[str] | None = Field(
+        default=None, min_length=1, description=(
+            "Names of earlier layers or blocks this block takes instead of the previous output "
+            "(templates allowed). add/concat/multiply merge them."))
 
     @field_validator("name")
     @classmethod
@@ -69,6 +73,22 @@ class BlockBase(Strict):
         if v is not None and not v.strip():
             raise ValueError("must not be empty")
         return v
+
+    # The block's children, as (field, kind) pairs: kind "list" (a list of blocks) or
+    # "lists" (a list of lists of blocks); composition blocks set this.
+    child_fields: ClassVar[tuple[tuple[str, str], ...]] = ()
+    # add/concat/multiply: the lowering resolves `inputs` itself (several of them)
+    multi_input: ClassVar[bool] = False
+
+    def children(self):
+        """(path suffix, list of blocks) for every list of child blocks."""
+        for f, kind in self.child_fields:
+            v = getattr(self, f)
+            if kind == "list" and isinstance(v, list):
+                yield (f,), v
+            elif kind == "lists" and isinstance(v, list):
+                for i, branch in enumerate(v):
+                    yield (f, i), branch
 
     def for_repeat(self) -> "BlockBase":
         """The block as used for the 2nd and later repeats: stride 1."""

@@ -17,6 +17,7 @@ from pydantic import Field, field_validator, model_validator
 
 from ..blocks import Block
 from .common import (Initializer, PosFloat, PosInt, Rate, Strict)
+from .define import Definition
 
 
 class InputSpec(Strict):
@@ -119,6 +120,8 @@ class Spec(Strict):
     description: str = ""
     extends: str | None = Field(default=None, description="A spec (bundled name or path) this one overrides.")
     reference: dict | None = Field(default=None, description="Published figures, for people and tests.")
+    define: dict[str, Definition] = Field(default_factory=dict, description=(
+        "New block types: {type: {params, width_params, body}}, used like built-in blocks."))
     input: InputSpec
     defaults: Defaults = Field(default_factory=Defaults)
     stem: list[Block] = Field(default_factory=list)

@@ -1,0 +1,469 @@
+"""The open spec language without any framework: composition blocks, references,
+defined blocks with expressions, the new primitives, scaling of defined blocks, and the
+located errors of each. (Keras agreement for these is in test_language_build.py.)"""
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from archspec.api import analyze, lower_spec
+from archspec.errors import SpecError
+from archspec.expr import ExprError, evaluate, render
+from archspec.spec import loads, validate
+
+HEAD = """\
+format: 1
+name: t
+input: {shape: [32, 32, 3]}
+defaults: {conv_bias: false}
+"""
+TAIL = """\
+head:
+  classes: 10
+  layers: [{type: global_pool, name: gap}, {type: classifier, name: predictions}]
+"""
+
+
+def graph(body: str, tmp_path, overrides=None):
+    p = tmp_path / "t.yaml"
+    p.write_text(HEAD + textwrap.dedent(body) + TAIL)
+    return lower_spec(str(p), overrides)
+
+
+def error(body: str, tmp_path) -> SpecError:
+    with pytest.raises(SpecError) as exc:
+        graph(body, tmp_path)
+    e = exc.value
+    return getattr(e, "errors", [e])
+
+
+def one_error(body, tmp_path) -> str:
+    errs = error(body, tmp_path)
+    assert len(errs) >= 1
+    return errs[0].one_line()
+
+
+# ---------------------------------------------------------------- expressions
+
+
+@pytest.mark.parametrize("text,env,value", [
+    ("growth * 4", {"growth": 32}, 128),
+    ("in_channels // 2 + 1", {"in_channels": 64}, 33),
+    ("max(8, int(c * 0.25))", {"c": 20}, 8),
+    ("make_divisible(in_channels * 4.5)", {"in_channels": 16}, 72),
+    ("in_shape[0] ** 2", {"in_shape": [7, 7, 3]}, 49),
+    ("-(a - 3) % 5", {"a": 1}, 2),
+    ("ceil(a / 3) + floor(a / 3) + round(2.6)", {"a": 10}, 4 + 3 + 3),
+])
+def test_expressions_evaluate(text, env, value):
+    assert evaluate(text, env) == value
+
+
+@pytest.mark.parametrize("text,words", [
+    ("__import__('os')", "not allowed"),
+    ("a.__class__", "Attribute is not allowed"),
+    ("[1, 2]", "List is not allowed"),
+    ("'abc'", "only numbers"),
+    ("a if a else 1", "IfExp is not allowed"),
+    ("b", "unknown name 'b'; known: a"),
+    ("a / 0", "division by zero"),
+    ("10 ** 100", "power too large"),
+    ("a +", "syntax error"),
+    ("lambda: 1", "Lambda is not allowed"),
+    ("open('x')", "function 'open' is not allowed"),
+])
+def test_bad_expressions_are_refused(text, words):
+    with pytest.raises(ExprError, match=None) as exc:
+        evaluate(text, {"a": 2})
+    assert words in str(exc.value)
+
+
+def test_render_keeps_types_and_formats_inside_strings():
+    assert render("${k * 2}", {"k": 3}) == 6
+    assert render("${k / 2}", {"k": 3}) == 1.5
+    assert render("{name}_${k}x${k}", {"k": 3}) == "{name}_3x3"
+    assert render("s${k / 1}", {"k": 3}) == "s3"
+
+
+# ---------------------------------------------------------------- composition
+
+
+def test_residual_auto_projects_when_stride_or_width_changes(tmp_path):
+    g = graph("""
+    stages:
+      - name: s
+        blocks:
+          - type: residual
+            body:
+              - {type: conv, name: "{name}_1", filters: 16, stride: 2, bn: true}
+              - {type: conv, name: "{name}_2", filters: 16, bn: true, activation: linear}
+            post: [{type: activation, name: "{name}_out"}]
+          - type: residual
+            body: [{type: conv, name: "{name}_1", filters: 16, bn: true}]
+    """, tmp_path)
+    names = [n.name for n in g.nodes]
+    # the projection comes first (keras builds the shortcut before the body)
+    assert names.index("s_block1_0_conv") < names.index("s_block1_1")
+    proj = g.node("s_block1_0_conv")
+    assert proj.attrs["strides"] == (2, 2) and proj.attrs["kernel"] == (1, 1) and proj.shape == (16, 16, 16)
+    assert g.node("s_block1_add").inputs == ["s_block1_0_bn", "s_block1_2_bn"]
+    assert g.node("s_block1_out").inputs == ["s_block1_add"]
+    # same shape: identity shortcut, no projection layers
+    assert "s_block2_0_conv" not in names
+    assert g.node("s_block2_add").inputs == ["s_block1_out", "s_block2_1_relu"]
+
+
+def test_identity_shortcut_refuses_a_shape_change_naming_both_shapes(tmp_path):
+    msg = one_error("""
+    stages:
+      - blocks:
+          - {type: residual, shortcut: identity, body: [{type: conv, filters: 16, stride: 2}]}
+    """, tmp_path)
+    assert "(32, 32, 3)" in msg and "(16, 16, 16)" in msg and ":8:" in msg
+
+
+def test_parallel_concat_and_empty_branch_is_identity(tmp_path):
+    g = graph("""
+    stages:
+      - name: s
+        blocks:
+          - type: parallel
+            branches:
+              - []
+              - [{type: conv, name: "{name}_a", filters: 5}]
+              - [{type: conv, name: "{name}_b", filters: 7, kernel: 5}]
+    """, tmp_path)
+    cat = g.node("s_block1_concat")
+    assert cat.inputs == ["input_layer", "s_block1_a", "s_block1_b"]
+    assert cat.shape == (32, 32, 3 + 5 + 7)
+
+
+def test_parallel_branches_that_cannot_merge_name_both_shapes(tmp_path):
+    msg = one_error("""
+    stages:
+      - blocks:
+          - type: parallel
+            merge: add
+            branches: [[{type: conv, filters: 4}], [{type: conv, filters: 4, stride: 2}]]
+    """, tmp_path)
+    assert "(32, 32, 4)" in msg and "(16, 16, 4)" in msg
+
+
+def test_sequence_repeats_as_a_unit_and_its_stride_goes_to_the_first_repeat(tmp_path):
+    g = graph("""
+    stages:
+      - name: s
+        blocks:
+          - type: sequence
+            stride: 2
+            repeats: 3
+            body:
+              - {type: conv, filters: 8, name: "{name}_a"}
+              - {type: conv, filters: 8, name: "{name}_b"}
+    """, tmp_path)
+    convs = [n for n in g.nodes if n.op == "conv2d"]
+    assert [c.name for c in convs] == [f"s_block{i}_{x}" for i in (1, 2, 3) for x in "ab"]
+    assert [c.attrs["strides"] for c in convs] == [(2, 2)] + [(1, 1)] * 5
+    assert g.node(g.outputs[0]).shape == (10,)
+
+
+def test_nested_composition_and_unnamed_blocks_get_unique_names(tmp_path):
+    g = graph("""
+    stages:
+      - name: s
+        blocks:
+          - type: residual
+            body:
+              - type: parallel
+                merge: add
+                merge_name: "{name}_sum"
+                branches:
+                  - [{type: conv, filters: 3}, {type: batch_norm}]
+                  - [{type: conv, filters: 3, kernel: 1}]
+              - {type: conv, filters: 3}
+    """, tmp_path)
+    names = [n.name for n in g.nodes]
+    assert len(names) == len(set(names))
+    assert {"s_block1_conv", "s_block1_conv_1", "s_block1_conv_2", "s_block1_batch_norm", "s_block1_sum",
+            "s_block1_add"} <= set(names)
+
+
+def test_two_merges_with_one_name_are_an_error_that_says_what_to_do(tmp_path):
+    msg = one_error("""
+    stages:
+      - blocks:
+          - type: residual
+            body: [{type: parallel, merge: add, branches: [[{type: conv, filters: 3}], []]}]
+    """, tmp_path)
+    assert "layer name 'stage1_block1_add' is used twice" in msg and "name" in msg
+
+
+def test_references_and_merge_primitives(tmp_path):
+    g = graph("""
+    stem: [{type: conv, name: stem, filters: 8, bn: true}]
+    stages:
+      - name: s
+        blocks:
+          - {type: conv, name: a, filters: 8}
+          - {type: conv, name: b, filters: 8, inputs: [stem]}
+          - {type: concat, name: ab, inputs: [a, b]}
+          - {type: conv, name: c, filters: 16}
+          - {type: add, name: c_plus_ab, inputs: [ab]}
+          - {type: multiply, name: gated, inputs: [c, c_plus_ab]}
+    """, tmp_path)
+    assert g.node("b").inputs == ["stem_relu"]  # the block 'stem' stands for its output
+    assert g.node("ab").inputs == ["a", "b"] and g.node("ab").shape == (32, 32, 16)
+    assert g.node("c_plus_ab").inputs == ["c", "ab"]  # one name: the previous output and it
+    assert g.node("gated").inputs == ["c", "c_plus_ab"]
+
+
+@pytest.mark.parametrize("ref,words", [
+    ("nowhere", "no layer or block named 'nowhere'"),
+    ("stemm", "no layer or block named 'stemm' (did you mean 'stem'?)"),
+    ("later", "'later' is defined later (at "),
+])
+def test_bad_references_are_located(tmp_path, ref, words):
+    msg = one_error(f"""
+    stem: [{{type: conv, name: stem, filters: 8}}]
+    stages:
+      - blocks:
+          - {{type: conv, filters: 8, inputs: [{ref}]}}
+          - {{type: conv, name: later, filters: 8}}
+    """, tmp_path)
+    assert words in msg and "stages[0].blocks[0].inputs[0]" in msg and ":9:" in msg
+
+
+def test_a_name_used_twice_is_located_at_both(tmp_path):
+    msg = one_error("""
+    stages:
+      - blocks:
+          - {type: conv, name: x, filters: 8}
+          - {type: conv, name: x, filters: 8}
+    """, tmp_path)
+    assert "layer name 'x' is used twice" in msg and ":9:" in msg and "first by the block at" in msg
+    assert msg.split("first by the block at")[1].split(")")[0].endswith(":8:9")
+
+
+def test_drop_path_follows_the_network_wide_linear_schedule(tmp_path):
+    g = graph("""
+    defaults: {conv_bias: false, drop_connect_rate: 0.4}
+    stages:
+      - name: s
+        blocks:
+          - {type: residual, repeats: 4, drop_path: true, body: [{type: conv, filters: 3, name: "{name}_c"}]}
+    """.replace("    defaults: {conv_bias: false, drop_connect_rate: 0.4}\n", ""), tmp_path,
+        overrides=["defaults.drop_connect_rate=0.4"])
+    drops = [n for n in g.nodes if n.op == "dropout"]
+    # block 0 has rate 0 (no layer); blocks 1..3: 0.4 * b / 4
+    assert [n.name for n in drops] == ["s_block2_drop", "s_block3_drop", "s_block4_drop"]
+    assert [round(n.attrs["rate"], 6) for n in drops] == [0.1, 0.2, 0.3]
+    assert all(n.attrs["noise_shape"] == (None, 1, 1, 1) for n in drops)
+    assert g.node("s_block2_add").inputs == ["s_block1_add", "s_block2_drop"]
+
+
+# ---------------------------------------------------------------- defined blocks
+
+DENSE = """
+define:
+  dense_layer:
+    params: {growth: 8, bottleneck: 4}
+    width_params: [growth]
+    body:
+      - type: parallel
+        merge_name: "{name}_concat"
+        branches:
+          - []
+          - - {type: batch_norm, name: "{name}_0_bn"}
+            - {type: activation, name: "{name}_0_relu"}
+            - {type: conv, name: "{name}_1", conv_name: "{name}_conv", filters: "${bottleneck * growth}",
+               kernel: 1, bn: true}
+            - {type: conv, name: "{name}_2_conv", filters: "${growth}", kernel: 3}
+stages:
+  - name: conv2
+    blocks: [{type: dense_layer, growth: 12, repeats: 3}]
+"""
+
+
+def test_defined_block_expands_with_params_and_in_channels(tmp_path):
+    g = graph(DENSE, tmp_path)
+    assert g.node("conv2_block1_1_conv").attrs["filters"] == 48
+    assert g.node("conv2_block3_concat").shape == (32, 32, 3 + 3 * 12)
+    assert g.node("conv2_block2_concat").inputs == ["conv2_block1_concat", "conv2_block2_2_conv"]
+    rows = analyze(g)["blocks"]
+    assert [r["type"] for r in rows if r["name"].startswith("conv2")] == ["dense_layer"] * 3
+
+
+def test_width_and_depth_scaling_reach_defined_blocks(tmp_path):
+    base = graph(DENSE, tmp_path)
+    wide = graph(DENSE, tmp_path, ["scaling.width=2", "scaling.divisor=1"])
+    deep = graph(DENSE, tmp_path, ["scaling.depth=2"])
+    assert wide.node("conv2_block1_2_conv").attrs["filters"] == 24
+    assert wide.node("conv2_block1_1_conv").attrs["filters"] == 96
+    assert len([n for n in deep.nodes if n.op == "concat"]) == 6
+    assert base.params < wide.params and base.params < deep.params
+
+
+def test_defined_param_left_at_its_default_is_width_scaled(tmp_path):
+    g = graph(DENSE.replace("growth: 12, ", ""), tmp_path, ["scaling.width=2", "scaling.divisor=1"])
+    assert g.node("conv2_block1_2_conv").attrs["filters"] == 16
+
+
+def test_defined_stride_param_goes_to_the_first_repeat_only(tmp_path):
+    g = graph("""
+    define:
+      down:
+        params: {filters: required, stride: 1}
+        body: [{type: conv, name: "{name}_c", filters: "${filters}", stride: "${stride}"}]
+    stages:
+      - name: s
+        blocks: [{type: down, filters: 4, stride: 2, repeats: 3}]
+    """, tmp_path)
+    assert [g.node(f"s_block{i}_c").attrs["strides"] for i in (1, 2, 3)] == [(2, 2), (1, 1), (1, 1)]
+
+
+def test_name_templates_take_expressions(tmp_path):
+    g = graph("""
+    stages:
+      - name: s
+        block_name: "blk${i + 4}"
+        blocks: [{type: conv, filters: 4, repeats: 2}]
+    """, tmp_path)
+    assert {"blk5", "blk6"} <= {n.name for n in g.nodes}
+
+
+def test_define_merges_through_extends(tmp_path):
+    (tmp_path / "lib.yaml").write_text(HEAD + textwrap.dedent(DENSE) + TAIL)
+    (tmp_path / "child.yaml").write_text(textwrap.dedent("""\
+        extends: lib.yaml
+        name: child
+        define:
+          transition:
+            params: {}
+            body: [{type: conv, name: "{name}_conv", filters: "${in_channels // 2}", kernel: 1}]
+        stages:
+          - name: conv2
+            blocks: [{type: dense_layer, repeats: 2}, {type: transition, name: pool2}]
+        """))
+    g = lower_spec(str(tmp_path / "child.yaml"))
+    assert g.node("pool2_conv").attrs["filters"] == (3 + 2 * 8) // 2
+
+
+@pytest.mark.parametrize("use,words,line", [
+    ("{type: dense_layer, growht: 3}", "unknown param 'growht' of defined block 'dense_layer' (did you mean "
+     "'growth'?); its params: growth, bottleneck", 22),
+    ("{type: dense_layr}", "unknown block type 'dense_layr' (did you mean 'dense_layer'?)", 22),
+])
+def test_bad_uses_of_defined_blocks(tmp_path, use, words, line):
+    text = DENSE.replace("{type: dense_layer, growth: 12, repeats: 3}", use)
+    msg = one_error(text, tmp_path)
+    assert words in msg and f":{line}:" in msg
+
+
+def test_required_param_missing(tmp_path):
+    msg = one_error("""
+    define:
+      unit:
+        params: {filters: required}
+        body: [{type: conv, filters: "${filters}"}]
+    stages: [{blocks: [{type: unit}]}]
+    """, tmp_path)
+    assert "defined block 'unit' needs param 'filters'" in msg and ":10:" in msg
+
+
+@pytest.mark.parametrize("expr,words", [
+    ("${filters / 0}", "division by zero"),
+    ("${filters * 2.5}", "must be an integer (got 7.5)"),
+    ("${filtres}", "unknown name 'filtres'"),
+    ("${(filters}", "syntax error"),
+])
+def test_bad_expressions_are_located_at_the_string_and_the_use(tmp_path, expr, words):
+    errs = error(f"""
+    define:
+      unit:
+        params: {{filters: 4}}
+        body: [{{type: conv, name: "{{name}}_c", filters: "{expr}"}}]
+    stages: [{{blocks: [{{type: unit, filters: 3}}]}}]
+    """, tmp_path)
+    msg = errs[0].one_line()
+    assert words in msg
+    assert ":9:" in msg and "define.unit.body[0].filters" in msg  # the definition's line
+    assert "used at" in msg and ":10:" in msg  # and where it is used
+
+
+def test_a_defined_block_that_uses_itself_is_a_cycle_error(tmp_path):
+    msg = one_error("""
+    define:
+      a: {body: [{type: b}]}
+      b: {body: [{type: sequence, body: [{type: a}]}]}
+    stages: [{blocks: [{type: a}]}]
+    """, tmp_path)
+    assert "uses itself" in msg and "->" in msg
+
+
+def test_unknown_key_in_a_body_names_the_keys_the_block_takes(tmp_path):
+    msg = one_error("""
+    define:
+      unit: {body: [{type: conv, filter: 3}]}
+    stages: [{blocks: [{type: unit}]}]
+    """, tmp_path)
+    assert "unknown key 'filter' for a 'conv' block (did you mean 'filters'?); it takes:" in msg
+
+
+def test_error_inside_a_defined_body_at_lowering_names_both_places(tmp_path):
+    msg = one_error("""
+    define:
+      unit:
+        params: {k: 3}
+        body: [{type: conv, filters: 4, kernel: "${k}", padding: valid}]
+    stages: [{blocks: [{type: unit, k: 40}]}]
+    """, tmp_path)
+    assert "input too small" in msg and ":9:" in msg and "used at" in msg and ":10:" in msg
+
+
+def test_new_primitives_count_like_keras(tmp_path):
+    g = graph("""
+    stages:
+      - name: s
+        blocks:
+          - {type: separable_conv, name: sep, filters: 16, bn: true}
+          - {type: layer_norm, name: ln}
+          - {type: layer_scale, name: ls}
+          - {type: squeeze_excite, name: se, ratio: 0.25}
+          - {type: identity, name: idn}
+          - {type: upsample, name: up, size: 2}
+          - {type: mbconv, name: mb_, filters: 16, expand_ratio: 4.5, se_ratio: 0}
+    """, tmp_path)
+    assert g.node("sep").params == 3 * 3 * 3 + 3 * 16  # depthwise + pointwise, no bias
+    assert g.node("ln").params == 32 and g.node("ls").params == 16
+    assert g.node("se_reduce").attrs["filters"] == 4 and g.node("se_excite").inputs == ["ls", "se_expand"]
+    assert g.node("up").shape == (64, 64, 16)
+    assert g.node("mb_expand_conv").attrs["filters"] == 72  # make_divisible(16 * 4.5)
+
+
+def test_inspect_densenet_sized_defined_network_stays_fast():
+    """Timing lives in bench/; this only checks inspect never imports a framework."""
+    code = ("import sys, archspec; archspec.analyze('two_branch'); "
+            "print(any(m.split('.')[0] in ('tensorflow', 'keras', 'jax') for m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_schema_covers_define_and_composition():
+    from archspec.spec.schema import Spec
+
+    text = str(Spec.model_json_schema())
+    for word in ("Definition", "Residual", "Parallel", "Sequence", "DefinedUse", "width_params"):
+        assert word in text
+
+
+def test_resolving_twice_changes_nothing(tmp_path):
+    p = tmp_path / "t.yaml"
+    p.write_text(HEAD + textwrap.dedent(DENSE) + TAIL)
+    from archspec.resolve import resolve
+
+    raw = loads(p.read_text())
+    spec = validate(raw)
+    once = resolve(spec)
+    assert resolve(once).model_dump() == once.model_dump()
