@@ -7,6 +7,7 @@ and turns a shape problem into a located `SpecError` that names the layer.
 
 from __future__ import annotations
 
+import re
 import string
 from typing import Any
 
@@ -383,6 +384,10 @@ class _Fmt(string.Formatter):
 NAME_FIELDS = ("stage", "s", "i", "j", "letter", "n", "N", "name")
 
 
+_FIELD = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_SIMPLE = re.compile(r"(?:[^{}]|\{[A-Za-z_][A-Za-z0-9_]*\})*")
+
+
 def _is_template(t: str) -> bool:
     return "{" in t
 
@@ -397,6 +402,18 @@ def format_name(template: str, env: dict | None = None, **fields: Any) -> str:
             template = str(render(template, {**(env or {}), **fields}))
         except ExprError as exc:
             raise ValueError(f"in name template {template!r}: {exc}") from None
+    if "{" not in template:
+        return template
+    if _SIMPLE.fullmatch(template):  # only {field}s: the common case, without string.Formatter
+        def one(m):
+            if m.group(1) not in fields:
+                raise KeyError(m.group(1))
+            return str(fields[m.group(1)])
+        try:
+            return _FIELD.sub(one, template)
+        except KeyError as exc:
+            raise ValueError(f"unknown field {{{exc.args[0]}}} in name template {template!r}; "
+                             f"known: {', '.join('{' + f + '}' for f in NAME_FIELDS)}") from None
     try:
         return _Fmt().format(template, **fields)
     except KeyError as exc:

@@ -115,6 +115,19 @@ def test_residual_auto_projects_when_stride_or_width_changes(tmp_path):
     assert g.node("s_block2_add").inputs == ["s_block1_out", "s_block2_1_relu"]
 
 
+def test_optional_residual_adds_only_when_the_body_keeps_the_shape(tmp_path):
+    g = graph("""
+    stages:
+      - name: s
+        blocks:
+          - {type: residual, optional: true, body: [{type: conv, filters: 8, name: "{name}_c"}]}
+          - {type: residual, optional: true, body: [{type: conv, filters: 8, name: "{name}_c"}]}
+    """, tmp_path)
+    names = {n.name for n in g.nodes}
+    assert "s_block1_add" not in names and "s_block1_0_conv" not in names  # 3 -> 8 channels: just the body
+    assert g.node("s_block2_add").inputs == ["s_block1_c", "s_block2_c"]
+
+
 def test_identity_shortcut_refuses_a_shape_change_naming_both_shapes(tmp_path):
     msg = one_error("""
     stages:
@@ -467,3 +480,33 @@ def test_resolving_twice_changes_nothing(tmp_path):
     spec = validate(raw)
     once = resolve(spec)
     assert resolve(once).model_dump() == once.model_dump()
+
+
+@pytest.fixture(scope="module")
+def schema_validator():
+    import jsonschema
+
+    from archspec.spec.schema import Spec
+
+    return jsonschema.Draft202012Validator(Spec.model_json_schema())
+
+
+@pytest.mark.parametrize("name", __import__("archspec.spec.loader", fromlist=["x"]).bundled_names())
+def test_json_schema_accepts_every_bundled_spec(name, schema_validator):
+    """`archspec schema` is what editors check specs with: it must accept every bundled
+    spec as written (extends applied), defined blocks and expressions included."""
+    from archspec.spec import load_raw
+
+    errors = [f"{list(e.absolute_path)}: {e.message[:200]}" for e in schema_validator.iter_errors(load_raw(name).data)]
+    assert errors == []
+
+
+def test_json_schema_rejects_what_the_cli_rejects():
+    import jsonschema
+
+    from archspec.spec.schema import Spec
+
+    data = {"format": 1, "name": "x", "input": {"shape": [8, 8, 3]},
+            "stages": [{"blocks": [{"type": "residual", "body": [{"type": "conv", "filters": 0}]}]}]}
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(data, Spec.model_json_schema())

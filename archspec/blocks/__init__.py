@@ -28,11 +28,19 @@ for _m in FAMILY_MODULES:
     importlib.import_module(f"{__name__}.{_m}")
 
 
+def _defined_use_schema(schema: dict, cls=None) -> None:
+    # in the JSON Schema, a defined type is any type but the built-in ones (so that exactly
+    # one member of the union matches a block)
+    schema["properties"]["type"]["not"] = {"enum": sorted(REGISTRY)}
+    schema["description"] = ("The use of a block type defined under `define:`; the other keys are its params. "
+                             "Built-in types: " + ", ".join(sorted(REGISTRY)))
+
+
 class DefinedUse(BlockBase):
     """The use of a block type defined in the spec's ``define:`` section: its params are
     the other keys (checked against the definition after validation)."""
 
-    model_config = ConfigDict(extra="allow", validate_default=True)
+    model_config = ConfigDict(extra="allow", validate_default=True, json_schema_extra=_defined_use_schema)
     type: str = Field(min_length=1, max_length=200)
     _repeat: bool = PrivateAttr(default=False)
 

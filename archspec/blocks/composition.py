@@ -56,6 +56,9 @@ class Residual(_Composition):
             "auto: identity when the body keeps the shape, else a 1x1 conv + batch norm; "
             "projection: always that; identity: never; or a list of blocks."))
     post: list["Block"] = Field(default_factory=list, description="Blocks after the add.")
+    optional: bool = Field(default=False, description=(
+        "When the body changes the shape, leave out the shortcut and the add: the block is then its body "
+        "(keras' MobileNetV2/V3 add the input only at stride 1 and the same width)."))
     drop_path: bool = Field(default=False, description=(
         "Stochastic depth on the body, at defaults.drop_connect_rate * b / B (b: index of the stage block)."))
     add_name: str = "{name}_add"
@@ -81,6 +84,8 @@ def lower_residual(g, b: Residual, x: str, name: str) -> str:
     y = g.run_body(g.with_stride(b.body, b.stride), x, name, path + ("body",))
     body_end = len(g.nodes)
     out_shape = g.shape(y)
+    if b.optional and tuple(in_shape) != tuple(out_shape):
+        return g.run_body(b.post, y, name, path + ("post",)) if b.post else y
     if b.drop_path:
         rate = g.defaults.drop_connect_rate * g.block_index / g.total_blocks
         if rate > 0:

@@ -80,8 +80,9 @@ def _loc(source: str, mark) -> Location:
     return Location(source, mark.line + 1, mark.column + 1)
 
 
-class _Loader(yaml.SafeLoader):
-    """SafeLoader used only to scan, parse and compose; construction is ours."""
+class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
+    """SafeLoader used only to scan, parse and compose; construction is ours. libyaml's
+    (when PyYAML has it) composes a spec some 50x faster than the pure-Python parser."""
 
 
 def _read_text(path: Path, source: str) -> str:
