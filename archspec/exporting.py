@@ -419,6 +419,37 @@ def _large_kernels(model) -> list:
             if isinstance(layer, keras.layers.Dense) and int(np.prod(layer.kernel.shape)) >= LARGE_WEIGHT]
 
 
+_HANDLERS_REGISTERED = False
+
+
+def register_tf2onnx_handlers() -> None:
+    """TensorFlow ops tf2onnx 1.17 cannot convert, written with ONNX ops it has:
+
+    - ``Erfc`` (exact GELU, ``tf.nn.gelu(approximate=False)``, as ConvNeXt uses):
+      ``erfc(x) = 1 - erf(x)``; ONNX has ``Erf`` from opset 9.
+    """
+    global _HANDLERS_REGISTERED
+    if _HANDLERS_REGISTERED:
+        return
+    from tf2onnx import utils
+    from tf2onnx.handler import tf_op
+
+    @tf_op("Erfc")
+    class _Erfc:  # noqa: F841 - registered by the decorator
+        @classmethod
+        def version_9(cls, ctx, node, **kwargs):
+            dtype = ctx.get_dtype(node.input[0])
+            node.type = "Erf"
+            out = node.output[0]
+            one = ctx.make_const(utils.make_name("erfc_one"), np.array(1, dtype=utils.map_onnx_to_numpy_type(dtype)))
+            sub = ctx.insert_new_node_on_output("Sub", out, inputs=[one.output[0], out],
+                                                name=utils.make_name(f"{node.name}_erfc"))
+            ctx.set_dtype(sub.output[0], dtype)
+            ctx.copy_shape(out, sub.output[0])
+
+    _HANDLERS_REGISTERED = True
+
+
 def _to_onnx(model, opset, input_name, input_shape, say):
     import tensorflow as tf
 
@@ -426,6 +457,7 @@ def _to_onnx(model, opset, input_name, input_shape, say):
         import tf2onnx
     except ImportError as exc:  # pragma: no cover
         raise MissingDependency(f"ONNX export needs tf2onnx ({exc}); pip install tf2onnx onnx onnxruntime") from None
+    register_tf2onnx_handlers()
     conv_model = onnx_ready_model(model)
     sig = [tf.TensorSpec((None, *input_shape), tf.float32, name=input_name)]
     large = _large_kernels(conv_model)

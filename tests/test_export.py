@@ -418,3 +418,18 @@ def test_cli_export_json_and_exit_codes(tiny_spec, tmp_path):
     assert res.returncode == 2 and "exists" in res.stderr and "Traceback" not in res.stderr
     res = _cli(tiny_spec, "-o", tmp_path / "t.tflite")
     assert res.returncode == 2 and "--format" in res.stderr
+
+
+def test_exact_gelu_exports_through_the_erfc_handler(tmp_path):
+    """tf2onnx has no converter for TensorFlow's Erfc (exact GELU, ConvNeXt); the export
+    registers one (1 - Erf) and the result runs in ONNX Runtime with the parity check."""
+    p = tmp_path / "gelu.yaml"
+    p.write_text("format: 1\nname: gelu_net\ninput: {shape: [16, 16, 3]}\n"
+                 "stem: [{type: conv, name: c, filters: 8, activation: gelu}, {type: layer_norm, name: ln},\n"
+                 "       {type: layer_scale, name: ls, init: 0.5}]\n"
+                 "head: {classes: 4, layers: [{type: global_pool, name: gap}, {type: classifier, name: predictions}]}\n")
+    out = tmp_path / "gelu.onnx"
+    r = ex.export(str(p), out, samples=SAMPLES)
+    assert r["passed"] is True and r["max_abs_diff"] <= 1e-5
+    ops = {n.op_type for n in onnx.load(str(out)).graph.node}
+    assert "Erf" in ops and "Erfc" not in ops

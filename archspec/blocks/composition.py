@@ -12,12 +12,15 @@ takes its parent's name, so it does not change its children's names.
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal, Union
+from typing import TYPE_CHECKING, ClassVar, Literal, Union
 
 from pydantic import Field
 
 from ..spec.common import BlockBase, PosInt
 from .registry import register
+
+if TYPE_CHECKING:  # the union is built from the registry after every family is imported;
+    from . import Block  # blocks/__init__ rebuilds these models with it
 
 
 class _Composition(BlockBase):
