@@ -510,3 +510,34 @@ def test_json_schema_rejects_what_the_cli_rejects():
             "stages": [{"blocks": [{"type": "residual", "body": [{"type": "conv", "filters": 0}]}]}]}
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(data, Spec.model_json_schema())
+
+
+YAML_ONLY = ["densenet121", "densenet169", "densenet201", "xception", "mobilenet_v3_small", "mobilenet_v3_large",
+             "convnext_tiny", "resnext50_32x4d", "se_resnet50", "resnet50_yaml", "two_branch"]
+
+
+@pytest.mark.parametrize("name", YAML_ONLY)
+def test_yaml_only_specs_scale_in_width_and_depth(name):
+    """Width scaling reaches defined blocks' width params, depth scaling their repeats."""
+    base = analyze(name)
+    narrow = analyze(name, ["scaling.width=0.5"])
+    deep = analyze(name, ["scaling.depth=2"])
+    assert narrow["params"] < base["params"] and narrow["macs"] < base["macs"]
+    assert deep["params"] > base["params"] or name == "two_branch" and deep["params"] == base["params"]
+    assert len(deep["layers"]) > len(base["layers"])
+
+
+@pytest.mark.parametrize("name", YAML_ONLY)
+def test_yaml_only_specs_use_no_python_family(name):
+    """What makes them YAML-only: their blocks are primitives, composition blocks and
+    defined types, never one of the Python families."""
+    from archspec.spec import load
+    from archspec.spec.define import raw_blocks, spec_blocks
+
+    families = {"basic", "bottleneck", "inception", "aux_classifier", "depthwise_separable", "inverted_residual",
+                "mbconv"}
+    spec = load(name)[0]
+    used = {b.type for b, _ in spec_blocks(spec)}
+    for t, d in spec.define.items():
+        used |= {b.get("type") for b, _ in raw_blocks(d.body, ())}
+    assert not used & families, used & families
