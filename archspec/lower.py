@@ -116,6 +116,16 @@ class Builder:
         for b in self.stack:
             self.blocks[b].nodes.sort(key=lambda n: order.get(n, -1))
 
+    def drop_path(self, x: str, name: str) -> str:
+        """Stochastic depth on a residual branch: a dropout of whole examples (noise shape
+        (N, 1, 1, 1)) at ``defaults.drop_connect_rate * b / B``, b the 0-based index of the
+        stage block, B their number (timm's and keras EfficientNet's linear schedule); a
+        rate of 0 adds nothing."""
+        rate = self.defaults.drop_connect_rate * self.block_index / self.total_blocks
+        if rate <= 0:
+            return x
+        return self.add("dropout", name, [x], rate=rate, noise_shape=(None, 1, 1, 1))
+
     def side_output(self, x: str, loss_weight: float = 1.0) -> None:
         """Make node `x` an extra model output (e.g. an auxiliary classifier), trained with
         `loss_weight`; it follows the main output, in the order the blocks add them."""

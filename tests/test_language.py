@@ -541,3 +541,38 @@ def test_yaml_only_specs_use_no_python_family(name):
     for t, d in spec.define.items():
         used |= {b.get("type") for b, _ in raw_blocks(d.body, ())}
     assert not used & families, used & families
+
+
+@pytest.mark.parametrize("name,last", [("resnet50", "conv5_block3_drop"), ("resnet18", "conv5_block2_drop"),
+                                       ("mobilenet_v2", "block_15_drop"), ("two_branch", None)])
+def test_drop_connect_rate_reaches_every_residual_family(name, last):
+    """defaults.drop_connect_rate was honoured by mbconv only; every residual now takes it."""
+    base = analyze(name)
+    g = lower_spec(name, ["defaults.drop_connect_rate=0.2"])
+    drops = [n for n in g.nodes if n.op == "dropout" and n.attrs.get("noise_shape") == (None, 1, 1, 1)]
+    assert not [l for l in base["layers"] if l["op"] == "dropout" and l["attrs"].get("noise_shape")]
+    if last is None:  # its residual is the only stage block: b = 0, rate 0, no layer
+        assert drops == []
+        return
+    assert drops[-1].name == last
+    rates = [n.attrs["rate"] for n in drops]
+    assert rates == sorted(rates) and 0 < rates[-1] < 0.2
+    assert g.params == base["params"]
+
+
+def test_cli_reports_language_errors_on_one_located_line_with_exit_2(tmp_path, capsys):
+    from archspec.cli import main
+
+    p = tmp_path / "t.yaml"
+    p.write_text(HEAD + textwrap.dedent("""
+    define:
+      unit:
+        params: {f: 4}
+        body: [{type: conv, name: "{name}_c", filters: "${f // 0}"}]
+    stages:
+      - blocks: [{type: unit}, {type: conv, filters: 3, inputs: [nowhere]}]
+    """) + TAIL)
+    assert main(["validate", str(p)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"{p}:9:") and "division by zero" in err[0]
+    assert "Traceback" not in "\n".join(err)

@@ -90,9 +90,7 @@ def lower_residual(g, b: Residual, x: str, name: str) -> str:
     if b.optional and tuple(in_shape) != tuple(out_shape):
         return g.run_body(b.post, y, name, path + ("post",)) if b.post else y
     if b.drop_path:
-        rate = g.defaults.drop_connect_rate * g.block_index / g.total_blocks
-        if rate > 0:
-            y = g.add("dropout", g.layer_name(b.drop_name, name), [y], rate=rate, noise_shape=(None, 1, 1, 1))
+        y = g.drop_path(y, g.layer_name(b.drop_name, name))
     sc = b.shortcut
     if isinstance(sc, list):
         s = g.run_body(sc, inp, name, path + ("shortcut",)) if sc else inp

@@ -64,8 +64,6 @@ def lower_mbconv(g, b: MBConv, x: str, name: str) -> str:
     x = g.conv(x, b.filters, 1, f"{name}project_conv", padding="same", use_bias=False)
     x = g.bn(x, f"{name}project_bn")
     if b.id_skip and b.stride == 1 and filters_in == b.filters:
-        rate = g.defaults.drop_connect_rate * g.block_index / g.total_blocks
-        if rate > 0:
-            x = g.add("dropout", f"{name}drop", [x], rate=rate, noise_shape=(None, 1, 1, 1))
+        x = g.drop_path(x, f"{name}drop")
         x = g.add("add", f"{name}add", [x, inputs])
     return x

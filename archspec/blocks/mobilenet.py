@@ -96,6 +96,6 @@ def lower_inverted_residual(g, b: InvertedResidual, x: str, name: str) -> str:
     x = g.conv(x, b.filters, 1, f"{name}project", padding="same", use_bias=False)
     x = g.bn(x, f"{name}project_BN")
     if b.residual and b.stride == 1 and cin == b.filters:
-        x = g.add("add", f"{name}add", [inp, x])
+        x = g.add("add", f"{name}add", [inp, g.drop_path(x, f"{name}drop")])
     return x
 

@@ -52,11 +52,13 @@ def _names(naming: str, name: str):
         return {
             "conv": lambda i: f"{name}_{i}_conv", "bn": lambda i: f"{name}_{i}_bn",
             "act": lambda i: f"{name}_{i}_relu", "add": f"{name}_add", "out": f"{name}_out",
+            "drop": f"{name}_drop",
         }
     branch = {0: "1", 1: "2a", 2: "2b", 3: "2c"}
     return {
         "conv": lambda i: f"res{name}_branch{branch[i]}", "bn": lambda i: f"bn{name}_branch{branch[i]}",
         "act": lambda i: f"res{name}_branch{branch[i]}_relu", "add": f"res{name}_add", "out": f"res{name}_out",
+        "drop": f"res{name}_drop",
     }
 
 
@@ -85,7 +87,7 @@ def lower_bottleneck(g, b: Bottleneck, x: str, name: str) -> str:
     x = g.conv(x, b.filters, b.kernel, nm["conv"](2), strides=s2, padding="same")
     x = g.act(g.bn(x, nm["bn"](2)), fn, nm["act"](2))
     x = g.conv(x, out_ch, 1, nm["conv"](3), padding="valid")
-    x = g.bn(x, nm["bn"](3))
+    x = g.drop_path(g.bn(x, nm["bn"](3)), nm["drop"])
     if shortcut is None:
         shortcut = _shortcut(g, b, inp, out_ch, nm)
     x = g.add("add", nm["add"], [shortcut, x] if keras_order else [x, shortcut])
@@ -102,6 +104,6 @@ def lower_basic(g, b: Basic, x: str, name: str) -> str:
     x = g.conv(inp, b.filters, b.kernel, nm["conv"](1), strides=b.stride, padding="same")
     x = g.act(g.bn(x, nm["bn"](1)), fn, nm["act"](1))
     x = g.conv(x, out_ch, b.kernel, nm["conv"](2), padding="same")
-    x = g.bn(x, nm["bn"](2))
+    x = g.drop_path(g.bn(x, nm["bn"](2)), nm["drop"])
     x = g.add("add", nm["add"], [shortcut, x])
     return g.act(x, fn, nm["out"])
