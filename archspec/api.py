@@ -18,7 +18,7 @@ def load(ref: str | os.PathLike, overrides: list[str] | None = None) -> Spec:
 
 def resolve(spec: Spec) -> Spec:
     """Make every number concrete (scaling multipliers and rounding applied)."""
-    from .resolve import resolve as _resolve
+    from .resolving import resolve as _resolve
 
     return _resolve(spec)
 
@@ -26,13 +26,16 @@ def resolve(spec: Spec) -> Spec:
 def lower_spec(spec: "str | os.PathLike | Spec", overrides: list[str] | None = None) -> Graph:
     """Spec (or a path / bundled name) -> resolved -> Graph IR with located errors."""
     from .lower import lower
-    from .resolve import resolve as _resolve
+    from .resolving import resolve as _resolve
 
-    raw: RawSpec | None = None
+    from .spec import raw_of
+
     if not isinstance(spec, Spec):
         spec, raw = _load_spec(spec, overrides)
     elif overrides:
         raise ArchspecError("overrides apply to a spec file; pass the path or name instead of a Spec")
+    else:
+        raw = raw_of(spec)  # a Spec from archspec.load keeps its document, so errors keep file:line:col
     return lower(_resolve(spec), raw)
 
 

@@ -248,7 +248,7 @@ def _resolve_model(obj, overrides, seed, say) -> tuple[Any, dict, float]:
         return model, info, time.perf_counter() - t0
     from .keras_build import build_model
     from .lower import lower
-    from .resolve import resolve
+    from .resolving import resolve
     from .spec import Spec
     from .spec import load as load_spec
 

@@ -173,7 +173,7 @@ def _rescale(spec, *, d: float, w: float, resolution: tuple[int, int], dropout: 
     `scaling.applied` says width 1 and depth 1, is the same numbers). `record` goes into
     `scaling.applied`, next to the width and depth that `resolve` writes there.
     """
-    from .resolve import resolve
+    from .resolving import resolve
     from .spec.schema import Spec
 
     sc = spec.scaling
@@ -319,7 +319,7 @@ def scale_row(scaled, base_counts: tuple[int, int]) -> dict[str, Any]:
 
 def base_counts(spec) -> tuple[int, int]:
     """(params, MACs) of the base spec, resolved as it is."""
-    from .resolve import resolve
+    from .resolving import resolve
 
     return _counts(resolve(spec))
 

@@ -121,7 +121,7 @@ def _onnx_params():
 
 @pytest.mark.parametrize("name", list(_onnx_params()))
 def test_bundled_spec_exports_to_onnx(name, tmp_path):
-    from archspec.resolve import resolve
+    from archspec.resolving import resolve
 
 
     model = _built(name, keep=name in ("resnet50", "efficientnet"))

@@ -474,7 +474,7 @@ def test_schema_covers_define_and_composition():
 def test_resolving_twice_changes_nothing(tmp_path):
     p = tmp_path / "t.yaml"
     p.write_text(HEAD + textwrap.dedent(DENSE) + TAIL)
-    from archspec.resolve import resolve
+    from archspec.resolving import resolve
 
     raw = loads(p.read_text())
     spec = validate(raw)

@@ -20,7 +20,7 @@ import pytest
 
 from archspec.errors import SpecError
 from archspec.lower import lower
-from archspec.resolve import resolve
+from archspec.resolving import resolve
 from archspec.scaling import (FORMULA, TABLE, ScalingWarning, apply_phi, apply_preset, coefficient_warnings,
                               dump_spec, flops_factor, make_divisible, parse_phis, preset_names,
                               round_filters, round_repeats, round_resolution, scale_row, search_grid, sweep)

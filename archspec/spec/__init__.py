@@ -23,13 +23,33 @@ def load(ref, overrides: list[str] | None = None) -> tuple[Spec, RawSpec]:
     return validate(raw), raw
 
 
+def raw_of(spec) -> RawSpec | None:
+    """The document a Spec was loaded from (kept so that errors found later, through the
+    Python API too, still point at file:line:col), or None for a Spec built in Python."""
+    return getattr(spec, "_raw", None)
+
+
+def spec_errors(exc: ValidationError, raw: RawSpec | None, suffix: str = "", data=None) -> SpecErrors:
+    """pydantic's errors as located one-line SpecErrors, in file order."""
+    data = raw.data if data is None and raw is not None else data
+    target = raw if raw is not None else RawSpec(data=data or {}, source="<spec>")
+    errs = []
+    for e in _collapse(exc.errors(), target):
+        err = _to_spec_error(e, target)
+        if raw is None:
+            err = SpecError(err.message, None, err.path)
+        errs.append(SpecError(err.message + suffix, err.location, err.path))
+    return SpecErrors(sorted_errors(errs))
+
+
 def validate(raw: RawSpec) -> Spec:
     """Validate raw data as a Spec; every problem becomes a located one-line SpecError."""
     try:
         spec = Spec.model_validate(raw.data)
     except ValidationError as exc:
-        raise SpecErrors(sorted_errors(_to_spec_error(e, raw) for e in _collapse(exc.errors(), raw))) from None
+        raise spec_errors(exc, raw) from None
     check_defined(spec, raw)
+    spec._raw = raw
     return spec
 
 

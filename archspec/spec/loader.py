@@ -135,6 +135,8 @@ def loads(text: str | bytes, source: str = "<string>") -> RawSpec:
         raise SpecError(f"invalid YAML: {msg}", loc) from None
     except yaml.YAMLError as exc:
         raise SpecError(f"invalid YAML: {exc}", Location(source)) from None
+    except RecursionError:  # PyYAML's pure-Python composer recurses once per nesting level
+        raise SpecError(f"nesting deeper than {MAX_DEPTH} levels", Location(source)) from None
     finally:
         loader.dispose()
     if node is None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, PrivateAttr, field_validator, model_validator
 
 from ..blocks import Block
 from .common import (Initializer, PosFloat, PosInt, Rate, Strict)
@@ -130,6 +130,8 @@ class Spec(Strict):
     taps: list[str] | Literal["stages"] = Field(
         default_factory=list, description="Layers the model also returns ('stages': each stage's last layer).")
     scaling: Scaling | None = None
+    # the loaded document (positions for errors found after validation); not part of the spec
+    _raw: object = PrivateAttr(default=None)
 
     @model_validator(mode="after")
     def _has_layers(self):

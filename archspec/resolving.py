@@ -9,6 +9,8 @@ loader, on the raw document, so that their values keep their file positions.)
 
 from __future__ import annotations
 
+from pydantic import ValidationError
+
 from .scaling import round_filters, round_repeats
 from .spec.schema import Spec
 
@@ -28,7 +30,9 @@ def resolve(spec: Spec) -> Spec:
     """Return a new, concrete Spec; `spec` is not modified."""
     sc = spec.scaling
     if sc is None or sc.applied is not None and sc.width == 1.0 and sc.depth == 1.0:
-        return spec.model_copy(deep=True)
+        out = spec.model_copy(deep=True)
+        out._raw = getattr(spec, "_raw", None)
+        return out
     w, d = sc.width, sc.depth
 
     def scale_block(b, depth_too: bool):
@@ -58,4 +62,14 @@ def resolve(spec: Spec) -> Spec:
     applied.update({"width": applied.get("width", 1.0) * w, "depth": applied.get("depth", 1.0) * d})
     scaling = sc.model_copy(update={"width": 1.0, "depth": 1.0, "applied": applied})
     out = spec.model_copy(update={"stem": stem, "stages": stages, "head": head, "scaling": scaling})
-    return Spec.model_validate(out.model_dump(exclude_unset=False))
+    try:
+        resolved = Spec.model_validate(out.model_dump(exclude_unset=False))
+    except ValidationError as exc:
+        # a value that scaling made invalid (filters 89 for groups 2 after width 0.35 and
+        # truncation): the usual located line, saying which scaling produced it
+        from .spec import raw_of, spec_errors
+
+        how = f"after scaling (width {w:g}, depth {d:g}, rounding {sc.rounding}, divisor {sc.divisor})"
+        raise spec_errors(exc, raw_of(spec), suffix=f" {how}") from None
+    resolved._raw = raw_of(spec)
+    return resolved
