@@ -12,6 +12,7 @@ from __future__ import annotations
 from pydantic import ValidationError
 
 from .scaling import round_filters, round_repeats
+from .spec import raw_of
 from .spec.schema import Spec
 
 
@@ -67,7 +68,7 @@ def resolve(spec: Spec) -> Spec:
     except ValidationError as exc:
         # a value that scaling made invalid (filters 89 for groups 2 after width 0.35 and
         # truncation): the usual located line, saying which scaling produced it
-        from .spec import raw_of, spec_errors
+        from .spec import spec_errors
 
         how = f"after scaling (width {w:g}, depth {d:g}, rounding {sc.rounding}, divisor {sc.divisor})"
         raise spec_errors(exc, raw_of(spec), suffix=f" {how}") from None

@@ -133,6 +133,13 @@ class Spec(Strict):
     # the loaded document (positions for errors found after validation); not part of the spec
     _raw: object = PrivateAttr(default=None)
 
+    def __eq__(self, other):  # the same spec, wherever it was loaded from
+        if type(other) is not type(self):
+            return NotImplemented
+        return self.__dict__ == other.__dict__
+
+    __hash__ = None
+
     @model_validator(mode="after")
     def _has_layers(self):
         if not (self.stem or self.stages or self.head.layers):
