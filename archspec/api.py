@@ -65,8 +65,17 @@ def analyze(spec: "str | os.PathLike | Spec | Graph", overrides: list[str] | Non
 
 
 def _keras_build():
+    from . import _quiet
+
     try:
-        from . import keras_build
+        if "archspec.keras_build" in __import__("sys").modules:
+            from . import keras_build
+        else:
+            _quiet.prepare_environment()
+            with _quiet.native_stderr_filtered():
+                from . import keras_build
+
+                keras_build.warm_up()
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise MissingDependency(
             f"building needs TensorFlow/Keras 3 ({exc}); install with: pip install 'archspec'") from None

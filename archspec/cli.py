@@ -377,7 +377,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="archspec", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
         description="Compile convolutional network specs (YAML) into analyzed, exact Keras models.")
     p.add_argument("--version", action="version", version=f"archspec {__version__}")
-    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    p.add_argument("--debug", action="store_true", help="show tracebacks and TensorFlow's native start-up log lines")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     def spec_cmd(name, help_, desc, multi=False):
@@ -489,6 +489,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.debug:
+        os.environ["ARCHSPEC_DEBUG"] = "1"  # TensorFlow's native start-up lines stay visible
     try:
         return int(args.func(args) or 0)
     except SpecError as exc:

@@ -214,13 +214,16 @@ def _is_spec(obj) -> bool:
 
 
 def _keras():
+    from ._quiet import native_stderr_filtered
+    from .api import _keras_build
+
+    _keras_build()  # Keras and the custom layers, TensorFlow's start-up notices filtered
     try:
-        import keras
-        import tensorflow as tf  # noqa: F401
+        with native_stderr_filtered():
+            import keras
+            import tensorflow as tf  # noqa: F401
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise MissingDependency(f"export needs TensorFlow and Keras 3 ({exc}); pip install tensorflow keras") from None
-    from . import keras_build  # noqa: F401  (registers the custom layers)
-
     return keras
 
 

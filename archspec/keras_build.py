@@ -188,6 +188,12 @@ def build_model(graph: Graph, *, precision: str | None = None, seed: int | None 
                        name=graph.name)
 
 
+def warm_up() -> None:
+    """Make the backend's first device context now (TensorFlow prints its native start-up
+    notices then), so that they happen where archspec filters them."""
+    ops.convert_to_tensor([0.0])
+
+
 def timed_build(graph: Graph, **kw) -> tuple[keras.Model, float]:
     t0 = time.perf_counter()
     model = build_model(graph, **kw)

@@ -74,3 +74,38 @@ def test_errors_through_the_python_api_keep_file_line_col(tmp_path):
     with pytest.raises(archspec.SpecError) as exc:
         archspec.analyze(archspec.resolve(archspec.load(str(p))))
     assert str(exc.value).startswith(f"{p}:5:")
+
+
+def test_tensorflow_native_start_up_lines_are_quiet_by_default(tmp_path):
+    """cuInit failures, the oneDNN/CPU notices and absl's 'All log messages before
+    absl::InitializeLog()' read as failures to a newcomer: filtered unless --debug."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", "ARCHSPEC_DEBUG")}
+    out = subprocess.run([sys.executable, "-m", "archspec", "build", "two_branch", "-o", str(tmp_path / "m.keras")],
+                         capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    lines = [l for l in out.stderr.splitlines() if l.strip()]
+    assert lines and all(l.startswith("archspec:") for l in lines), lines
+    # the filter drops only the known notices: anything else written to fd 2 comes back
+    from archspec._quiet import NOISE
+
+    assert NOISE.search("W0000 00:00:1795378887.000783   24309 cuda_platform.cc:52] failed call to cuInit")
+    assert not NOISE.search("Traceback (most recent call last):")
+    assert not NOISE.search("ValueError: Input 0 of layer 'conv' is incompatible")
+
+
+def test_filtered_stderr_keeps_every_other_line(capfd, monkeypatch):
+    from archspec import _quiet
+
+    monkeypatch.delenv("ARCHSPEC_DEBUG", raising=False)
+    with _quiet.native_stderr_filtered():
+        import os
+
+        os.write(2, b"I0000 00:00:1795378876.166307   24258 cudart_stub.cc:31] Could not find cuda drivers\n")
+        os.write(2, b"a real problem\n")
+    assert capfd.readouterr().err == "a real problem\n"
+    monkeypatch.setenv("ARCHSPEC_DEBUG", "1")
+    with _quiet.native_stderr_filtered():
+        os.write(2, b"I0000 00:00:1795378876.166307   24258 cudart_stub.cc:31] shown with --debug\n")
+    assert "shown with --debug" in capfd.readouterr().err
