@@ -109,3 +109,74 @@ def test_filtered_stderr_keeps_every_other_line(capfd, monkeypatch):
     with _quiet.native_stderr_filtered():
         os.write(2, b"I0000 00:00:1795378876.166307   24258 cudart_stub.cc:31] shown with --debug\n")
     assert "shown with --debug" in capfd.readouterr().err
+
+
+def _validate(tmp_path, capsys, text, *extra):
+    p = tmp_path / "s.yaml"
+    p.write_text(text)
+    rc = main(["validate", str(p), *extra])
+    return rc, capsys.readouterr().err.strip().splitlines()
+
+
+SPEC = """\
+format: 1
+name: s
+input: {shape: [32, 32, 3]}
+stages:
+  - blocks:
+      - {type: bottleneck, filters: 8, groups: 2}
+      - {type: conv, filtrs: 3, filters: 2}
+head: {classes: 3}
+"""
+
+
+def test_unknown_key_says_what_the_block_takes_and_where_the_key_belongs(tmp_path, capsys):
+    rc, err = _validate(tmp_path, capsys, SPEC)
+    assert rc == 2 and len(err) == 2
+    assert ":6:" in err[0] and "unknown key 'groups' ('groups' is a key of conv" in err[0]
+    assert "a 'bottleneck' block takes: " in err[0] and "expansion" in err[0]
+    assert ":7:" in err[1] and "unknown key 'filtrs' (did you mean 'filters'?)" in err[1]
+    assert "(a typo?)" not in " ".join(err)
+
+
+def test_errors_come_in_file_order(tmp_path, capsys):
+    text = SPEC.replace("head: {classes: 3}", "head: {clases: 3}").replace("[32, 32, 3]", "[32, 32, 0]")
+    rc, err = _validate(tmp_path, capsys, text)
+    lines = [int(e.split(":")[1]) for e in err]
+    assert rc == 2 and len(err) == 4 and lines == sorted(lines)
+    assert "unknown key 'clases' (did you mean 'classes'?); head takes:" in err[-1]
+
+
+def test_a_short_input_shape_says_what_it_needs(tmp_path, capsys):
+    rc, err = _validate(tmp_path, capsys, SPEC.replace("[32, 32, 3]", "[32, 32]").replace(", groups: 2", "")
+                        .replace("filtrs: 3, ", ""))
+    assert rc == 2 and err == [f"{tmp_path / 's.yaml'}:3:16: input.shape: expected 3 values (height, width, "
+                               f"channels), got 2"]
+
+
+def test_set_into_a_misspelled_list_key_names_the_key(capsys):
+    rc = main(["validate", "resnet50", "--set", "stages[1].block[0].repeats=2"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1
+    assert "unknown key 'block' at stages[1] (did you mean 'blocks'?)" in err[0]
+
+
+@pytest.mark.parametrize("ref,close", [("resnet5", "resnet50"), ("densnet121", "densenet121")])
+def test_bundled_and_extends_names_suggest_the_closest(tmp_path, capsys, ref, close):
+    assert main(["inspect", ref]) == 2
+    assert f"(did you mean {close!r}?)" in capsys.readouterr().err
+    rc, err = _validate(tmp_path, capsys, f"format: 1\nextends: {ref}\nname: x\n")
+    assert rc == 2 and f"(did you mean {close!r}?)" in err[0] and ":2:" in err[0]
+
+
+@pytest.mark.parametrize("text,words,line", [
+    ("format: 1\nname: x\ninput:\n  shape: [1, 2, 3]\n   name: y\n",
+     "indentation: this line does not line up with the keys above it", 5),
+    ("format: 1\nname: x\nstages:\n\t- a\n", "YAML is indented with spaces, never tabs", 4),
+    ("format: 1\nname: a: b\n", "a ':' where a value should be", 2),
+    ("format: 1\nname: [a, b\n", "an unclosed '['", 3),
+])
+def test_yaml_parser_errors_get_a_plain_first_sentence(tmp_path, capsys, text, words, line):
+    rc, err = _validate(tmp_path, capsys, text)
+    assert rc == 2 and len(err) == 1
+    assert err[0].startswith(f"{tmp_path / 's.yaml'}:{line}:") and "invalid YAML: " in err[0] and words in err[0]

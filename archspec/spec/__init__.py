@@ -34,7 +34,7 @@ def spec_errors(exc: ValidationError, raw: RawSpec | None, suffix: str = "", dat
     data = raw.data if data is None and raw is not None else data
     target = raw if raw is not None else RawSpec(data=data or {}, source="<spec>")
     errs = []
-    for e in _collapse(exc.errors(), target):
+    for e in _collapse(exc.errors(), target):  # noqa: B007
         err = _to_spec_error(e, target)
         if raw is None:
             err = SpecError(err.message, None, err.path)
@@ -200,10 +200,99 @@ def _message(e: dict) -> str:
 
 def _to_spec_error(e: dict, raw: RawSpec) -> SpecError:
     path = _data_path(tuple(e["loc"]), raw.data)
+    msg = _message(e)
     if e["type"] == "extra_forbidden":
         loc = raw.locate_key(path)
+        msg = _unknown_key_message(path, raw.data)
     elif e["type"] == "missing":
         loc = raw.locate(path[:-1])
+        if path and isinstance(path[-1], int):  # a tuple with too few values
+            have = _at(raw.data, path[:-1])
+            n = len(have) if isinstance(have, list) else 0
+            what = _TUPLES.get(tuple(p for p in path[:-1] if not isinstance(p, int))[-2:], None)
+            msg = (f"expected {what}, got {n}" if what else
+                   f"expected more values: item [{path[-1]}] is missing (got {n})")
+            path = path[:-1]
     else:
         loc = raw.locate(path)
-    return SpecError(_message(e), loc, format_path(path) or None)
+    return SpecError(msg, loc, format_path(path) or None)
+
+
+_TUPLES = {("input", "shape"): "3 values (height, width, channels)", ("shape",): "3 values (height, width, channels)"}
+
+
+def _at(data, path):
+    for p in path:
+        try:
+            data = data[p]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return data
+
+
+def _unknown_key_message(path: tuple, data) -> str:
+    """'unknown key' with the keys the place accepts and the closest of them."""
+    from .define import suggest
+
+    key = path[-1] if path else "?"
+    fields = _fields_at(path[:-1], data)
+    if fields is None:
+        return f"unknown key {key!r}"
+    parent = _at(data, path[:-1])
+    what = f"a {parent['type']!r} block" if isinstance(parent, dict) and isinstance(parent.get("type"), str) \
+        else (format_path(path[:-1]) or "the top level")
+    elsewhere = ""
+    if isinstance(parent, dict) and isinstance(parent.get("type"), str):
+        from ..blocks import REGISTRY
+
+        owners = sorted(t for t, f in REGISTRY.items() if key in f.model.model_fields)
+        if owners:
+            elsewhere = f" ({key!r} is a key of {', '.join(owners[:6])}{', ...' if len(owners) > 6 else ''})"
+    return f"unknown key {key!r}{suggest(key, fields)}{elsewhere}; {what} takes: {', '.join(fields)}"
+
+
+def _fields_at(path: tuple, data) -> list[str] | None:
+    """The keys the model at `path` of the document accepts (walking the schema)."""
+    import typing
+
+    from pydantic import BaseModel
+
+    from ..blocks import REGISTRY
+
+    def models_of(ann):
+        origin = typing.get_origin(ann)
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            return [ann]
+        out = []
+        for a in typing.get_args(ann):
+            if a is not type(None):
+                out += models_of(a)
+        if origin is typing.Annotated:
+            out = models_of(typing.get_args(ann)[0])
+        return out
+
+    model, node = Spec, data
+    for part in path:
+        node = node[part] if isinstance(node, (dict, list)) and (isinstance(node, dict) and part in node or
+                                                                 isinstance(node, list) and isinstance(part, int)
+                                                                 and part < len(node)) else None
+        if isinstance(part, int):
+            continue  # an item of the list whose field we are in
+        fld = model.model_fields.get(part) if model is not None else None
+        if fld is None:
+            return None
+        cands = models_of(fld.annotation)
+        if isinstance(node, dict) and isinstance(node.get("type"), str) and node["type"] in REGISTRY:
+            model = REGISTRY[node["type"]].model
+        elif isinstance(node, list) or isinstance(node, dict):
+            if isinstance(node, list):
+                model = cands[0] if len(cands) == 1 else None
+                continue
+            model = cands[0] if len(cands) == 1 else None
+        else:
+            model = cands[0] if len(cands) == 1 else None
+    if isinstance(node, dict) and isinstance(node.get("type"), str) and node["type"] in REGISTRY:
+        model = REGISTRY[node["type"]].model
+    if model is None:
+        return None
+    return [f for f in model.model_fields if f != "type"]

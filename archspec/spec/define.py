@@ -146,8 +146,9 @@ def check_defined(spec, raw: RawSpec | None) -> None:
             _check_use_keys(b.type, defined[b.type], b.params, p, err)
     if errors:
         from ..errors import SpecErrors
+        from . import sorted_errors
 
-        raise SpecErrors(errors)
+        raise SpecErrors(sorted_errors(errors))
 
 
 def _unknown_key(key: str, type_: str, fields) -> str:

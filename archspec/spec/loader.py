@@ -132,7 +132,8 @@ def loads(text: str | bytes, source: str = "<string>") -> RawSpec:
         mark = exc.problem_mark or exc.context_mark
         msg = " ".join(str(p) for p in (exc.context, exc.problem) if p)
         loc = _loc(source, mark) if mark else Location(source)
-        raise SpecError(f"invalid YAML: {msg}", loc) from None
+        plain = yaml_problem_in_words(msg)
+        raise SpecError(f"invalid YAML: {plain + ' (' + msg + ')' if plain else msg}", loc) from None
     except yaml.YAMLError as exc:
         raise SpecError(f"invalid YAML: {exc}", Location(source)) from None
     except RecursionError:  # PyYAML's pure-Python composer recurses once per nesting level
@@ -148,6 +149,32 @@ def loads(text: str | bytes, source: str = "<string>") -> RawSpec:
     raw = RawSpec(data={}, source=source)
     raw.data = _construct(node, (), raw, 0)
     return raw
+
+
+_YAML_WORDS = (
+    ("found character '\\t' that cannot start any token", "a tab: YAML is indented with spaces, never tabs"),
+    ("found character that cannot start any token", "a character that cannot start a value here (a tab? YAML is "
+                                                    "indented with spaces, never tabs)"),
+    ("expected <block end>", "indentation: this line does not line up with the keys above it"),
+    ("did not find expected key", "indentation: this line does not line up with the keys above it"),
+    ("did not find expected '-' indicator", "indentation: this list item does not line up with the items above it"),
+    ("mapping values are not allowed", "a ':' where a value should be (a missing space after ':', "
+                                            "or a value that needs quotes?)"),
+    ("could not find expected ':'", "a key without ':' (or a line that does not continue the one above)"),
+    ("did not find expected ',' or ']'", "an unclosed '[': expected ',' or ']'"),
+    ("did not find expected ',' or '}'", "an unclosed '{': expected ',' or '}'"),
+    ("found unexpected end of stream", "the file ends inside a quote or a bracket that is not closed"),
+    ("found undefined alias", "an alias (*name) with no anchor (&name) before it"),
+    ("found duplicate anchor", "the same anchor (&name) is defined twice"),
+)
+
+
+def yaml_problem_in_words(text: str) -> str:
+    """A plain first sentence for PyYAML's parser messages, or ''."""
+    for needle, words in _YAML_WORDS:
+        if needle in text:
+            return words
+    return ""
 
 
 def _check_size(root, source: str) -> None:
@@ -256,8 +283,13 @@ def find_spec(ref: str | os.PathLike, relative_to: Path | None = None) -> Path:
             return b
     if p.suffix in (".yaml", ".yml") or os.sep in ref_s:
         raise SpecError("no such file", Location(ref_s))
-    names = ", ".join(bundled_names())
-    raise SpecError(f"no spec file or bundled spec named {ref_s!r}; bundled: {names}", Location(ref_s))
+    import difflib
+
+    names = bundled_names()
+    close = difflib.get_close_matches(ref_s.removesuffix(".yaml"), names, n=1, cutoff=0.6)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    raise SpecError(f"no spec file or bundled spec named {ref_s!r}{hint}; bundled: {', '.join(names)}",
+                    Location(ref_s))
 
 
 def display_source(path: Path) -> str:
@@ -391,8 +423,15 @@ def apply_overrides(raw: RawSpec, overrides: list[str]) -> RawSpec:
             else:
                 if not isinstance(node, dict):
                     raise SpecError(f"{format_path(path[:i])} is not a mapping", where, format_path(path))
+                if (part not in node or node[part] is None) and isinstance(nxt, int):
+                    import difflib
+
+                    close = difflib.get_close_matches(part, [k for k in node if isinstance(k, str)], n=1)
+                    hint = f" (did you mean {close[0]!r}?)" if close else ""
+                    raise SpecError(f"unknown key {part!r} at {format_path(path[:i]) or 'the top level'}{hint}: "
+                                    f"it holds no list to index with [{nxt}]", where, format_path(path))
                 if part not in node or node[part] is None:
-                    node[part] = [] if isinstance(nxt, int) else {}
+                    node[part] = {}
                 node = node[part]
         last = path[-1]
         if isinstance(last, int):
