@@ -8,7 +8,7 @@ from typing import Any
 
 from .errors import ArchspecError, MissingDependency
 from .graph import Graph
-from .spec import RawSpec, Spec
+from .spec import Spec
 from .spec import load as _load_spec
 
 def load(ref: str | os.PathLike, overrides: list[str] | None = None) -> Spec:

@@ -51,7 +51,7 @@ def test_good_spec_is_valid(tmp_path, capsys):
 @pytest.mark.parametrize("case,old,new,line,path,words", [
     ("misspelled key", "        repeats: 2", "        repeat: 2", 12, "stages[0].blocks[0].repeat", "unknown key"),
     ("wrong type", "        filters: 8\n", "        filters: eight\n", 11, "stages[0].blocks[0].filters",
-     "must be an integer (got 'eight')"),
+     "must be a number, not a string (got 'eight')"),
     ("negative filters", "        filters: 8\n", "        filters: -3\n", 11, "stages[0].blocks[0].filters",
      "must be > 0 (got -3)"),
     ("zero stride", "stride: 2}", "stride: 0}", 6, "stem[0].stride", "must be > 0 (got 0)"),

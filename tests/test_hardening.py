@@ -180,3 +180,27 @@ def test_yaml_parser_errors_get_a_plain_first_sentence(tmp_path, capsys, text, w
     rc, err = _validate(tmp_path, capsys, text)
     assert rc == 2 and len(err) == 1
     assert err[0].startswith(f"{tmp_path / 's.yaml'}:{line}:") and "invalid YAML: " in err[0] and words in err[0]
+
+
+@pytest.mark.parametrize("value,ok", [("256", True), ('"256"', False), ("256.0", True), ("true", False),
+                                      ("2.5", False), ("-3", False)])
+def test_cli_and_json_schema_agree_on_numbers(value, ok, capsys):
+    """The CLI used to accept `filters: "256"` that the schema (and an editor) rejects."""
+    import jsonschema
+
+    from archspec.spec import load_raw
+    from archspec.spec.schema import Spec
+
+    override = f"stages[0].blocks[0].filters={value}"
+    cli_ok = main(["validate", "resnet50", "--set", override]) == 0
+    err = capsys.readouterr().err
+    schema_ok = jsonschema.Draft202012Validator(Spec.model_json_schema()).is_valid(
+        load_raw("resnet50", [override]).data)
+    assert cli_ok == schema_ok == ok, err
+    if value == '"256"':
+        assert "must be a number, not a string (got '256'); remove the quotes" in err
+
+
+def test_booleans_are_not_strings_either(capsys):
+    assert main(["validate", "resnet50", "--set", 'stem[0].bn="yes"']) == 2
+    assert "must be true or false, not a string (got 'yes')" in capsys.readouterr().err

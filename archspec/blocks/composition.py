@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, ClassVar, Literal, Union
 
 from pydantic import Field
 
-from ..spec.common import BlockBase, PosInt
+from ..spec.common import BlockBase, Bool, Int, PosInt
 from .registry import register
 
 if TYPE_CHECKING:  # the union is built from the registry after every family is imported;
@@ -59,16 +59,16 @@ class Residual(_Composition):
             "auto: identity when the body keeps the shape, else a 1x1 conv + batch norm; "
             "projection: always that; identity: never; or a list of blocks."))
     post: list["Block"] = Field(default_factory=list, description="Blocks after the add.")
-    optional: bool = Field(default=False, description=(
+    optional: Bool = Field(default=False, description=(
         "When the body changes the shape, leave out the shortcut and the add: the block is then its body "
         "(keras' MobileNetV2/V3 add the input only at stride 1 and the same width)."))
-    drop_path: bool = Field(default=False, description=(
+    drop_path: Bool = Field(default=False, description=(
         "Stochastic depth on the body, at defaults.drop_connect_rate * b / B (b: index of the stage block)."))
     add_name: str = "{name}_add"
     drop_name: str = "{name}_drop"
     shortcut_conv_name: str = "{name}_0_conv"
     shortcut_bn_name: str = "{name}_0_bn"
-    shortcut_bias: bool | None = Field(default=None, description="Default: defaults.conv_bias.")
+    shortcut_bias: Bool | None = Field(default=None, description="Default: defaults.conv_bias.")
 
 
 def _stride_for(h_in: int, h_out: int) -> int | None:
@@ -123,7 +123,7 @@ class Parallel(BlockBase):
     type: Literal["parallel"]
     branches: list[list["Block"]] = Field(min_length=2)
     merge: Literal["concat", "add", "multiply"] = "concat"
-    axis: int = Field(default=-1, description="Concatenation axis (concat only); -1: channels.")
+    axis: Int = Field(default=-1, description="Concatenation axis (concat only); -1: channels.")
     merge_name: str = "{name}_{merge}"
 
 
@@ -148,7 +148,7 @@ class Add(_Merge):
 
 class Concat(_Merge):
     type: Literal["concat"]
-    axis: int = -1
+    axis: Int = -1
 
 
 class Multiply(_Merge):

@@ -18,7 +18,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from ..spec.common import Activation, BlockBase, IntOrPair, PosFloat, PosInt
+from ..spec.common import Activation, BlockBase, Bool, Float, IntOrPair, PosFloat, PosInt
 from ..scaling import expanded_width
 from .registry import register
 
@@ -33,9 +33,9 @@ class MBConv(BlockBase):
     stride: PosInt = 1
     expand_ratio: PosInt | PosFloat = Field(default=6, description=(
         "Expansion of the block's input channels (a non-integer one: make_divisible(c * ratio, 8))."))
-    se_ratio: float = Field(default=0.25, ge=0, le=1,
+    se_ratio: Float = Field(default=0.25, ge=0, le=1,
                             description="Squeeze width as a fraction of the input channels; 0: no SE.")
-    id_skip: bool = Field(default=True, description="Identity shortcut when stride 1 and the width is unchanged.")
+    id_skip: Bool = Field(default=True, description="Identity shortcut when stride 1 and the width is unchanged.")
     activation: Activation | None = Field(default=None, description="Default: defaults.activation.")
 
 

@@ -29,7 +29,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from ..spec.common import Activation, BlockBase, PosInt, Rate
+from ..spec.common import Activation, BlockBase, Bool, Float, PosInt, Rate
 from .registry import register
 
 
@@ -45,7 +45,7 @@ class Inception(BlockBase):
     b5: PosInt = Field(description="#5x5: filters of the 5x5 conv.")
     pool_proj: PosInt = Field(description="pool proj: the 1x1 conv after the 3x3/1 max pool.")
     activation: Activation | None = Field(default=None, description="Default: defaults.activation.")
-    bias: bool | None = Field(default=None, description="Default: defaults.conv_bias.")
+    bias: Bool | None = Field(default=None, description="Default: defaults.conv_bias.")
 
 
 @register(Inception)
@@ -73,7 +73,7 @@ class AuxClassifier(BlockBase):
     filters: PosInt = Field(default=128, description="The 1x1 conv's filters.")
     units: PosInt = Field(default=1024, description="The hidden FC layer's units.")
     dropout: Rate = 0.7
-    loss_weight: float = Field(default=0.3, ge=0, description="Weight of this output's loss in training.")
+    loss_weight: Float = Field(default=0.3, ge=0, description="Weight of this output's loss in training.")
     activation: Activation | None = Field(default=None, description="Default: defaults.activation.")
 
 

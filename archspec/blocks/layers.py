@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from ..spec.common import (Activation, BlockBase, Initializer, IntOrPair, PadSpec, Padding,
+from ..spec.common import (Activation, BlockBase, Bool, Float, Initializer, IntOrPair, PadSpec, Padding,
                            PosFloat, PosInt, Rate, Strict)
 from .registry import register
 
@@ -19,9 +19,9 @@ class BatchNormOptions(Strict):
     """Per-layer batch-norm settings; unset fields come from `defaults.batch_norm`."""
 
     epsilon: PosFloat | None = None
-    momentum: float | None = Field(default=None, ge=0, le=1)
-    center: bool | None = None
-    scale: bool | None = None
+    momentum: Float | None = Field(default=None, ge=0, le=1)
+    center: Bool | None = None
+    scale: Bool | None = None
 
 
 def _bn_kwargs(bn) -> dict:
@@ -49,9 +49,9 @@ class Conv(BlockBase):
     padding: Padding = "same"
     dilation: IntOrPair = 1
     groups: PosInt = 1
-    bias: bool | None = Field(default=None, description="Default: defaults.conv_bias.")
+    bias: Bool | None = Field(default=None, description="Default: defaults.conv_bias.")
     activation: Activation | None = Field(default=None, description="Default: defaults.activation; 'linear' for none.")
-    bn: bool | BatchNormOptions = False
+    bn: Bool | BatchNormOptions = False
     pad: PadSpec | None = Field(default=None, description="Zero padding layer before the conv.")
     kernel_initializer: Initializer | None = None
     conv_name: str = "{name}"
@@ -88,9 +88,9 @@ class DepthwiseConv(BlockBase):
     stride: IntOrPair = 1
     padding: Padding = "same"
     depth_multiplier: PosInt | None = Field(default=None, description="Default: defaults.depth_multiplier.")
-    bias: bool | None = None
+    bias: Bool | None = None
     activation: Activation | None = None
-    bn: bool | BatchNormOptions = False
+    bn: Bool | BatchNormOptions = False
     pad: PadSpec | None = None
     kernel_initializer: Initializer | None = None
     conv_name: str = "{name}"
@@ -171,7 +171,7 @@ def _pair(v):
 class GlobalPool(BlockBase):
     type: Literal["global_pool"]
     mode: Literal["avg", "max"] = "avg"
-    keepdims: bool = False
+    keepdims: Bool = False
 
 
 @register(GlobalPool)
@@ -195,7 +195,7 @@ class Dense(BlockBase):
     type: Literal["dense"]
     units: PosInt
     activation: Activation | None = Field(default=None, description="Default: defaults.activation; 'linear' for none.")
-    bias: bool = True
+    bias: Bool = True
     kernel_initializer: Initializer | None = None
 
 
@@ -208,7 +208,7 @@ def lower_dense(g, b: Dense, x: str, name: str) -> str:
 class Dropout(BlockBase):
     type: Literal["dropout"]
     rate: Rate
-    spatial: bool = Field(default=False, description="Drop whole examples' residual branch (noise shape (N,1,1,1)).")
+    spatial: Bool = Field(default=False, description="Drop whole examples' residual branch (noise shape (N,1,1,1)).")
 
 
 @register(Dropout)
@@ -241,8 +241,8 @@ class Rescaling(BlockBase):
     """``x * scale + offset`` (keras' Rescaling); `scale` may be one value per channel."""
 
     type: Literal["rescaling"]
-    scale: float | list[float] = 1.0
-    offset: float | list[float] = 0.0
+    scale: Float | list[Float] = 1.0
+    offset: Float | list[Float] = 0.0
 
 
 @register(Rescaling)
@@ -255,8 +255,8 @@ class Normalization(BlockBase):
     (non-trainable) weights. Unset mean/variance are weights to `adapt` or load."""
 
     type: Literal["normalization"]
-    mean: list[float] | None = None
-    variance: list[float] | None = None
+    mean: list[Float] | None = None
+    variance: list[Float] | None = None
 
     @model_validator(mode="after")
     def _both(self):
@@ -284,10 +284,10 @@ class LRN(BlockBase):
 
     type: Literal["lrn"]
     depth: PosInt = Field(default=5, description="n: the number of channels summed over.")
-    k: float = 2.0
-    alpha: float = 1e-4
-    beta: float = 0.75
-    alpha_scaled: bool = Field(default=False, description="Divide alpha by n (Caffe's convention).")
+    k: Float = 2.0
+    alpha: Float = 1e-4
+    beta: Float = 0.75
+    alpha_scaled: Bool = Field(default=False, description="Divide alpha by n (Caffe's convention).")
 
     @model_validator(mode="after")
     def _odd(self):
@@ -313,7 +313,7 @@ class Classifier(BlockBase):
 
     type: Literal["classifier"]
     style: Literal["dense", "conv"] = "dense"
-    separate_activation: bool = False
+    separate_activation: Bool = False
     dropout_name: str = "{name}_dropout"
     dense_name: str = "{name}_dense"
     reshape_name: str = "{name}_reshape"

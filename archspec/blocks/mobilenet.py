@@ -21,7 +21,7 @@ from typing import Literal
 from pydantic import Field
 
 from ..scaling import expanded_width
-from ..spec.common import Activation, BlockBase, IntOrPair, PadSpec, PosFloat, PosInt
+from ..spec.common import Activation, BlockBase, Bool, IntOrPair, PadSpec, PosFloat, PosInt
 from .registry import register
 
 
@@ -77,7 +77,7 @@ class InvertedResidual(BlockBase):
     stride: PosInt = 1
     kernel: IntOrPair = 3
     activation: Activation | None = Field(default=None, description="Default: defaults.activation.")
-    residual: bool = Field(default=True, description="Add the input when the shapes allow it.")
+    residual: Bool = Field(default=True, description="Add the input when the shapes allow it.")
 
 
 @register(InvertedResidual)

@@ -11,7 +11,8 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from ..scaling import make_divisible
-from ..spec.common import Activation, BlockBase, Initializer, IntOrPair, PadSpec, Padding, PosFloat, PosInt
+from ..spec.common import (Activation, BlockBase, Bool, Float, Initializer, IntOrPair, PadSpec, Padding,
+                           PosFloat, PosInt)
 from ..lower import _init
 from .layers import BatchNormOptions, _act_name, _bn_kwargs
 from .registry import register
@@ -29,9 +30,9 @@ class SeparableConv(BlockBase):
     stride: IntOrPair = 1
     padding: Padding = "same"
     depth_multiplier: PosInt = 1
-    bias: bool | None = Field(default=None, description="Default: defaults.conv_bias.")
+    bias: Bool | None = Field(default=None, description="Default: defaults.conv_bias.")
     activation: Activation | None = Field(default=None, description="Default: defaults.activation; 'linear' for none.")
-    bn: bool | BatchNormOptions = False
+    bn: Bool | BatchNormOptions = False
     pad: PadSpec | None = None
     conv_name: str = "{name}"
     bn_name: str = "{name}_bn"
@@ -65,8 +66,8 @@ class LayerNorm(BlockBase):
 
     type: Literal["layer_norm"]
     epsilon: PosFloat = 1e-6
-    center: bool = True
-    scale: bool = True
+    center: Bool = True
+    scale: Bool = True
 
 
 @register(LayerNorm)
@@ -78,7 +79,7 @@ class LayerScale(BlockBase):
     """A learned per-channel scale (ConvNeXt, CaiT), initialised to `init`."""
 
     type: Literal["layer_scale"]
-    init: float = 1e-6
+    init: Float = 1e-6
 
 
 @register(LayerScale)
@@ -121,13 +122,13 @@ class SqueezeExcite(BlockBase):
 
     width_fields = ("filters",)
     type: Literal["squeeze_excite"]
-    ratio: float = Field(default=0.25, gt=0, le=1)
+    ratio: Float = Field(default=0.25, gt=0, le=1)
     filters: PosInt | None = None
     divisor: PosInt | None = None
     activation: Activation = "relu"
     gate: Literal["sigmoid", "hard_sigmoid"] = "sigmoid"
-    separate_activations: bool = False
-    bias: bool = True
+    separate_activations: Bool = False
+    bias: Bool = True
     kernel_initializer: Initializer | None = None
     pool_name: str = "{name}_squeeze"
     reduce_name: str = "{name}_reduce"

@@ -4,12 +4,32 @@ from __future__ import annotations
 
 from typing import Annotated, Any, ClassVar, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
-PosInt = Annotated[int, Field(gt=0)]
-NonNegInt = Annotated[int, Field(ge=0)]
-PosFloat = Annotated[float, Field(gt=0)]
-Rate = Annotated[float, Field(ge=0, lt=1)]
+def _no_text(v):
+    """Numbers and booleans are written as such: ``filters: "256"`` (a string) is an error,
+    as the JSON Schema says, instead of being converted silently."""
+    if isinstance(v, str):
+        raise ValueError(f"must be true or false, not a string (got {v!r}); remove the quotes")
+    return v
+
+
+def _number(v):
+    if isinstance(v, str):
+        raise ValueError(f"must be a number, not a string (got {v!r}); remove the quotes")
+    if isinstance(v, bool):
+        raise ValueError(f"must be a number, not true/false (got {v!r})")
+    return v
+
+
+Int = Annotated[int, BeforeValidator(_number)]
+Float = Annotated[float, BeforeValidator(_number)]
+Bool = Annotated[bool, BeforeValidator(_no_text)]
+# constraints next to the type (not around the validator), so the JSON Schema keeps them
+PosInt = Annotated[int, Field(gt=0), BeforeValidator(_number)]
+NonNegInt = Annotated[int, Field(ge=0), BeforeValidator(_number)]
+PosFloat = Annotated[float, Field(gt=0), BeforeValidator(_number)]
+Rate = Annotated[float, Field(ge=0, lt=1), BeforeValidator(_number)]
 Identifier = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.\-{}]+$")]
 Pair = tuple[PosInt, PosInt]
 IntOrPair = Union[PosInt, Pair]

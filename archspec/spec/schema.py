@@ -16,7 +16,7 @@ from typing import Literal
 from pydantic import Field, PrivateAttr, field_validator, model_validator
 
 from ..blocks import Block
-from .common import (Initializer, PosFloat, PosInt, Rate, Strict)
+from .common import (Bool, Float, Initializer, PosFloat, PosInt, Rate, Strict)
 from .define import Definition
 
 
@@ -37,9 +37,9 @@ class InputSpec(Strict):
 
 class BatchNormDefaults(Strict):
     epsilon: PosFloat = 1e-3
-    momentum: float = Field(default=0.99, ge=0, le=1)
-    center: bool = True
-    scale: bool = True
+    momentum: Float = Field(default=0.99, ge=0, le=1)
+    center: Bool = True
+    scale: Bool = True
 
 
 class Defaults(Strict):
@@ -49,12 +49,12 @@ class Defaults(Strict):
         "relu", "relu6", "swish", "silu", "sigmoid", "tanh", "gelu", "elu", "selu", "leaky_relu",
         "hard_swish", "hard_silu", "softplus", "mish"] = "relu"
     batch_norm: BatchNormDefaults = Field(default_factory=BatchNormDefaults)
-    conv_bias: bool = True
+    conv_bias: Bool = True
     kernel_initializer: Initializer = "glorot_uniform"
     dense_initializer: Initializer = "glorot_uniform"
     bias_initializer: Initializer = "zeros"
-    weight_decay: float = Field(default=0.0, ge=0, description="L2 factor on conv and dense kernels.")
-    bias_decay: bool = Field(default=False, description="Apply weight_decay to dense biases too.")
+    weight_decay: Float = Field(default=0.0, ge=0, description="L2 factor on conv and dense kernels.")
+    bias_decay: Bool = Field(default=False, description="Apply weight_decay to dense biases too.")
     depth_multiplier: PosInt = Field(default=1, description="Depthwise convs' channel multiplier.")
     drop_connect_rate: Rate = Field(default=0.0, description=(
         "Stochastic depth: the drop rate of residual branches rises linearly from 0 to this over the blocks."))
@@ -64,14 +64,14 @@ class Stage(Strict):
     name: str | None = Field(default=None, min_length=1)
     block_name: str = Field(default="{stage}_block{i}", description="Name template for the stage's blocks.")
     blocks: list[Block] = Field(min_length=1)
-    fixed: bool = Field(default=False, description=(
+    fixed: Bool = Field(default=False, description=(
         "Not part of the repeated body: depth scaling leaves its repeats alone and its blocks do not "
         "count in the stochastic-depth schedule (a final 1x1 conv: EfficientNet's top_conv, "
         "MobileNetV2's Conv_1). Width scaling still applies."))
 
 
 class Head(Strict):
-    include_top: bool = Field(default=True, description="False makes a feature extractor.")
+    include_top: Bool = Field(default=True, description="False makes a feature extractor.")
     classes: PosInt = 1000
     classifier_activation: Literal["softmax", "sigmoid", "linear"] | None = "softmax"
     dropout: Rate = Field(default=0.0, description="Dropout before the classifier (0: none).")
@@ -79,7 +79,7 @@ class Head(Strict):
     pooling: Literal["avg", "max", "none"] = Field(
         default="none", description="Pooling of the features when include_top is false.")
     pooling_name: str | None = None
-    aux: bool = Field(default=False, description=(
+    aux: Bool = Field(default=False, description=(
         "Build the auxiliary classifiers (aux_classifier blocks, GoogLeNet) as extra outputs for "
         "training; Graph.meta['loss_weights'] gives each output's loss weight."))
 
@@ -87,9 +87,9 @@ class Head(Strict):
 class Coefficients(Strict):
     """Compound-scaling coefficients (EfficientNet): depth alpha, width beta, resolution gamma."""
 
-    alpha: float = Field(ge=1, description="depth: d = alpha ** phi")
-    beta: float = Field(ge=1, description="width: w = beta ** phi")
-    gamma: float = Field(ge=1, description="resolution: r = gamma ** phi")
+    alpha: Float = Field(ge=1, description="depth: d = alpha ** phi")
+    beta: Float = Field(ge=1, description="width: w = beta ** phi")
+    gamma: Float = Field(ge=1, description="resolution: r = gamma ** phi")
 
 
 class Preset(Strict):
