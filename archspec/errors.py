@@ -54,7 +54,7 @@ class SpecError(ArchspecError):
         if self.path:
             parts.append(self.path)
         parts.append(self.message)
-        return ": ".join(parts)
+        return " ".join(": ".join(parts).splitlines())  # one line, whatever a message holds
 
 
 class SpecErrors(SpecError):

@@ -16,6 +16,9 @@ from .graph import BlockInfo, Graph, Node, ShapeError, correct_pad, infer
 from .spec.loader import RawSpec, format_path
 
 
+MAX_LAYERS = 100_000  # the largest bundled network has under 1,000
+
+
 class RefError(Exception):
     """A reference to a name that is not (yet) defined; turned into a located SpecError."""
 
@@ -83,6 +86,9 @@ class Builder:
 
     def add(self, op: str, name: str, inputs: list[str], **attrs: Any) -> str:
         """Add one primitive node; returns its name (the handle later nodes take as input)."""
+        if len(self.nodes) >= MAX_LAYERS:
+            raise self.error(f"the network has more than {MAX_LAYERS:,} layers; refusing to lower it "
+                             f"(a depth multiplier or repeats too large?)")
         if name in self.index:
             first = self.raw.locate(self.index[name].path) if self.raw else None
             where = f" (first by the block at {first})" if first and first.line else ""

@@ -134,8 +134,15 @@ def loads(text: str | bytes, source: str = "<string>") -> RawSpec:
         loc = _loc(source, mark) if mark else Location(source)
         plain = yaml_problem_in_words(msg)
         raise SpecError(f"invalid YAML: {plain + ' (' + msg + ')' if plain else msg}", loc) from None
+    except yaml.reader.ReaderError as exc:
+        pos = exc.position if isinstance(exc.position, int) else 0
+        line = text.count("\n", 0, pos) + 1
+        col = pos - (text.rfind("\n", 0, pos) + 1) + 1
+        ch = exc.character if isinstance(exc.character, str) else chr(exc.character)
+        raise SpecError(f"invalid YAML: a control character {ch!r} (U+{ord(ch):04X}), which YAML does not allow",
+                        Location(source, line, col)) from None
     except yaml.YAMLError as exc:
-        raise SpecError(f"invalid YAML: {exc}", Location(source)) from None
+        raise SpecError(f"invalid YAML: {' '.join(str(exc).split())}", Location(source)) from None
     except RecursionError:  # PyYAML's pure-Python composer recurses once per nesting level
         raise SpecError(f"nesting deeper than {MAX_DEPTH} levels", Location(source)) from None
     finally:
