@@ -8,6 +8,7 @@ registered as serializable, so `.keras` files reopen after ``import archspec``.
 
 from __future__ import annotations
 
+import random
 import time
 
 import keras
@@ -74,10 +75,24 @@ def _reg(v):
     return keras.regularizers.L2(v) if v else None
 
 
+_SEED: list = [None]  # (base seed, counter) while build_model(seed=...) runs
+
+
 def _init(v):
+    """A Keras initializer; under `build_model(seed=...)` each one gets its own seed,
+    derived from the build's seed and its position, instead of a reseeded global RNG."""
     if v is None:
         return None
-    return keras.initializers.get(v)
+    state = _SEED[0]
+    if state is None:
+        return keras.initializers.get(v)
+    py_state = random.getstate()  # an unseeded initializer draws its seed from Python's RNG
+    init = keras.initializers.get(v)
+    random.setstate(py_state)
+    if state is not None and "seed" in init.get_config():
+        state[1] += 1
+        init = type(init).from_config({**init.get_config(), "seed": (state[0] * 1_000_003 + state[1]) % 2**31})
+    return init
 
 
 def make_layer(node: Node, dtype=None) -> layers.Layer:
@@ -169,8 +184,14 @@ def build_model(graph: Graph, *, precision: str | None = None, seed: int | None 
             precision the classifier layer (and its softmax) stays in float32.
         seed: makes the initial weights reproducible.
     """
-    if seed is not None:
-        keras.utils.set_random_seed(int(seed))
+    _SEED[0] = [int(seed), 0] if seed is not None else None
+    try:
+        return _build(graph, precision)
+    finally:
+        _SEED[0] = None
+
+
+def _build(graph: Graph, precision: str | None) -> keras.Model:
     dtype = None
     if precision not in (None, "float32"):
         dtype = keras.DTypePolicy(precision)

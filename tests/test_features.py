@@ -9,24 +9,7 @@ import pytest
 import archspec
 from archspec.api import analyze
 from archspec.cli import main
-from archspec.spec.loader import bundled_names
 from parity import copy_weights_by_name, randomize
-
-
-@pytest.mark.parametrize("name", bundled_names())
-@pytest.mark.parametrize("pooling", ["avg", "max", "none"])
-def test_every_spec_is_a_feature_extractor(name, pooling):
-    full = analyze(name)
-    r = analyze(name, ["head.include_top=false", f"head.pooling={pooling}"])
-    assert r["params"] < full["params"]
-    last = [b for b in full["blocks"] if b["type"] not in ("classifier", "aux_classifier")]
-    # the features are those of the last layer before the top
-    assert r["output_shape"][-1] >= 1
-    if pooling == "none":
-        assert len(r["output_shape"]) == 3
-    else:
-        assert len(r["output_shape"]) == 1
-    assert last
 
 
 def test_resnet50_features_equal_keras_applications():

@@ -204,3 +204,26 @@ def test_cli_and_json_schema_agree_on_numbers(value, ok, capsys):
 def test_booleans_are_not_strings_either(capsys):
     assert main(["validate", "resnet50", "--set", 'stem[0].bn="yes"']) == 2
     assert "must be true or false, not a string (got 'yes')" in capsys.readouterr().err
+
+
+def test_build_seed_is_local_and_leaves_global_rngs_alone():
+    """build_model(seed=) reseeded the global RNGs (numpy's, Python's, the backend's)."""
+    import random
+
+    import numpy as np
+
+    archspec.build("two_branch")  # importing the backend may draw from the RNGs; building must not
+    np.random.seed(1)
+    random.seed(1)
+    expected = (np.random.rand(), random.random())
+    np.random.seed(1)
+    random.seed(1)
+    a = archspec.build("two_branch", seed=7).get_weights()
+    assert (np.random.rand(), random.random()) == expected
+    b = archspec.build("two_branch", seed=7).get_weights()
+    c = archspec.build("two_branch", seed=8).get_weights()
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    assert not all(np.array_equal(x, y) for x, y in zip(a, c))
+    # every conv of the network is initialised differently (no seed shared between layers)
+    kernels = [w for w in a if w.ndim == 4 and w.shape[:2] == (3, 3)]
+    assert len(kernels) >= 2 and not np.array_equal(kernels[0].ravel()[:10], kernels[1].ravel()[:10])
