@@ -227,3 +227,44 @@ def test_build_seed_is_local_and_leaves_global_rngs_alone():
     # every conv of the network is initialised differently (no seed shared between layers)
     kernels = [w for w in a if w.ndim == 4 and w.shape[:2] == (3, 3)]
     assert len(kernels) >= 2 and not np.array_equal(kernels[0].ravel()[:10], kernels[1].ravel()[:10])
+
+
+def test_out_of_tree_block_family_registers_through_an_entry_point(tmp_path):
+    """The block union was frozen from in-package modules only; a package can now add a
+    family through the `archspec.blocks` entry point group."""
+    (tmp_path / "my_blocks.py").write_text(textwrap.dedent('''
+        from typing import Literal
+        from archspec.blocks.registry import register
+        from archspec.spec.common import BlockBase, PosInt
+
+        class Twice(BlockBase):
+            width_fields = ("filters",)
+            type: Literal["twice"]
+            filters: PosInt
+
+        @register(Twice)
+        def lower_twice(g, b, x, name):
+            x = g.conv(x, b.filters, 3, g.fmt("{name}_a", name))
+            return g.conv(x, b.filters, 3, g.fmt("{name}_b", name))
+        '''))
+    dist = tmp_path / "my_blocks-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: my-blocks\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[archspec.blocks]\ntwice = my_blocks\n")
+    spec = tmp_path / "s.yaml"
+    spec.write_text("format: 1\nname: s\ninput: {shape: [8, 8, 3]}\n"
+                    "stages: [{name: s, blocks: [{type: twice, filters: 4}]}]\n")
+    code = ("import archspec; from archspec.blocks import REGISTRY, PLUGIN_MODULES; "
+            "r = archspec.analyze(%r); print(PLUGIN_MODULES, 'twice' in REGISTRY, r['params'], "
+            "[l['name'] for l in r['layers']][1:])" % str(spec))
+    import os
+
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    # 3x3x3x4 + 4 and 3x3x4x4 + 4 parameters
+    assert out.stdout.strip() == "['my_blocks'] True 260 ['s_block1_a', 's_block1_b']"
+    # and the JSON Schema knows the new type
+    code2 = "import json, archspec.spec.schema as s; print('Twice' in json.dumps(s.Spec.model_json_schema()))"
+    out2 = subprocess.run([sys.executable, "-c", code2], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert out2.stdout.strip() == "True", out2.stderr

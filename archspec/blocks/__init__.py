@@ -27,6 +27,29 @@ FAMILY_MODULES = sorted(m.name for m in pkgutil.iter_modules(__path__) if m.name
 for _m in FAMILY_MODULES:
     importlib.import_module(f"{__name__}.{_m}")
 
+ENTRY_POINT_GROUP = "archspec.blocks"
+
+
+def _load_plugins() -> list[str]:
+    """Block families of other packages: each entry point of the group ``archspec.blocks``
+    names a module whose import registers its families (``@register``), e.g. in the
+    plugin's pyproject.toml: ``[project.entry-points."archspec.blocks"] my = "my_pkg.blocks"``.
+    A plugin that fails to import is reported, not fatal."""
+    import sys
+    from importlib.metadata import entry_points
+
+    loaded = []
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            ep.load()
+            loaded.append(ep.value)
+        except Exception as exc:  # a broken plugin must not break archspec
+            print(f"archspec: warning: block plugin {ep.name!r} ({ep.value}) failed to load: {exc}", file=sys.stderr)
+    return loaded
+
+
+PLUGIN_MODULES = _load_plugins()
+
 
 def _defined_use_schema(schema: dict, cls=None) -> None:
     # in the JSON Schema, a defined type is any type but the built-in ones (so that exactly
@@ -74,4 +97,4 @@ for _f in REGISTRY.values():
     if _f.model.child_fields:
         _f.model.model_rebuild(_types_namespace={"Block": Block})
 
-__all__ = ["REGISTRY", "Family", "register", "Block", "BLOCK_MODELS", "DefinedUse", "DEFINED_TAG"]
+__all__ = ["REGISTRY", "Family", "register", "Block", "BLOCK_MODELS", "DefinedUse", "DEFINED_TAG", "PLUGIN_MODULES"]
