@@ -35,6 +35,7 @@ import shutil
 import threading
 import time
 import uuid
+import weakref
 import zipfile
 from pathlib import Path
 from typing import Any, Callable
@@ -227,6 +228,11 @@ def _keras():
     return keras
 
 
+# what export knows of the models it built (spec name, hash), kept beside them rather than
+# as a private attribute on the Keras model
+_MODEL_INFO: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
 def spec_hash(spec) -> str:
     """sha256 of a resolved spec's canonical JSON (sorted keys): what was built, exactly."""
     data = json.dumps(spec.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
@@ -237,7 +243,7 @@ def _resolve_model(obj, overrides, seed, say) -> tuple[Any, dict, float]:
     keras = _keras()
     t0 = time.perf_counter()
     if isinstance(obj, keras.Model):
-        return obj, dict(getattr(obj, "_archspec_info", None) or {"spec_name": obj.name}), 0.0
+        return obj, dict(_MODEL_INFO.get(obj) or {"spec_name": obj.name}), 0.0
     if isinstance(obj, (str, os.PathLike)) and os.fspath(obj).endswith(".keras"):
         p = Path(os.fspath(obj))
         if not p.is_file():
@@ -265,7 +271,7 @@ def _resolve_model(obj, overrides, seed, say) -> tuple[Any, dict, float]:
     model = build_model(graph, seed=seed)
     info = {"spec_name": resolved.name, "spec_sha256": spec_hash(resolved),
             "reference": resolved.reference or None}
-    model._archspec_info = info
+    _MODEL_INFO[model] = info
     return model, info, time.perf_counter() - t0
 
 

@@ -186,9 +186,15 @@ def build_model(graph: Graph, *, precision: str | None = None, seed: int | None 
     """
     _SEED[0] = [int(seed), 0] if seed is not None else None
     try:
-        return _build(graph, precision)
+        model = _build(graph, precision)
     finally:
         _SEED[0] = None
+    if model.count_params() != graph.params:  # the IR and Keras read the same graph: a bug if it fires
+        from .errors import ArchspecError
+
+        raise ArchspecError(f"Keras counts {model.count_params():,} params, the analysis {graph.params:,} "
+                            f"(a bug in archspec: please report it with the spec)")
+    return model
 
 
 def _build(graph: Graph, precision: str | None) -> keras.Model:
