@@ -274,7 +274,7 @@ def _apply_scaling(spec, phi, preset, *, warn: bool):
     """`apply_phi` or `apply_preset`; their ScalingWarnings printed once each (warn) or dropped."""
     import warnings
 
-    from . import scaling
+    from . import compound as scaling
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", scaling.ScalingWarning)
@@ -286,7 +286,7 @@ def _apply_scaling(spec, phi, preset, *, warn: bool):
 
 
 def _phis(text: str) -> list[float]:
-    from .scaling import parse_phis
+    from .compound import parse_phis
 
     try:
         return parse_phis(text)
@@ -319,7 +319,7 @@ def format_scale_table(r: dict) -> str:
 
 
 def cmd_scale(args) -> int:
-    from . import scaling
+    from . import compound as scaling
     from .api import load
 
     spec = load(args.spec, args.set)

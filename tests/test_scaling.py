@@ -21,9 +21,9 @@ import pytest
 from archspec.errors import SpecError
 from archspec.lower import lower
 from archspec.resolving import resolve
-from archspec.scaling import (FORMULA, TABLE, ScalingWarning, apply_phi, apply_preset, coefficient_warnings,
-                              dump_spec, flops_factor, make_divisible, parse_phis, preset_names,
-                              round_filters, round_repeats, round_resolution, scale_row, search_grid, sweep)
+from archspec.compound import (FORMULA, TABLE, ScalingWarning, apply_phi, apply_preset, coefficient_warnings,
+                               dump_spec, parse_phis, preset_names, scale_row, search_grid, sweep)
+from archspec.scaling import flops_factor, make_divisible, round_filters, round_repeats, round_resolution
 from archspec.spec import load, loads, validate
 
 PRESETS = ["b0", "b1", "b2", "b3", "b4", "b5", "b6", "b7"]
