@@ -25,7 +25,12 @@ import archspec.exporting as ex  # noqa: E402
 from archspec.errors import ArchspecError, SpecError  # noqa: E402
 from archspec.spec.loader import bundled_names  # noqa: E402
 
-SLOW = {"resnet101", "resnet152", "vgg16", "vgg19"}
+SLOW = {"vgg16", "vgg19", "densenet169", "densenet201", "xception", "convnext_tiny", "se_resnet50",
+        "resnext50_32x4d", "resnet50_yaml", "resnet34", "resnet50_cifar100", "mobilenet_v3_large"}
+# ResNet-101/152 are ResNet-50's blocks with more repeats (their Keras models are checked
+# against keras.applications in test_resnet.py); their ONNX exports took 100 s and 85 s
+# of the suite and covered no path resnet50's export does not.
+SKIP_EXPORT = {"resnet101", "resnet152"}
 SAMPLES = 2
 
 # A small network with everything that is hard to export: in-model preprocessing whose
@@ -115,6 +120,8 @@ def test_importing_export_does_not_import_tensorflow():
 
 def _onnx_params():
     for name in bundled_names():
+        if name in SKIP_EXPORT:
+            continue
         marks = [pytest.mark.slow] if name in SLOW else []
         yield pytest.param(name, marks=marks, id=name)
 

@@ -34,8 +34,17 @@ def test_static_analysis_equals_keras(name):
 
 
 def test_registry_and_union_agree():
+    """The union has one member per registered family, tagged with its type, plus the
+    member for the uses of types a spec defines itself."""
+    from archspec.blocks import DEFINED_TAG, DefinedUse
+
     union = typing.get_args(typing.get_args(Spec.model_fields["stem"].annotation)[0])[0]
-    members = set(typing.get_args(union))
-    assert members == set(BLOCK_MODELS) == {f.model for f in REGISTRY.values()}
+    members = {}
+    for m in typing.get_args(union):
+        model, tag = typing.get_args(m)[0], typing.get_args(m)[1].tag
+        members[tag] = model
+    assert members.pop(DEFINED_TAG) is DefinedUse
+    assert set(members.values()) == set(BLOCK_MODELS) == {f.model for f in REGISTRY.values()}
     for tag, fam in REGISTRY.items():
+        assert members[tag] is fam.model
         assert fam.model.model_fields["type"].annotation == typing.Literal[tag]
