@@ -21,7 +21,7 @@ from archspec.errors import SpecError
 from archspec.spec import validate
 from archspec.spec.loader import bundled_names, bundled_spec_dir, loads
 
-settings.register_profile("ci", max_examples=60, deadline=None,
+settings.register_profile("ci", max_examples=30, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 settings.register_profile("long", max_examples=3000, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
