@@ -239,7 +239,14 @@ def _activation_kinds(model):
 
 
 def _config(layer):
-    c = dict(layer.get_config())
+    """A layer's config without its name and without initializer seeds (ours are built
+    with a seed per initializer; the architecture is the same)."""
+    def unseeded(v):
+        if isinstance(v, dict):
+            return {k: unseeded(x) for k, x in v.items() if k != "seed"}
+        return v
+
+    c = unseeded(dict(layer.get_config()))
     c.pop("name", None)
     return type(layer).__name__, c
 
