@@ -144,3 +144,15 @@ def copy_leaf_weights_by_name(src, dst):
             by_name[layer.name].set_weights(layer.get_weights())
             n += 1
     return n
+
+
+def same_outputs_eager(ours, ref, shape, atol, seed=0, batch=2):
+    """Max |difference| of the two models' outputs on random images, called eagerly (much
+    quicker than `predict`'s tracing on a 2-core machine for a single batch); the
+    reference's outputs must not be degenerate."""
+    x = np.random.default_rng(seed).uniform(0, 1, (batch,) + tuple(shape)).astype("float32")
+    a, b = np.asarray(ours(x, training=False)), np.asarray(ref(x, training=False))
+    assert_not_degenerate(b)
+    assert a.shape == b.shape
+    np.testing.assert_allclose(a, b, atol=atol, rtol=0)
+    return float(np.max(np.abs(a - b)))

@@ -66,18 +66,25 @@ class Conv(BlockBase):
         return self
 
 
-@register(Conv)
-def lower_conv(g, b: Conv, x: str, name: str) -> str:
+def conv_like(g, b, x: str, name: str, make) -> str:
+    """What conv, depthwise_conv and separable_conv share: an optional zero padding, the
+    layer itself (``make(x, layer_name, fused_activation)``), then batch norm and the
+    activation, or, without `bn`, the activation fused into the layer."""
     fn = b.activation or g.defaults.activation
     if b.pad is not None:
         x = g.pad(x, b.pad, g.fmt(b.pad_name, name), kernel=b.kernel)
-    x = g.conv(x, b.filters, b.kernel, g.fmt(b.conv_name, name), strides=b.stride, padding=b.padding,
-               use_bias=b.bias, groups=b.groups, dilation=b.dilation, kernel_initializer=b.kernel_initializer,
-               activation=None if b.bn else fn)
+    x = make(x, g.fmt(b.conv_name, name), None if b.bn or fn == "linear" else fn)
     if b.bn:
         x = g.bn(x, g.fmt(b.bn_name, name), **_bn_kwargs(b.bn))
         x = g.act(x, fn, _act_name(g, b.act_name, name, fn))
     return x
+
+
+@register(Conv)
+def lower_conv(g, b: Conv, x: str, name: str) -> str:
+    return conv_like(g, b, x, name, lambda x, n, act: g.conv(
+        x, b.filters, b.kernel, n, strides=b.stride, padding=b.padding, use_bias=b.bias, groups=b.groups,
+        dilation=b.dilation, kernel_initializer=b.kernel_initializer, activation=act))
 
 
 class DepthwiseConv(BlockBase):
@@ -101,16 +108,10 @@ class DepthwiseConv(BlockBase):
 
 @register(DepthwiseConv)
 def lower_depthwise_conv(g, b: DepthwiseConv, x: str, name: str) -> str:
-    fn = b.activation or g.defaults.activation
-    if b.pad is not None:
-        x = g.pad(x, b.pad, g.fmt(b.pad_name, name), kernel=b.kernel)
-    x = g.dwconv(x, b.kernel, g.fmt(b.conv_name, name), strides=b.stride, padding=b.padding,
-                 depth_multiplier=b.depth_multiplier or g.defaults.depth_multiplier, use_bias=b.bias,
-                 initializer=b.kernel_initializer, activation=None if b.bn else fn)
-    if b.bn:
-        x = g.bn(x, g.fmt(b.bn_name, name), **_bn_kwargs(b.bn))
-        x = g.act(x, fn, _act_name(g, b.act_name, name, fn))
-    return x
+    return conv_like(g, b, x, name, lambda x, n, act: g.dwconv(
+        x, b.kernel, n, strides=b.stride, padding=b.padding,
+        depth_multiplier=b.depth_multiplier or g.defaults.depth_multiplier, use_bias=b.bias,
+        initializer=b.kernel_initializer, activation=act))
 
 
 class BatchNorm(BlockBase, BatchNormOptions):

@@ -14,7 +14,7 @@ from ..scaling import make_divisible
 from ..spec.common import (Activation, BlockBase, Bool, Float, Initializer, IntOrPair, PadSpec, Padding,
                            PosFloat, PosInt)
 from ..lower import _init
-from .layers import BatchNormOptions, _act_name, _bn_kwargs
+from .layers import BatchNormOptions, conv_like
 from .registry import register
 
 
@@ -42,19 +42,11 @@ class SeparableConv(BlockBase):
 
 @register(SeparableConv)
 def lower_separable_conv(g, b: SeparableConv, x: str, name: str) -> str:
-    fn = b.activation or g.defaults.activation
-    if b.pad is not None:
-        x = g.pad(x, b.pad, g.fmt(b.pad_name, name), kernel=b.kernel)
-    x = g.add("separable_conv2d", g.fmt(b.conv_name, name), [x], filters=int(b.filters),
-              kernel=_pair(b.kernel), strides=_pair(b.stride), padding=b.padding,
-              depth_multiplier=b.depth_multiplier,
-              use_bias=g.defaults.conv_bias if b.bias is None else b.bias,
-              activation=None if (b.bn or fn == "linear") else fn,
-              kernel_initializer=_init(g.defaults.kernel_initializer), kernel_regularizer=g.regularizer())
-    if b.bn:
-        x = g.bn(x, g.fmt(b.bn_name, name), **_bn_kwargs(b.bn))
-        x = g.act(x, fn, _act_name(g, b.act_name, name, fn))
-    return x
+    return conv_like(g, b, x, name, lambda x, n, act: g.add(
+        "separable_conv2d", n, [x], filters=int(b.filters), kernel=_pair(b.kernel), strides=_pair(b.stride),
+        padding=b.padding, depth_multiplier=b.depth_multiplier,
+        use_bias=g.defaults.conv_bias if b.bias is None else b.bias, activation=act,
+        kernel_initializer=_init(g.defaults.kernel_initializer), kernel_regularizer=g.regularizer()))
 
 
 def _pair(v):
