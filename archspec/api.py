@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any
 
 from .errors import ArchspecError, MissingDependency
@@ -28,7 +29,7 @@ def lower_spec(spec: "str | os.PathLike | Spec", overrides: list[str] | None = N
     from .lower import lower
     from .resolving import resolve as _resolve
 
-    from .spec import raw_of
+    from .spec import raw_of, spec_hash
 
     if not isinstance(spec, Spec):
         spec, raw = _load_spec(spec, overrides)
@@ -36,7 +37,12 @@ def lower_spec(spec: "str | os.PathLike | Spec", overrides: list[str] | None = N
         raise ArchspecError("overrides apply to a spec file; pass the path or name instead of a Spec")
     else:
         raw = raw_of(spec)  # a Spec from archspec.load keeps its document, so errors keep file:line:col
-    return lower(_resolve(spec), raw)
+    resolved = _resolve(spec)
+    graph = lower(resolved, raw)
+    # what was built, exactly (export writes it into the artefact's metadata)
+    graph.meta["spec_sha256"] = spec_hash(resolved)
+    graph.meta["reference"] = resolved.reference or None
+    return graph
 
 
 def analyze(spec: "str | os.PathLike | Spec | Graph", overrides: list[str] | None = None) -> dict[str, Any]:
@@ -68,7 +74,7 @@ def _keras_build():
     from . import _quiet
 
     try:
-        if "archspec.keras_build" in __import__("sys").modules:
+        if "archspec.keras_build" in sys.modules:
             from . import keras_build
         else:
             _quiet.prepare_environment()

@@ -268,21 +268,12 @@ class Builder:
         """Instantiate a defined block: params, expressions evaluated on this input, body validated and lowered."""
         from .expr import ExprError, substitute
         from .spec import validate_blocks
-        from .spec.define import REQUIRED
 
-        d = self.spec.define.get(use.type)
-        if d is None:  # check_defined reports it with suggestions; a Spec built in Python may skip it
-            raise self.error(f"unknown block type {use.type!r}")
-        if any(t == use.type for t, _ in self.uses) or len(self.uses) > 64:
-            chain = " -> ".join([t for t, _ in self.uses] + [use.type])
-            raise self.error(f"defined block {use.type!r} uses itself ({chain})")
+        d = self.spec.define[use.type]  # known, complete and acyclic: check_defined ran in lower()
         params = dict(d.params)
         params.update(use.params)
         if use._repeat and "stride" in d.params:
             params["stride"] = 1
-        for k, v in params.items():
-            if v == REQUIRED:
-                raise self.error(f"defined block {use.type!r} needs param {k!r}")
         env = {**params, "in_channels": self.channels(x), "in_shape": list(self.shape(x))}
         body_path = ("define", use.type, "body")
         self.uses.append((use.type, path))
@@ -478,6 +469,10 @@ def _reference_error(spec, raw, ref: RefError) -> SpecError:
 
 
 def _lower(spec, raw: RawSpec | None = None, lenient: bool = False, keep: bool = False):
+    if spec.define:  # validate() checked them; a Spec made in Python may not have been
+        from .spec.define import check_defined
+
+        check_defined(spec, raw)
     g = Builder(spec, raw, lenient_refs=lenient)
 
     def name_of(template: str, path: tuple, **fields) -> str:

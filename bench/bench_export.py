@@ -58,7 +58,8 @@ def bench_model(name: str, batches, seconds: float, tmp: Path, say, randomize_we
     import tf2onnx
 
     import archspec.exporting as ex
-    model = ex._resolve_model(name, None, 0, lambda m: None)[0]
+    from archspec.exporting import source
+    model = source.resolve_model(name, None, 0, lambda m: None)[0]
     if randomize_weights:
         # Initial weights give a near-uniform softmax (every score ~0.001), which makes top-1
         # agreement meaningless; fan-in-scaled random weights (the parity tests' helper) give
@@ -87,7 +88,7 @@ def bench_model(name: str, batches, seconds: float, tmp: Path, say, randomize_we
     keras_fn = tf.function(lambda x: model(x, training=False))
     rows = []
     for b in batches:
-        x = ex._random_inputs(model, b, 1)
+        x = source.random_inputs(model, b, 1)
         xt = tf.constant(x)
         say(f"{name}: throughput at batch {b}")
         # interleaved: Keras, ORT fp32, ORT int8, twice, keeping each one's best

@@ -21,6 +21,8 @@ import onnx  # noqa: E402
 
 import archspec  # noqa: E402
 import archspec.exporting as ex  # noqa: E402
+from archspec.exporting import source, verify, via_tf2onnx  # noqa: E402
+from archspec.spec import spec_hash  # noqa: E402
 
 from archspec.errors import ArchspecError, SpecError  # noqa: E402
 from archspec.spec.loader import bundled_names  # noqa: E402
@@ -91,7 +93,7 @@ def _built(name, keep=False):
 
     if name in _MODELS:
         return _MODELS[name]
-    model = ex._resolve_model(name, None, 0, lambda m: None)[0]
+    model = source.resolve_model(name, None, 0, lambda m: None)[0]
     randomize(model, seed=0)
     if keep:
         _MODELS[name] = model
@@ -136,7 +138,7 @@ def test_bundled_spec_exports_to_onnx(name, tmp_path):
     r = ex.export(model, out, samples=SAMPLES)
     # the comparison means something: the outputs (on the check's own inputs) are finite,
     # not one-hot, and the export's differences are tiny next to their spread
-    x = ex._random_inputs(model, SAMPLES, 0)
+    x = source.random_inputs(model, SAMPLES, 0)
     outs = model(x, training=False)
     for oname, o in zip(r["output_names"], outs if len(model.outputs) > 1 else [outs]):
         o = np.asarray(o)
@@ -162,7 +164,7 @@ def test_bundled_spec_exports_to_onnx(name, tmp_path):
     assert not any(n.op_type in ("StatefulPartitionedCall", "PartitionedCall") for n in proto.graph.node)
     meta = _meta(out)
     assert meta["archspec.spec_name"] == name
-    assert meta["archspec.spec_sha256"] == ex.spec_hash(resolve(archspec.load(name)))
+    assert meta["archspec.spec_sha256"] == spec_hash(resolve(archspec.load(name)))
     assert meta["archspec.version"] == archspec.__version__
     pre = json.loads(meta["archspec.preprocessing"])
     assert "expects" in pre
@@ -224,7 +226,7 @@ def test_grouped_conv_keras_model_uses_xla_function_which_onnx_ready_model_remov
         return {op.type for op in g.get_operations()}
 
     assert "StatefulPartitionedCall" in op_types(model)
-    ready = ex.onnx_ready_model(model)
+    ready = via_tf2onnx.onnx_ready_model(model)
     assert "StatefulPartitionedCall" not in op_types(ready)
     x = np.random.default_rng(1).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
     for a, b in zip(model(x), ready(x)):
@@ -338,12 +340,12 @@ def test_force_replaces_an_existing_saved_model_directory(tiny_spec, tmp_path):
 
 
 def test_parity_failure_exits_1_and_leaves_nothing(tiny_spec, tmp_path, monkeypatch):
-    real = ex._run_onnx
+    real = verify.run_onnx
 
     def off_by_a_bit(*a, **k):
         return [o + 1e-3 for o in real(*a, **k)]
 
-    monkeypatch.setattr(ex, "_run_onnx", off_by_a_bit)
+    monkeypatch.setattr(verify, "run_onnx", off_by_a_bit)
     out = tmp_path / "t.onnx"
     with pytest.raises(ArchspecError, match="does not match Keras") as e:
         ex.export(tiny_spec, out, samples=SAMPLES)
@@ -363,19 +365,19 @@ def test_conversion_failure_exits_1_and_leaves_nothing(tiny_spec, tmp_path, monk
     def boom(*a, **k):
         raise RuntimeError("tf2onnx fell over")
 
-    monkeypatch.setattr(ex, "_to_onnx", boom)
+    monkeypatch.setattr(via_tf2onnx, "convert", boom)
     with pytest.raises(ArchspecError, match="onnx export failed: RuntimeError: tf2onnx fell over"):
         ex.export(tiny_spec, tmp_path / "t.onnx")
     assert list(tmp_path.iterdir()) == []
 
 
 def test_saved_model_failure_leaves_no_directory(tiny_spec, tmp_path, monkeypatch):
-    real = ex._run_saved_model
+    real = verify.run_saved_model
 
     def broken(*a):
         return [o * 1.01 + 1e-2 for o in real(*a)]
 
-    monkeypatch.setattr(ex, "_run_saved_model", broken)
+    monkeypatch.setattr(verify, "run_saved_model", broken)
     with pytest.raises(ArchspecError, match="saved_model export does not match Keras"):
         ex.export(tiny_spec, tmp_path / "sm", "saved_model", samples=SAMPLES)
     assert list(tmp_path.iterdir()) == []

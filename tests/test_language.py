@@ -421,7 +421,7 @@ def test_unknown_key_in_a_body_names_the_keys_the_block_takes(tmp_path):
       unit: {body: [{type: conv, filter: 3}]}
     stages: [{blocks: [{type: unit}]}]
     """, tmp_path)
-    assert "unknown key 'filter' for a 'conv' block (did you mean 'filters'?); it takes:" in msg
+    assert "unknown key 'filter' (did you mean 'filters'?); a 'conv' block takes:" in msg
 
 
 def test_error_inside_a_defined_body_at_lowering_names_both_places(tmp_path):

@@ -9,7 +9,7 @@ from .loader import RawSpec, apply_overrides, format_path, load_with_extends, lo
 from .define import check_defined
 from .schema import Spec
 
-__all__ = ["Spec", "RawSpec", "load", "load_raw", "validate", "loads"]
+__all__ = ["Spec", "RawSpec", "load", "load_raw", "validate", "loads", "spec_hash"]
 
 
 def load_raw(ref, overrides: list[str] | None = None) -> RawSpec:
@@ -29,16 +29,32 @@ def raw_of(spec) -> RawSpec | None:
     return getattr(spec, "_raw", None)
 
 
+def spec_hash(spec: Spec) -> str:
+    """sha256 of a resolved spec's canonical JSON (sorted keys): what was built, exactly."""
+    import hashlib
+    import json
+
+    data = json.dumps(spec.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(data.encode()).hexdigest()
+
+
 def spec_errors(exc: ValidationError, raw: RawSpec | None, suffix: str = "", data=None) -> SpecErrors:
     """pydantic's errors as located one-line SpecErrors, in file order."""
     data = raw.data if data is None and raw is not None else data
-    target = raw if raw is not None else RawSpec(data=data or {}, source="<spec>")
+    return _located(exc.errors(), data if data is not None else {}, raw, (), suffix)
+
+
+def _located(errors: list[dict], data, raw: RawSpec | None, prefix: tuple, suffix: str) -> SpecErrors:
+    """The one ladder from pydantic's errors to SpecErrors: collapse union members, map
+    each `loc` onto `data` (the document at `prefix` of `raw`), word the message, locate it."""
     errs = []
-    for e in _collapse(exc.errors(), target):  # noqa: B007
-        err = _to_spec_error(e, target)
-        if raw is None:
-            err = SpecError(err.message, None, err.path)
-        errs.append(SpecError(err.message + suffix, err.location, err.path))
+    for e in _collapse(errors, data):
+        path, msg, at = _describe(e, data)
+        full = tuple(prefix) + path
+        loc = None
+        if raw is not None:
+            loc = raw.locate_key(full) if at == "key" else raw.locate(full[:-1] if at == "parent" else full)
+        errs.append(SpecError(msg + suffix, loc, format_path(full) or None))
     return SpecErrors(sorted_errors(errs))
 
 
@@ -75,17 +91,7 @@ def validate_blocks(data: list, raw: RawSpec | None, path: tuple, suffix: str = 
     try:
         return _BLOCKS_ADAPTER.validate_python(data)
     except ValidationError as exc:
-        errs = []
-        wrapped = [{**e, "loc": ("_",) + tuple(e["loc"])} for e in exc.errors()]
-        for e in _collapse(wrapped, RawSpec(data={"_": data}, source="")):
-            rel = _data_path(tuple(e["loc"]), {"_": data})[1:]
-            full = tuple(path) + rel
-            loc = None
-            if raw is not None:
-                loc = raw.locate_key(full) if e["type"] == "extra_forbidden" else raw.locate(
-                    full[:-1] if e["type"] == "missing" else full)
-            errs.append(SpecError(_message(e) + suffix, loc, format_path(full) or None))
-        raise SpecErrors(sorted_errors(errs)) from None
+        raise _located(exc.errors(), data, raw, tuple(path), suffix) from None
 
 
 _BLOCKS_ADAPTER = None
@@ -130,11 +136,11 @@ def _data_path(loc: tuple, data) -> tuple:
     return tuple(out)
 
 
-def _collapse(errors: list[dict], raw: RawSpec) -> list[dict]:
+def _collapse(errors: list[dict], data) -> list[dict]:
     """One error per place: a union gives one error per member; keep the most specific."""
     groups: dict[tuple, list[dict]] = {}
     for e in errors:
-        groups.setdefault(_data_path(tuple(e["loc"]), raw.data), []).append(e)
+        groups.setdefault(_data_path(tuple(e["loc"]), data), []).append(e)
     out = []
     for path, errs in groups.items():
         specific = [e for e in errs if e["type"] not in _TYPE_ERRORS]
@@ -163,14 +169,8 @@ def _message(e: dict) -> str:
         return f"must be < {ctx['lt']}{got}"
     if t == "less_than_equal":
         return f"must be <= {ctx['le']}{got}"
-    if t == "extra_forbidden":
-        return "unknown key (a typo?)"
     if t == "missing":
         return "required key is missing"
-    if t == "union_tag_invalid":
-        from ..blocks import REGISTRY
-
-        return f"unknown block type {ctx.get('tag')!r}; valid types: {', '.join(sorted(REGISTRY))}"
     if t == "union_tag_not_found":
         return "a block needs a 'type'"
     if t == "literal_error":
@@ -198,24 +198,22 @@ def _message(e: dict) -> str:
     return e["msg"][0].lower() + e["msg"][1:] + got
 
 
-def _to_spec_error(e: dict, raw: RawSpec) -> SpecError:
-    path = _data_path(tuple(e["loc"]), raw.data)
-    msg = _message(e)
+def _describe(e: dict, data) -> tuple[tuple, str, str]:
+    """(path in `data`, message, where to point: "key" for an unknown key's own position,
+    "parent" for the mapping that misses a key, "value" for the value itself)."""
+    path = _data_path(tuple(e["loc"]), data)
     if e["type"] == "extra_forbidden":
-        loc = raw.locate_key(path)
-        msg = _unknown_key_message(path, raw.data)
-    elif e["type"] == "missing":
-        loc = raw.locate(path[:-1])
+        return path, unknown_key_message(path, data), "key"
+    if e["type"] == "missing":
         if path and isinstance(path[-1], int):  # a tuple with too few values
-            have = _at(raw.data, path[:-1])
+            have = _at(data, path[:-1])
             n = len(have) if isinstance(have, list) else 0
             what = _TUPLES.get(tuple(p for p in path[:-1] if not isinstance(p, int))[-2:], None)
             msg = (f"expected {what}, got {n}" if what else
                    f"expected more values: item [{path[-1]}] is missing (got {n})")
-            path = path[:-1]
-    else:
-        loc = raw.locate(path)
-    return SpecError(msg, loc, format_path(path) or None)
+            return path[:-1], msg, "value"
+        return path, _message(e), "parent"
+    return path, _message(e), "value"
 
 
 _TUPLES = {("input", "shape"): "3 values (height, width, channels)", ("shape",): "3 values (height, width, channels)"}
@@ -230,8 +228,9 @@ def _at(data, path):
     return data
 
 
-def _unknown_key_message(path: tuple, data) -> str:
-    """'unknown key' with the keys the place accepts and the closest of them."""
+def unknown_key_message(path: tuple, data) -> str:
+    """'unknown key' with the keys the place accepts and the closest of them (`data` is a
+    whole document, a list of blocks or one block; `path` the key's place in it)."""
     from .define import suggest
 
     key = path[-1] if path else "?"
@@ -242,7 +241,7 @@ def _unknown_key_message(path: tuple, data) -> str:
     what = f"a {parent['type']!r} block" if isinstance(parent, dict) and isinstance(parent.get("type"), str) \
         else (format_path(path[:-1]) or "the top level")
     elsewhere = ""
-    if isinstance(parent, dict) and isinstance(parent.get("type"), str):
+    if isinstance(parent, dict) and isinstance(parent.get("type"), str) and key != "type":
         from ..blocks import REGISTRY
 
         owners = sorted(t for t, f in REGISTRY.items() if key in f.model.model_fields)
@@ -252,7 +251,8 @@ def _unknown_key_message(path: tuple, data) -> str:
 
 
 def _fields_at(path: tuple, data) -> list[str] | None:
-    """The keys the model at `path` of the document accepts (walking the schema)."""
+    """The keys the model at `path` of the document accepts (walking the schema from the
+    Spec for a whole document, or from a block for a list of blocks)."""
     import typing
 
     from pydantic import BaseModel
@@ -260,39 +260,29 @@ def _fields_at(path: tuple, data) -> list[str] | None:
     from ..blocks import REGISTRY
 
     def models_of(ann):
-        origin = typing.get_origin(ann)
         if isinstance(ann, type) and issubclass(ann, BaseModel):
             return [ann]
-        out = []
-        for a in typing.get_args(ann):
-            if a is not type(None):
-                out += models_of(a)
-        if origin is typing.Annotated:
-            out = models_of(typing.get_args(ann)[0])
-        return out
+        if typing.get_origin(ann) is typing.Annotated:
+            return models_of(typing.get_args(ann)[0])
+        return [m for a in typing.get_args(ann) if a is not type(None) for m in models_of(a)]
 
-    model, node = Spec, data
-    for part in path:
-        node = node[part] if isinstance(node, (dict, list)) and (isinstance(node, dict) and part in node or
-                                                                 isinstance(node, list) and isinstance(part, int)
-                                                                 and part < len(node)) else None
-        if isinstance(part, int):
-            continue  # an item of the list whose field we are in
-        fld = model.model_fields.get(part) if model is not None else None
-        if fld is None:
-            return None
-        cands = models_of(fld.annotation)
+    def block_model(node):
         if isinstance(node, dict) and isinstance(node.get("type"), str) and node["type"] in REGISTRY:
-            model = REGISTRY[node["type"]].model
-        elif isinstance(node, list) or isinstance(node, dict):
-            if isinstance(node, list):
-                model = cands[0] if len(cands) == 1 else None
-                continue
-            model = cands[0] if len(cands) == 1 else None
+            return REGISTRY[node["type"]].model
+        return None
+
+    model, node = block_model(data) or (Spec if isinstance(data, dict) else None), data
+    for part in path:
+        if isinstance(part, int):  # an item of the list whose field we are in
+            node = node[part] if isinstance(node, list) and 0 <= part < len(node) else None
         else:
+            fld = model.model_fields.get(part) if model is not None else None
+            if fld is None:
+                return None
+            node = node.get(part) if isinstance(node, dict) else None
+            cands = models_of(fld.annotation)
             model = cands[0] if len(cands) == 1 else None
-    if isinstance(node, dict) and isinstance(node.get("type"), str) and node["type"] in REGISTRY:
-        model = REGISTRY[node["type"]].model
+        model = block_model(node) or model
     if model is None:
         return None
     return [f for f in model.model_fields if f != "type"]

@@ -124,10 +124,11 @@ def check_defined(spec, raw: RawSpec | None) -> None:
                 err("a block needs a 'type'", p)
                 continue
             if bt in REGISTRY:
-                model = REGISTRY[bt].model
+                from . import unknown_key_message
+
                 for k in b:
-                    if k not in model.model_fields:
-                        err(_unknown_key(k, bt, model.model_fields), p + (k,), key=True)
+                    if k not in REGISTRY[bt].model.model_fields:
+                        err(unknown_key_message((k,), b), p + (k,), key=True)
             elif bt in defined:
                 uses[t].append(bt)
                 _check_use_keys(bt, defined[bt], b, p, err)
@@ -149,11 +150,6 @@ def check_defined(spec, raw: RawSpec | None) -> None:
         from . import sorted_errors
 
         raise SpecErrors(sorted_errors(errors))
-
-
-def _unknown_key(key: str, type_: str, fields) -> str:
-    valid = [f for f in fields if f != "type"]
-    return f"unknown key {key!r} for a {type_!r} block{suggest(key, valid)}; it takes: {', '.join(valid)}"
 
 
 def _check_use_keys(type_: str, d: Definition, given: dict, path: tuple, err) -> None:

@@ -1,0 +1,154 @@
+"""Export a compiled network for deployment: ONNX, SavedModel, `.keras`.
+
+Every export is verified by running it (unless ``check=False``): the written artefact is
+reloaded (ONNX Runtime, ``tf.saved_model.load``, ``keras.models.load_model``), run on a
+few random inputs next to the Keras model, and the largest difference reported. Above the
+tolerance (1e-4 for float32, relative to the output's magnitude when that exceeds 1) the
+export fails and leaves nothing at the path. Writes are atomic: everything is produced
+under a temporary name next to the target, checked there, then renamed into place; an
+existing path is only replaced with ``force=True``.
+
+The package, by concern:
+
+- `options`: formats, opsets, variants, tolerances and the checks on them;
+- `source`: the Keras model to export (given, a `.keras` file, or a spec built through
+  `archspec.api`), its metadata and the check's random inputs;
+- `via_tf2onnx`: Keras → ONNX through TensorFlow and tf2onnx, with the workarounds only
+  that path needs (grouped convolutions, large Dense kernels, Erfc);
+- `onnx_passes`: named passes over the ONNX model, each tested on its own;
+- `variants`: float16 and int8;
+- `writers`: each format written to its staging path;
+- `verify`: running the artefact and comparing it with Keras;
+- `files`: staging, atomic rename, clean-up;
+- `progress`: heartbeat lines during long steps.
+
+TensorFlow, Keras, tf2onnx, onnx and onnxruntime are imported inside functions only.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from ..errors import ArchspecError
+from . import files, source, verify, writers
+from .options import DEFAULT_OPSET, FORMATS, MAX_OPSET, MIN_OPSET, QUANTIZE_MODES, TOLERANCES, check_options
+from .progress import Progress, short
+
+__all__ = ["export", "FORMATS", "QUANTIZE_MODES", "DEFAULT_OPSET", "MIN_OPSET", "MAX_OPSET", "TOLERANCES"]
+
+
+def export(model_or_spec, path: str | os.PathLike, format: str = "onnx", *, opset: int = DEFAULT_OPSET,
+           check: bool = True, force: bool = False, fp16: bool = False, quantize: str | None = None,
+           calibration=None, overrides: list[str] | None = None, progress: Progress | None = None,
+           samples: int = 3, seed: int = 0) -> dict[str, Any]:
+    """Export a Keras model, a `.keras` file or a spec to ONNX, SavedModel or `.keras`.
+
+    Args:
+        model_or_spec: a `keras.Model`, a path to a `.keras` file, a spec path, a bundled
+            spec name or a `Spec` (built with random weights first).
+        path: where to write (a file; a directory for ``saved_model``).
+        format: ``"onnx"``, ``"saved_model"`` or ``"keras"``.
+        opset: ONNX opset (13-18).
+        check: reload the result and compare it with the Keras model on random inputs.
+        force: replace an existing `path`.
+        fp16: ONNX with float16 weights and compute (inputs and outputs stay float32).
+        quantize: ``"int8"`` (static quantization, ONNX Runtime, calibrated on
+            `calibration`) or ``"int8_dynamic"`` (weights only, no calibration).
+        calibration: for ``quantize="int8"``: None (generated random images), a `.npy`
+            file or array of shape (N, H, W, C), or a directory of images (decoded as RGB
+            0-255 and resized to the input size).
+        overrides: `--set` style overrides, when `model_or_spec` is a spec.
+        progress: called with a short message at each step (and every 15 s of a long one).
+        samples: random inputs for the check (variants use at least 16, for top-1 agreement).
+        seed: seeds the random weights (of a spec) and the random inputs.
+
+    Returns:
+        A report: path, format, bytes, seconds, max_abs_diff, tolerance, passed,
+        input_names, output_names, metadata, and for variants variant, float32_bytes,
+        size_ratio, top1_agreement.
+
+    Raises:
+        SpecError: bad input (unknown format, existing path without force, ...). Exit 2.
+        ArchspecError: the conversion or the parity check failed. Exit 1.
+    """
+    t_start = time.perf_counter()
+    say = progress or (lambda msg: None)
+    target = check_options(path, format, opset, force, fp16, quantize, calibration, overrides, samples,
+                           model_or_spec)
+    model, info, t_build = source.resolve_model(model_or_spec, overrides, seed, say)
+    if len(model.inputs) != 1:
+        raise ArchspecError(f"export supports single-input models (got {len(model.inputs)} inputs)")
+    input_name = model.inputs[0].name
+    output_names = list(model.output_names)
+    input_shape = tuple(model.inputs[0].shape[1:])
+    variant = "fp16" if fp16 else quantize
+    tolerance = None if variant else TOLERANCES.get(source.compute_dtype(model), 1e-4)
+    metadata = source.metadata(model, info, input_name, input_shape, output_names)
+    report: dict[str, Any] = {
+        "path": str(target), "format": format, "spec": info.get("spec_name"), "input_names": [input_name],
+        "output_names": output_names, "input_shape": [None, *input_shape], "metadata": metadata,
+        "tolerance": tolerance, "checked": bool(check),
+    }
+    if format == "onnx":
+        report["opset"] = opset
+    if variant:
+        report["variant"] = variant
+
+    tmp = files.staging_name(target, format)
+    try:
+        timings = {"build": t_build}
+        if format == "onnx":
+            writers.write_onnx(model, tmp, opset, input_name, input_shape, output_names, metadata, fp16, quantize,
+                               calibration, seed, say, timings, report)
+        elif format == "saved_model":
+            writers.write_saved_model(model, tmp, input_name, input_shape, output_names, metadata, say, timings)
+        else:
+            writers.write_keras(model, tmp, metadata, say, timings)
+        if check or variant:
+            _check(model, tmp, format, target, input_name, output_names, variant, tolerance, samples, seed, say,
+                   timings, report)
+        else:
+            report["max_abs_diff"] = None
+            report["passed"] = None
+        report["bytes"] = files.size(tmp)
+        if variant and "float32_bytes" in report:
+            report["size_ratio"] = report["bytes"] / report["float32_bytes"]
+        say(f"writing {target}")
+        files.commit(tmp, target, force)
+    except (ArchspecError, KeyboardInterrupt):
+        files.remove(tmp)
+        raise
+    except Exception as exc:
+        files.remove(tmp)
+        raise ArchspecError(f"{format} export failed: {type(exc).__name__}: {short(exc)}") from exc
+    finally:
+        files.remove_side_files(tmp)
+    report["timings"] = {k: round(v, 3) for k, v in timings.items()}
+    report["seconds"] = round(time.perf_counter() - t_start, 3)
+    return report
+
+
+def _check(model, tmp, format, target, input_name, output_names, variant, tolerance, samples, seed, say,
+           timings, report) -> None:
+    """Run the staged artefact next to Keras; raise (exit 1) when a float export differs."""
+    t0 = time.perf_counter()
+    x = source.random_inputs(model, max(samples, 16) if variant else samples, seed)
+    say("running the Keras model on %d random inputs…" % len(x))
+    ref = verify.keras_outputs(model, x)
+    say(f"checking with {verify.RUNTIMES[format]}…")
+    got = verify.run(format, tmp, x, input_name, output_names)
+    diffs = verify.compare(ref, got, output_names)
+    timings["check"] = time.perf_counter() - t0
+    report["max_abs_diff"] = max(d["max_abs_diff"] for d in diffs.values())
+    report["outputs"] = diffs
+    report["samples"] = len(x)
+    if variant:  # a smaller variant is expected to differ: report top-1 agreement instead
+        report["top1_agreement"] = verify.top1(ref[-1], got[-1])
+        report["passed"] = True
+        return
+    problem = verify.mismatch(diffs, tolerance)
+    report["passed"] = problem is None
+    if problem:
+        raise ArchspecError(f"{format} export does not match Keras: {problem}; nothing written to {target}")

@@ -1,0 +1,92 @@
+"""The parity check: run the written artefact (ONNX Runtime, tf.saved_model.load,
+keras.models.load_model) next to the Keras model on the same inputs and compare."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import ArchspecError
+from .source import keras
+
+
+def run_onnx(path: Path, x, input_name, output_names):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    return sess.run(output_names, {input_name: x})
+
+
+def run_saved_model(path: Path, x, input_name, output_names):
+    import tensorflow as tf
+
+    loaded = tf.saved_model.load(str(path))
+    fn = loaded.signatures["serving_default"]
+    out = fn(**{input_name: tf.constant(x)})
+    missing = [n for n in output_names if n not in out]
+    if missing:
+        raise ArchspecError(f"the SavedModel signature lacks outputs {missing} (has {sorted(out)})")
+    return [out[n].numpy() for n in output_names]
+
+
+def run_keras(path: Path, x, input_name, output_names):
+    loaded = keras().models.load_model(str(path))
+    return keras_outputs(loaded, x)
+
+
+RUNTIMES = {"onnx": "onnxruntime", "saved_model": "tf.saved_model.load", "keras": "keras.models.load_model"}
+
+
+def run(format: str, path: Path, x, input_name, output_names):
+    """The outputs of the artefact at `path` (of `format`) on `x`."""
+    runner = {"onnx": run_onnx, "saved_model": run_saved_model, "keras": run_keras}[format]
+    return runner(path, x, input_name, output_names)
+
+
+def keras_outputs(model, x) -> list:
+    import numpy as np
+
+    out = model(x, training=False)
+    if not isinstance(out, (list, tuple)):
+        out = [out]
+    return [np.asarray(o, dtype="float32") for o in out]
+
+
+def compare(ref, got, names) -> dict:
+    """Per output: max |difference|, max |reference|, shape."""
+    import numpy as np
+
+    if len(ref) != len(got):
+        raise ArchspecError(f"the export returns {len(got)} outputs, the Keras model {len(ref)}")
+    res = {}
+    for name, r, g in zip(names, ref, got):
+        g = np.asarray(g, dtype="float32")
+        if r.shape != g.shape:
+            raise ArchspecError(f"output {name!r}: shape {g.shape} from the export, {r.shape} from Keras")
+        diff = float(np.max(np.abs(r - g))) if r.size else 0.0
+        if not np.isfinite(diff):
+            diff = float("inf")
+        res[name] = {"max_abs_diff": diff, "max_abs_ref": float(np.max(np.abs(r))) if r.size else 0.0,
+                     "shape": list(r.shape)}
+    return res
+
+
+def mismatch(diffs: dict, tolerance: float) -> str | None:
+    """None when every output is within `tolerance` (relative to the output's magnitude
+    above 1), else what differs and by how much."""
+    bad = {k: d for k, d in diffs.items() if d["max_abs_diff"] > tolerance * max(1.0, d["max_abs_ref"])}
+    if not bad:
+        return None
+    name, worst = max(bad.items(), key=lambda kv: kv[1]["max_abs_diff"])
+    scale = f" x {worst['max_abs_ref']:.3g}" if worst["max_abs_ref"] > 1 else ""
+    return f"output {name!r} differs by up to {worst['max_abs_diff']:.3g} (tolerance {tolerance:g}{scale})"
+
+
+def top1(ref, got) -> float | None:
+    import numpy as np
+
+    ref, got = np.asarray(ref), np.asarray(got)
+    if ref.ndim != 2 or ref.shape[-1] < 2:
+        return None
+    return float(np.mean(np.argmax(ref, -1) == np.argmax(got, -1)))
