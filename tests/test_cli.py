@@ -184,6 +184,11 @@ def test_plain_install_finds_bundled_specs_and_templates(tmp_path):
                         "--target", str(target), str(root)], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     assert (target / "archspec" / "_specs" / "resnet50.yaml").is_file()
+    # every module of the source tree is installed (a subpackage missing from pyproject's
+    # package list would only show on a fresh machine)
+    src = {p.relative_to(root).as_posix() for p in (root / "archspec").rglob("*.py")}
+    got = {p.relative_to(target).as_posix() for p in (target / "archspec").rglob("*.py")}
+    assert src - got == set()
     env = {"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin"}
     p = subprocess.run([sys.executable, "-m", "archspec", "inspect", "resnet50", "--markdown"], cwd=tmp_path,
                        env=env, capture_output=True, text=True, timeout=120)
