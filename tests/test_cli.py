@@ -178,10 +178,16 @@ def test_plain_install_finds_bundled_specs_and_templates(tmp_path):
     """A non-editable install carries the specs and templates as package data."""
     from pathlib import Path
 
+    import shutil
+
     root = Path(__file__).resolve().parents[1]
+    # from a clean copy: a build/ directory left by an earlier install would fill the gaps
+    clean = tmp_path / "src"
+    shutil.copytree(root, clean, ignore=shutil.ignore_patterns("build", "*.egg-info", ".git", "__pycache__",
+                                                               ".pytest_cache", ".hypothesis"))
     target = tmp_path / "site"
     r = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
-                        "--target", str(target), str(root)], capture_output=True, text=True, timeout=300)
+                        "--target", str(target), str(clean)], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     assert (target / "archspec" / "_specs" / "resnet50.yaml").is_file()
     # every module of the source tree is installed (a subpackage missing from pyproject's
