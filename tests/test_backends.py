@@ -13,6 +13,9 @@ import pytest
 pytest.importorskip("jax", reason="the JAX backend check needs jax (pip install '.[test]' installs it)")
 
 SPECS = {
+    # parallel branches, concatenation, a residual: the composed network of the README (the
+    # one in the fast loop, the others are slow)
+    "two_branch": ["head.classifier_activation=linear"],
     # residual blocks, bn, pooling
     "resnet18": ["input.shape=[64,64,3]", "head.classes=10", "head.classifier_activation=linear"],
     # grouped convolutions and local response normalization (the custom layer)

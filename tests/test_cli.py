@@ -93,22 +93,17 @@ def test_build_writes_a_reloadable_keras_file(tmp_path, capsys):
     assert main(["build", "resnet18", "-o", str(out)]) == 2
     assert "exists; pass --force" in capsys.readouterr().err
     assert out.read_bytes() == before
-    # a new process: `import archspec` first, keras afterwards, then load_model
-    code = textwrap.dedent(f"""
-        import archspec, keras, numpy as np
-        m = keras.models.load_model({str(out)!r})
-        print(m.count_params(), m.output.shape[-1])
-    """)
-    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
-    assert p.returncode == 0, p.stderr[-2000:]
-    assert p.stdout.split()[-2:] == [str(r["params"]), "7"]
+    # it reloads (in a new process, in either import order: the next test)
+    import keras
+
+    m = keras.models.load_model(out)
+    assert (m.count_params(), m.output.shape[-1]) == (r["params"], 7)
 
 
 def test_custom_layers_reload_whatever_the_import_order(tmp_path):
     import archspec
 
-    graph = archspec.lower_spec("resnet18", ["input.shape=[32,32,3]"])
-    # add an LRN after the stem through a spec of our own
+    # an LRN (archspec's custom layer) after the stem, through a spec of our own
     spec = tmp_path / "lrn.yaml"
     spec.write_text(textwrap.dedent("""
         name: lrnnet
@@ -126,7 +121,6 @@ def test_custom_layers_reload_whatever_the_import_order(tmp_path):
         code = f"{order}\nm = keras.models.load_model({str(out)!r})\nprint(type(m.get_layer('norm1')).__name__)"
         p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
         assert p.returncode == 0 and p.stdout.split()[-1] == "LocalResponseNormalization", p.stderr[-1500:]
-    assert graph.params > 0
 
 
 def test_lrn_matches_tensorflow():
@@ -167,9 +161,9 @@ def test_mixed_precision_keeps_softmax_float32():
 def test_build_trains_one_step():
     import archspec
 
-    m = archspec.build("resnet18", ["input.shape=[32,32,3]", "head.classes=4"], seed=0)
+    m = archspec.build("two_branch", ["head.classes=4"], seed=0)
     m.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
-    x = np.random.default_rng(0).uniform(size=(4, 32, 32, 3)).astype("float32")
+    x = np.random.default_rng(0).uniform(size=(4, *m.input.shape[1:])).astype("float32")
     hist = m.fit(x, np.array([0, 1, 2, 3]), epochs=1, verbose=0)
     assert np.isfinite(hist.history["loss"][0])
 

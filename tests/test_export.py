@@ -5,10 +5,8 @@ convolutions, multi-output feature extractors, safe writes and failure behaviour
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -213,6 +211,21 @@ def test_grouped_conv_becomes_onnx_conv_with_group(tiny_onnx):
     assert "converting with tf2onnx (opset 17)…" in msgs and "checking with onnxruntime…" in msgs
 
 
+def test_efficientnet_normalization_stays_a_constant_in_a_small_export(tmp_path):
+    """The trap of model.export(format="onnx"): EfficientNet's Normalization statistics as
+    extra graph inputs. A small EfficientNet (the full one exports in the slow set) has one
+    graph input and runs in ONNX Runtime with the parity check."""
+    out = tmp_path / "e.onnx"
+    r = ex.export("efficientnet", out, samples=SAMPLES, overrides=[
+        "input.shape=[64,64,3]", "scaling.depth=0.25", "scaling.width=0.25", "head.classes=10"])
+    assert r["passed"] and r["max_abs_diff"] <= 1e-5
+    proto = onnx.load(str(out))
+    init = {t.name for t in proto.graph.initializer}
+    assert [i.name for i in proto.graph.input if i.name not in init] == ["input_layer"]
+    assert [s["op"] for s in json.loads(_meta(out)["archspec.preprocessing"])["in_model"]] == \
+        ["rescaling", "normalization"]
+
+
 def test_grouped_conv_keras_model_uses_xla_function_which_onnx_ready_model_removes(tiny_spec):
     """The reason for `onnx_ready_model`: the plain Keras grouped conv traces to a
     StatefulPartitionedCall (an XLA function); the export-time clone traces to Conv2D ops."""
@@ -248,18 +261,16 @@ def test_multi_output_saved_model(tiny_spec, tmp_path):
 
 
 def test_keras_file_reloads_after_import_archspec(tiny_spec, tmp_path):
+    """The .keras export reloads (with the LRN custom layer; both import orders in a fresh
+    process: test_cli.py::test_custom_layers_reload_whatever_the_import_order)."""
+    import keras
+
     out = tmp_path / "tiny.keras"
     r = ex.export(tiny_spec, out, "keras", samples=SAMPLES)
     assert r["passed"] and r["max_abs_diff"] == 0.0
-    code = textwrap.dedent(f"""
-        import os; os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-        import archspec, keras, numpy as np
-        m = keras.models.load_model({str(out)!r})
-        print(type(m.get_layer("lrn1")).__name__, m.count_params())
-    """)
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert res.returncode == 0, res.stderr[-2000:]
-    assert res.stdout.split()[-2:] == ["LocalResponseNormalization", str(archspec.analyze(tiny_spec)["params"])]
+    m = keras.models.load_model(out)
+    assert type(m.get_layer("lrn1")).__name__ == "LocalResponseNormalization"
+    assert m.count_params() == archspec.analyze(tiny_spec)["params"]
     # exporting the .keras file to ONNX keeps the spec's name and hash
     r2 = ex.export(out, tmp_path / "from_keras.onnx", samples=SAMPLES)
     assert r2["passed"]
@@ -412,23 +423,36 @@ def test_missing_directory_and_bad_sources_are_spec_errors(tmp_path):
 # ---------------------------------------------------------------- command line
 
 
-def _cli(*args):
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    return subprocess.run([sys.executable, "-m", "archspec", "export", *map(str, args)], capture_output=True,
-                          text=True, env=env)
+def test_cli_export_json_and_exit_codes(tiny_spec, tmp_path, capsys):
+    """In-process (test_bad_input checks the exit code of a real process)."""
+    from archspec.cli import main
 
-
-def test_cli_export_json_and_exit_codes(tiny_spec, tmp_path):
     out = tmp_path / "t.onnx"
-    res = _cli(tiny_spec, "-o", out, "--json", "--samples", "2")
-    assert res.returncode == 0, res.stderr[-2000:]
-    r = json.loads(res.stdout)
+    assert main(["export", str(tiny_spec), "-o", str(out), "--json", "--samples", "2"]) == 0
+    res = capsys.readouterr()
+    r = json.loads(res.out)
     assert r["passed"] and r["output_names"] == ["lrn1", "pool", "predictions"] and out.is_file()
-    assert "converting with tf2onnx" in res.stderr  # progress goes to stderr
-    res = _cli(tiny_spec, "-o", out)
-    assert res.returncode == 2 and "exists" in res.stderr and "Traceback" not in res.stderr
-    res = _cli(tiny_spec, "-o", tmp_path / "t.tflite")
-    assert res.returncode == 2 and "--format" in res.stderr
+    assert "converting with tf2onnx" in res.err  # progress goes to stderr
+    assert main(["export", str(tiny_spec), "-o", str(out)]) == 2
+    res = capsys.readouterr()
+    assert "exists" in res.err and "Traceback" not in res.err
+    assert main(["export", str(tiny_spec), "-o", str(tmp_path / "t.tflite")]) == 2
+    assert "--format" in capsys.readouterr().err
+
+
+def test_large_dense_kernels_become_initializers(tiny_spec, tmp_path, monkeypatch):
+    """The large-kernel path (VGG's and AlexNet's fc layers, in the slow set) on the tiny
+    spec: Dense kernels above the bound are fed in as function inputs during conversion,
+    then stored as initializers; one graph input remains and the export matches Keras."""
+    monkeypatch.setattr(via_tf2onnx, "LARGE_WEIGHT", 100)
+    out = tmp_path / "t.onnx"
+    r = ex.export(tiny_spec, out, samples=SAMPLES)
+    assert r["passed"] and r["max_abs_diff"] <= 1e-5
+    proto = onnx.load(str(out))
+    init = {t.name for t in proto.graph.initializer}
+    assert [i.name for i in proto.graph.input if i.name not in init] == [r["input_names"][0]]
+    assert any(n.startswith("archspec_weight_") for n in init)
+    assert [o.name for o in proto.graph.output] == ["lrn1", "pool", "predictions"]
 
 
 def test_exact_gelu_exports_through_the_erfc_handler(tmp_path):

@@ -103,6 +103,12 @@ def _convert_large_weights_as_inputs(model, large, sig, opset, say):
     with Heartbeat(say, f"converting with tf2onnx (opset {opset}; {len(large)} large kernels as initializers)…"):
         proto, _ = tf2onnx.convert.from_function(forward, input_signature=sig, opset=opset)
     weights = {n: k.ops.convert_to_numpy(v) for v, n in zip(large, names)}
+    # tensors the function captured (Normalization's mean and variance) come back as graph
+    # inputs too, the trap `from_keras` avoids: they are constants, stored as initializers
+    inputs = {i.name for i in proto.graph.input}
+    for outer, inner in forward.get_concrete_function().graph.captures:
+        if inner.name in inputs and outer.dtype != tf.resource:
+            weights[inner.name] = outer.numpy()
     proto = onnx_passes.inputs_to_initializers(proto, weights)
     return onnx_passes.order_outputs(proto, out_names)  # dict outputs come back sorted by name
 
