@@ -68,6 +68,10 @@ class BlockInfo:
     nodes: list[str] = field(default_factory=list)
     parent: int | None = None
     depth: int = 0
+    #: lowering state: whether the block's name was given in the spec (else generated, and
+    #: its layers' names are made unique), and the fields its layer-name templates may use
+    explicit: bool = field(default=True, compare=False, repr=False)
+    fields: dict = field(default_factory=dict, compare=False, repr=False)
 
 
 @dataclass

@@ -141,7 +141,7 @@ class Builder:
     def fmt(self, template: str, name: str, **fields: Any) -> str:
         """Format a layer-name template (``{name}`` and the given fields, ``${...}``
         expressions over the current environment); a bad template is a located error."""
-        cur = self.current.__dict__.get("fields", {}) if self.current else {}
+        cur = self.current.fields if self.current else {}
         try:
             return format_name(template, env=self.envs[-1], **{**cur, **fields, "name": name})
         except ValueError as exc:
@@ -151,7 +151,7 @@ class Builder:
         """A layer name from a composition block's template: made unique (keras-style
         ``_1``, ``_2``) when the block has no name of its own."""
         out = self.fmt(template, name)
-        return out if self.current is None or self.current.__dict__.get("explicit", True) else self.unique(out)
+        return out if self.current is None or self.current.explicit else self.unique(out)
 
     def unique(self, base: str) -> str:
         if base not in self.index and base not in self.block_outputs:
@@ -178,7 +178,7 @@ class Builder:
 
     def refs(self, templates: list[str], suffix: tuple = ("inputs",)) -> list[str]:
         cur = self.current
-        fields = cur.__dict__.get("fields", {}) if cur else {}
+        fields = cur.fields if cur else {}
         base = cur.path if cur else ()
         fallback = self.nodes[-1].name if self.nodes else None
         return [self.ref(t, base + suffix + (k,), fallback, **fields) for k, t in enumerate(templates)]
@@ -199,8 +199,8 @@ class Builder:
         else:
             self._push(name, block.type, path)
         info = self.current
-        info.__dict__["explicit"] = explicit
-        info.__dict__["fields"] = dict(fields or {})
+        info.explicit = explicit
+        info.fields = dict(fields or {})
         depth = len(self.stack)
         if block.inputs and not type(block).multi_input:
             if len(block.inputs) != 1:
@@ -225,7 +225,7 @@ class Builder:
                 blk = b if r == 0 else b.for_repeat()
                 # the enclosing stage block's fields ({stage}, {s}, {n}, {N}), this list's scope
                 # as {name}, and this block's repeat as {i}, {j}, {letter}
-                outer = self.current.__dict__.get("fields", {}) if self.current else {}
+                outer = self.current.fields if self.current else {}
                 fields = {**outer, "name": scope, "i": r + 1, "j": r, "letter": letter(r)}
                 if b.name:
                     name = self.name_at(b.name, p, **fields)
@@ -233,7 +233,7 @@ class Builder:
                         name = f"{name}_{r + 1}"
                     explicit = True
                 elif b.child_fields:
-                    name, explicit = scope, self.current.__dict__.get("explicit", True) if self.current else True
+                    name, explicit = scope, self.current.explicit if self.current else True
                 else:
                     name, explicit = self.unique(f"{scope}_{b.type}"), False
                 x = self.run_block(blk, x, name, p, fields=fields, explicit=explicit)
