@@ -144,10 +144,31 @@ def cmd_validate(args) -> int:
     return 2 if failed else 0
 
 
+def _phases(args, spec=None) -> list[dict] | None:
+    """The trainable/frozen counts of each phase of `--recipe` (None without it)."""
+    if not getattr(args, "recipe", None):
+        return None
+    from .api import load, lower_spec
+    from .training.recipe import load_recipe, phase_counts
+
+    recipe, raw = load_recipe(args.recipe, args.recipe_set)
+    spec = spec or load(args.spec, args.set)
+    return phase_counts(lower_spec(spec), spec, recipe, raw)
+
+
+def format_phases(phases: list[dict]) -> str:
+    return table([[p["name"], p["epochs"], f"{p['learning_rate']:g}", f"{p['trainable']:,}", f"{p['frozen']:,}",
+                   p["rule"]] for p in phases], ["phase", "epochs", "learning rate", "trainable", "frozen", "rule"],
+                 "lrrrrl")
+
+
 def cmd_inspect(args) -> int:
     from .api import analyze
 
     report = analyze(args.spec, args.set)
+    phases = _phases(args)
+    if phases is not None:
+        report["phases"] = phases
     if args.markdown:
         from .render import markdown_report
         from .api import load
@@ -160,6 +181,10 @@ def cmd_inspect(args) -> int:
         print_json(report)
     else:
         print(format_report(report))
+        if phases is not None:
+            print(f"\nrecipe {args.recipe}: trainable and frozen parameters per phase (batch-norm statistics, "
+                  f"{report['non_trainable_params']:,}, are non-trainable in every phase)\n")
+            print(format_phases(phases))
     return 0
 
 
@@ -183,9 +208,12 @@ def cmd_list(args) -> int:
 
 
 def cmd_schema(args) -> int:
-    from .spec.schema import Spec
+    if args.recipe:
+        from .training.recipe import Recipe as model
+    else:
+        from .spec.schema import Spec as model
 
-    text = json.dumps(Spec.model_json_schema(), indent=2) + "\n"
+    text = json.dumps(model.model_json_schema(by_alias=True), indent=2) + "\n"
     if args.output:
         write_text_atomic(check_output(args.output, args.force), text)
         print(f"wrote {args.output}", file=sys.stderr)
@@ -326,6 +354,8 @@ def cmd_scale(args) -> int:
     if args.search:
         if args.output:
             raise SpecError("-o writes one scaled spec; it does not go with --search")
+        if args.plot:
+            raise SpecError("--plot draws a sweep (--phi or --preset); it does not go with --search")
         cands = scaling.search_grid(spec, step=args.step, tolerance=args.tolerance)
         if args.json:
             print_json({"base": spec.name, "phi": 1, "step": args.step, "tolerance": args.tolerance,
@@ -356,13 +386,186 @@ def cmd_scale(args) -> int:
         write_text_atomic(out, scaling.dump_spec(scaled, f"archspec scale {args.spec} {row['label']}: "
                                                          f"{row['source']}\nresolved and self-contained"))
         report["output"] = str(out)
+    if args.plot:
+        plot = _plot_output(args.plot, args.force)
+        from .report import scaling_plot, sweep_html
+
+        shown = report
+        if phis and not presets and scaling.preset_names(spec):  # the official points beside the formula's
+            shown = scaling.sweep(spec, phis, scaling.preset_names(spec))
+        write_text_atomic(plot, scaling_plot(shown) if plot.suffix == ".svg" else sweep_html(shown))
+        report["plot"] = str(plot)
     if args.json:
         print_json(report)
     else:
         print(format_scale_table(report))
         if args.output:
             print(f"wrote: {args.output}")
+        if args.plot:
+            print(f"wrote: {args.plot}")
     return 0
+
+
+def _plot_output(path: str, force: bool) -> Path:
+    out = check_output(path, force)
+    if out.suffix not in (".svg", ".html"):
+        raise SpecError(f"--plot writes .svg (the plot) or .html (plot and table); got {out.suffix or 'no suffix'!r}",
+                        _where(out))
+    return out
+
+
+# ---------------------------------------------------------------- report (cmd_report)
+
+
+def cmd_report(args) -> int:
+    from .report import diagram_svg, html_report
+
+    out = check_output(args.output, args.force) if args.output else None  # refused before any work
+    if out is not None and out.suffix not in (".html", ".htm", ".svg"):
+        raise SpecError(f"report writes .html (the report) or .svg (the diagram alone); got {out.suffix or 'no suffix'!r}",
+                        _where(out))
+    if out is not None and out.suffix == ".svg":
+        if args.model:
+            raise SpecError("--model adds measured counts to the HTML report; it does not go with an .svg output")
+        name, text = diagram_svg(args.spec, args.set)
+    else:
+        name, text = html_report(args.spec, args.set, model=args.model, phases=_phases(args))
+    out = out or check_output(f"{name}.html", args.force)
+    write_text_atomic(out, text)
+    print(f"wrote {out} ({len(text.encode()) / 1e3:.0f} kB, self-contained: open it in any browser, offline)")
+    return 0
+
+
+# ---------------------------------------------------------------- diff (cmd_diff)
+
+
+DIFF_LAYER_LINES = 20  # changed layers printed in the text output (--json lists all)
+
+
+def _diff_side(args, side: str):
+    """The Spec of one side of `diff`: --set then --set-a/--set-b, then its scaling (a side's
+    --preset-X/--phi-X over the shared --preset/--phi)."""
+    from .api import load
+
+    ref = getattr(args, side)
+    sets = list(args.set) + list(getattr(args, f"set_{side}"))
+    preset = getattr(args, f"preset_{side}") or args.preset
+    phi = getattr(args, f"phi_{side}")
+    phi = phi if phi is not None else args.phi
+    if preset is not None and phi is not None:
+        raise SpecError(f"side {side.upper()} ({ref}): give --preset or --phi, not both "
+                        f"(got preset={preset!r}, phi={phi:g})")
+    spec = load(ref, sets)
+    if preset is not None or phi is not None:
+        spec = _apply_scaling(spec, phi, preset, warn=True)
+    from .diff import side_label
+
+    return spec, {"ref": ref, "overrides": sets, "preset": preset, "phi": phi,
+                  "label": side_label(spec.name, getattr(args, f"set_{side}"), preset, phi)}
+
+
+def _diff_change(field: str, ch: dict) -> str:
+    def v(x):
+        return shape_str(x) if field == "output_shape" and isinstance(x, list) else (
+            f"{x:,}" if isinstance(x, int) and not isinstance(x, bool) else json.dumps(x, default=str))
+
+    if field == "attrs":
+        return "; ".join(f"{k} {v(c['a'])} -> {v(c['b'])}" for k, c in ch.items())
+    return f"{field} {v(ch['a'])} -> {v(ch['b'])}"
+
+
+def format_diff(d: dict) -> str:
+    """The text of `archspec diff`: the summary, then groups, changed blocks, totals, layers."""
+    from .diff import signed
+
+    a, b, t, c = d["a"], d["b"], d["totals"], d["counts"]
+    out = [d["summary"]]
+    if not d["differ"]:
+        return "\n".join(out)
+
+    def num(n):
+        return signed(n, lambda x: f"{x:,}")
+
+    def ab(x):
+        return str(x["b"]) if x["a"] == x["b"] else f"{x['a'] if x['a'] is not None else '-'} -> " \
+                                                    f"{x['b'] if x['b'] is not None else '-'}"
+
+    def side(x, fmt=human):
+        return "-" if x is None else fmt(x)
+
+    out += ["", f"A = {a['label']}   B = {b['label']}", ""]
+    rows = [[g["label"], g["status"], ab(g["blocks"]), side(g["params"]["a"]), side(g["params"]["b"]),
+             signed(g["params"]["delta"]), signed(g["macs"]["delta"]), num(g["layers"]["delta"])]
+            for g in d["groups"]]
+    out += [table(rows, ["group", "status", "blocks", "params A", "params B", "params +/-", "MACs +/-", "layers +/-"],
+                  "llrrrrrr"), ""]
+    if d["blocks"]:
+        rows = []
+        for r in d["blocks"]:
+            sh = r["output_shape"]
+            shape = shape_str(sh["b"] if sh["b"] is not None else sh["a"]) if sh["a"] in (None, sh["b"]) or \
+                sh["b"] is None else f"{shape_str(sh['a'])} -> {shape_str(sh['b'])}"
+            layers = (f"+{r['layers']['b']}" if r["status"] == "added" else f"-{r['layers']['a']}"
+                      if r["status"] == "removed" else ", ".join(
+                          x for x in (f"+{r['layers_added']}" if r["layers_added"] else "",
+                                      f"-{r['layers_removed']}" if r["layers_removed"] else "",
+                                      f"{r['layers_changed']} changed" if r["layers_changed"] else "") if x) or "-")
+            rows.append([r["name"], r["group_label"], r["status"], r["type"], shape, num(r["params"]["delta"]),
+                         signed(r["macs"]["delta"]), layers])
+        out += [f"blocks: {c['blocks_added']} added, {c['blocks_removed']} removed, {c['blocks_changed']} changed, "
+                f"{c['blocks_same']} unchanged",
+                table(rows, ["block", "group", "status", "type", "output shape", "params +/-", "MACs +/-", "layers"],
+                      "llllrrrl"), ""]
+    labels = {"params": "params", "trainable_params": "trainable", "non_trainable_params": "non-trainable",
+              "macs": "MACs", "layers": "layers", "blocks": "blocks"}
+    rows = []
+    for k, label in labels.items():
+        x = t[k]
+        pct = f"{100 * x['delta'] / x['a']:+.1f}%" if x["a"] and x["delta"] else ""
+        rows.append([label, f"{x['a']:,}", f"{x['b']:,}", num(x["delta"]), pct])
+    out += [table(rows, ["total", "A", "B", "+/-", "%"], "lrrrr"), ""]
+    lay = d["layers"]
+    out.append(f"layers (matched by name): {c['layers_added']} added, {c['layers_removed']} removed, "
+               f"{c['layers_changed']} changed")
+    for x in lay["changed"][:DIFF_LAYER_LINES]:
+        ch = dict(x["changes"])
+        if "trainable_params" in ch and ch["trainable_params"] == ch.get("params"):
+            del ch["trainable_params"]  # all trainable: the params change says it
+        out.append(f"  {x['name']} ({x['block']}): " + "; ".join(_diff_change(f, c) for f, c in ch.items()))
+    if len(lay["changed"]) > DIFF_LAYER_LINES:
+        out.append(f"  ... and {len(lay['changed']) - DIFF_LAYER_LINES} more (--json lists them all)")
+    if lay["renamed"]:
+        out.append("likely renamed (same op, attributes, shape and params; counted as removed and added): " +
+                   ", ".join(f"{r['a']} -> {r['b']}" for r in lay["renamed"]))
+    if "outputs" in d:
+        out.append(f"outputs: {', '.join(d['outputs']['a'])} -> {', '.join(d['outputs']['b'])}")
+    out.append("MACs: multiply-accumulates of conv and dense layers (what papers call FLOPs).")
+    return "\n".join(out)
+
+
+def cmd_diff(args) -> int:
+    from . import diff as diffing
+
+    if args.html:
+        out = check_output(args.html, args.force)  # before any work: an existing file is an error at once
+    (sa, ia), (sb, ib) = _diff_side(args, "a"), _diff_side(args, "b")
+    d = diffing.diff_specs(sa, sb, label_a=ia.pop("label"), label_b=ib.pop("label"))
+    d["a"].update(ia)
+    d["b"].update(ib)
+    if args.json:
+        print_json(d)
+    elif args.html:
+        from .render import render
+
+        write_text_atomic(out, render("diff.html.j2", d=d, human=human, signed=diffing.signed, shape_str=shape_str))
+        print(d["summary"])
+        print(f"wrote: {out}")
+    else:
+        print(format_diff(d))
+    return 1 if (args.exit_code and d["differ"]) else 0
+
+
+# ---------------------------------------------------------------- codegen (cmd_codegen)
 
 
 # ---------------------------------------------------------------- parser
@@ -389,6 +592,12 @@ def build_parser() -> argparse.ArgumentParser:
                              "(value read as YAML; repeatable)")
         return sp
 
+    def recipe_args(sp):
+        sp.add_argument("--recipe", metavar="R", help="a training recipe (bundled name, e.g. finetune, or a path): "
+                                                      "trainable and frozen parameters of each of its phases")
+        sp.add_argument("--recipe-set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a value of the recipe, e.g. phases[1].learning_rate=1e-5 (repeatable)")
+
     sp = spec_cmd("validate", "check specs: schema, names and static shapes (no TensorFlow)",
                   "Validate specs: every key and value, and the static shape analysis (an input too small for "
                   "the network is an error that names the layer). Prints one line per problem.", multi=True)
@@ -402,6 +611,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--json", action="store_true", help="one JSON object (name, shapes, params, macs, layers, blocks)")
     sp.add_argument("--layers", action="store_true", help="with --json: include every layer's attributes")
     sp.add_argument("--markdown", action="store_true", help="a Markdown report (for docs and reviews)")
+    recipe_args(sp)
     sp.set_defaults(func=cmd_inspect)
 
     sp = spec_cmd("build", "compile to a Keras model and save it (.keras)",
@@ -461,6 +671,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--tolerance", type=float, default=0.05,
                     help="--search: relative distance from 2 allowed (default 0.05)")
     sp.add_argument("-o", "--output", help="write the scaled spec (YAML; one --phi or --preset)")
+    sp.add_argument("--plot", metavar="FILE", help="plot params, MACs and resolution against phi, the official "
+                                                   "presets beside the formula's points: FILE.svg (the plot) or "
+                                                   "FILE.html (a self-contained page with the plot and the table)")
     sp.add_argument("--force", action="store_true", help="replace an existing output file")
     sp.add_argument("--json", action="store_true", help="report as JSON (d, w, r as numbers, params, macs, ratios)")
     sp.set_defaults(func=cmd_scale)
@@ -478,8 +691,73 @@ def build_parser() -> argparse.ArgumentParser:
                "extension, Neovim, ...):\n  archspec schema -o archspec.schema.json\nthen put this first line "
                "in a spec:\n  # yaml-language-server: $schema=./archspec.schema.json")
     sp.add_argument("-o", "--output", help="write to a file instead of stdout")
+    sp.add_argument("--recipe", action="store_true", help="the schema of training recipes instead of specs")
     sp.add_argument("--force", action="store_true", help="replace an existing output file")
     sp.set_defaults(func=cmd_schema)
+
+    # -- parser: report
+    sp = spec_cmd("report", "a self-contained HTML report: diagram, charts, block table, the spec (no TensorFlow)",
+                  "Write one HTML file that needs no network access: an SVG diagram of the network drawn from the "
+                  "graph IR (blocks as boxes that expand to their layers, branches and merges as edges labelled with "
+                  "their tensor shapes, repeated blocks collapsed, zoom and pan), bar charts of params and MACs per "
+                  "stage and block, the resolution and channels through the network, the compound-scaling presets "
+                  "when the spec has them, the sortable per-block table, the totals, and the spec's YAML with line "
+                  "numbers (each block links to its line). With --model, the parameters Keras counts in a built "
+                  ".keras file are shown beside the static ones (this imports TensorFlow).")
+    sp.add_argument("-o", "--output", metavar="FILE", help="output .html file (default: NAME.html), or .svg for the "
+                                                           "diagram alone with every block expanded")
+    sp.add_argument("--model", metavar="FILE.keras", help="a model built from the spec (archspec build): measured "
+                                                          "Keras counts beside the static ones")
+    sp.add_argument("--force", action="store_true", help="replace an existing output file")
+    recipe_args(sp)
+    sp.set_defaults(func=cmd_report)
+
+    # -- parser: diff
+    sp = sub.add_parser(
+        "diff", help="what changed between two specs: blocks, layers, params, MACs (no TensorFlow)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Compare two specs (or a spec with itself under other overrides or scaling), statically. "
+                    "Layers are matched by name: added, removed, or changed (op, attributes, output shape, "
+                    "params, MACs, or rewired between layers both have). Blocks (the stem's, each stage's, the "
+                    "head's) are matched by name and are changed when any of their layers is, or their output "
+                    "shape, params or MACs differ; they are grouped by stage. Prints a one-line summary, the "
+                    "groups, the changed blocks, the totals with their deltas (B - A) and the changed layers. "
+                    "Exit 0 whether or not they differ (--exit-code: 1 when they do).",
+        epilog="Each side is a spec file or a bundled name. --set, --preset and --phi apply to both sides;\n"
+               "--set-a/--set-b add overrides to one side (after --set); --preset-a/--preset-b and\n"
+               "--phi-a/--phi-b scale one side (instead of --preset/--phi). Deltas are B - A. MACs are\n"
+               "multiply-accumulates of conv and dense layers (what papers call FLOPs).\n"
+               "Exit codes: 0 compared (different or not), 1 different with --exit-code, 2 bad input.\n\n"
+               "examples:\n"
+               "  archspec diff resnet50 resnet101\n"
+               "  archspec diff efficientnet efficientnet --preset-b b3      # EfficientNet-B0 vs B3\n"
+               "  archspec diff efficientnet efficientnet --preset-a b1 --preset-b b2\n"
+               "  archspec diff resnet50 resnet50 --set-b head.classes=10\n"
+               "  archspec diff resnet50 my_resnet.yaml --set input.shape=[160,160,3]\n"
+               "  archspec diff resnet50 my_resnet.yaml --exit-code      # CI: exit 1 when they differ\n"
+               "  archspec diff resnet50 resnet101 --json\n"
+               "  archspec diff resnet50 resnet101 --html diff.html      # self-contained page\n")
+    sp.add_argument("a", metavar="A", help="side A: a spec file or the name of a bundled spec")
+    sp.add_argument("b", metavar="B", help="side B: a spec file or the name of a bundled spec")
+    sp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a value on both sides, e.g. head.classes=10 (value read as YAML; repeatable)")
+    for s in ("a", "b"):
+        sp.add_argument(f"--set-{s}", action="append", default=[], metavar="KEY=VALUE",
+                        help=f"override a value on side {s.upper()} only (after --set; repeatable)")
+    sp.add_argument("--preset", metavar="NAME", help="scale both sides by a row of their official table, e.g. b3")
+    sp.add_argument("--phi", type=float, help="compound-scale both sides by the paper's formula")
+    for s in ("a", "b"):
+        sp.add_argument(f"--preset-{s}", metavar="NAME", help=f"scale side {s.upper()} by a preset, e.g. b3")
+        sp.add_argument(f"--phi-{s}", type=float, metavar="PHI", help=f"compound-scale side {s.upper()}")
+    g = sp.add_mutually_exclusive_group()
+    g.add_argument("--json", action="store_true",
+                   help="one JSON object: a, b, differ, summary, totals, counts, groups, blocks, layers")
+    g.add_argument("--html", metavar="OUT.html", help="write a self-contained HTML page (no external resources)")
+    sp.add_argument("--force", action="store_true", help="with --html: replace an existing file")
+    sp.add_argument("--exit-code", action="store_true", help="exit 1 when the two differ (for CI), else 0")
+    sp.set_defaults(func=cmd_diff)
+
+    # -- parser: codegen
 
     return p
 

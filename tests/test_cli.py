@@ -75,7 +75,8 @@ LAZY = textwrap.dedent("""
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["validate", "resnet50"], ["inspect", "resnet50", "--json"],
-                                  ["list"], ["schema"], ["build", "--help"]])
+                                  ["list"], ["schema"], ["build", "--help"],
+                                  ["diff", "resnet50", "resnet101", "--json"]])
 def test_light_commands_never_import_tensorflow(argv):
     r = subprocess.run([sys.executable, "-c", LAZY, *argv], capture_output=True, text=True, timeout=120)
     assert r.stdout.strip().splitlines()[-1] == "HEAVY=", r.stdout[-500:] + r.stderr[-500:]
@@ -194,3 +195,10 @@ def test_plain_install_finds_bundled_specs_and_templates(tmp_path):
                        env=env, capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr
     assert "25,636,712" in p.stdout and "`conv5_block3`" in p.stdout
+    # the recipes and the report's templates are package data too
+    assert (target / "archspec" / "_recipes" / "finetune.yaml").is_file()
+    p = subprocess.run([sys.executable, "-m", "archspec", "report", "two_branch", "--recipe", "cifar100", "-o",
+                        str(tmp_path / "r.html")], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    html = (tmp_path / "r.html").read_text()
+    assert "function connector" in html and "Training phases" in html

@@ -274,6 +274,11 @@ def find_spec(ref: str | os.PathLike, relative_to: Path | None = None) -> Path:
     `resnet50` finds the bundled `specs/resnet50.yaml`; a path is taken as it is
     (relative to `relative_to` for `extends:`).
     """
+    return find_document(ref, relative_to, bundled_spec_dir(), "spec")
+
+
+def find_document(ref: str | os.PathLike, relative_to: Path | None, bundled: Path, kind: str) -> Path:
+    """A path, or the name of a bundled document of `kind` ("spec", "recipe") in `bundled`."""
     ref_s = str(ref)
     candidates = []
     p = Path(ref_s)
@@ -285,17 +290,17 @@ def find_spec(ref: str | os.PathLike, relative_to: Path | None = None) -> Path:
             return c
     if re.fullmatch(r"[A-Za-z0-9_.\-]+", ref_s):
         name = ref_s[:-5] if ref_s.endswith(".yaml") else ref_s
-        b = bundled_spec_dir() / f"{name}.yaml"
+        b = bundled / f"{name}.yaml"
         if b.is_file():
             return b
     if p.suffix in (".yaml", ".yml") or os.sep in ref_s:
         raise SpecError("no such file", Location(ref_s))
     import difflib
 
-    names = bundled_names()
+    names = sorted(q.stem for q in bundled.glob("*.yaml"))
     close = difflib.get_close_matches(ref_s.removesuffix(".yaml"), names, n=1, cutoff=0.6)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
-    raise SpecError(f"no spec file or bundled spec named {ref_s!r}{hint}; bundled: {', '.join(names)}",
+    raise SpecError(f"no {kind} file or bundled {kind} named {ref_s!r}{hint}; bundled: {', '.join(names)}",
                     Location(ref_s))
 
 
@@ -313,8 +318,8 @@ def display_source(path: Path) -> str:
         return str(path)
 
 
-def load_file(ref: str | os.PathLike, relative_to: Path | None = None) -> tuple[RawSpec, Path]:
-    path = find_spec(ref, relative_to)
+def load_file(ref: str | os.PathLike, relative_to: Path | None = None, find=find_spec) -> tuple[RawSpec, Path]:
+    path = find(ref, relative_to)
     source = display_source(path)
     return loads(_read_text(path, source), source), path
 
@@ -344,14 +349,15 @@ def merge(base: RawSpec, child: RawSpec) -> RawSpec:
     return out
 
 
-def load_with_extends(ref: str | os.PathLike) -> RawSpec:
-    """Load a spec and everything it `extends:`, merged, with positions kept."""
+def load_with_extends(ref: str | os.PathLike, find=find_spec) -> RawSpec:
+    """Load a spec (or, with `find`, another kind of document) and everything it
+    `extends:`, merged, with positions kept."""
     chain: list[Path] = []
-    raw, path = load_file(ref)
-    return _apply_extends(raw, path, chain)
+    raw, path = load_file(ref, find=find)
+    return _apply_extends(raw, path, chain, find)
 
 
-def _apply_extends(raw: RawSpec, path: Path, chain: list[Path]) -> RawSpec:
+def _apply_extends(raw: RawSpec, path: Path, chain: list[Path], find=find_spec) -> RawSpec:
     resolved = path.resolve()
     if resolved in chain:
         cycle = " -> ".join(display_source(p) for p in chain + [resolved])
@@ -365,13 +371,13 @@ def _apply_extends(raw: RawSpec, path: Path, chain: list[Path]) -> RawSpec:
         raise SpecError(f"must be the name or path of a spec (got {parent_ref!r})",
                         raw.locate(("extends",)), "extends")
     try:
-        base_raw, base_path = load_file(parent_ref, relative_to=path.parent)
+        base_raw, base_path = load_file(parent_ref, relative_to=path.parent, find=find)
     except SpecError as exc:
         if exc.location is not None and exc.location.line is None:
             raise SpecError(f"cannot extend {parent_ref!r}: {exc.message}", raw.locate(("extends",)),
                             "extends") from None
         raise
-    base = _apply_extends(base_raw, base_path, chain + [resolved])
+    base = _apply_extends(base_raw, base_path, chain + [resolved], find)
     merged = merge(base, raw)
     merged.data.pop("extends", None)
     merged.data["extends"] = parent_ref  # kept as information; resolution already applied it
@@ -401,13 +407,14 @@ def parse_path(text: str) -> tuple:
     return tuple(parts)
 
 
-def apply_overrides(raw: RawSpec, overrides: list[str]) -> RawSpec:
-    """Apply `--set key.path=value` overrides (value read as YAML) to a copy of `raw`."""
+def apply_overrides(raw: RawSpec, overrides: list[str], flag: str = "--set") -> RawSpec:
+    """Apply `--set key.path=value` overrides (value read as YAML) to a copy of `raw`;
+    errors are located at `flag` and the override."""
     if not overrides:
         return raw
     out = RawSpec(copy.deepcopy(raw.data), raw.source, dict(raw.positions), dict(raw.key_positions))
     for item in overrides:
-        where = Location(f"--set {item}")
+        where = Location(f"{flag} {item}")
         if "=" not in item:
             raise SpecError("expected KEY=VALUE, e.g. head.classes=10", where)
         key, _, value_text = item.partition("=")

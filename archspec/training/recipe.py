@@ -1,0 +1,276 @@
+"""Training recipes: reviewable YAML, validated like specs (format 1).
+
+A recipe says how to train a network: the data and its pipeline, augmentation, the
+optimizer, the learning-rate schedule, the loss, metrics, epochs, precision, callbacks,
+and optional `phases` (fine-tuning: each phase with its epochs, learning rate and what is
+frozen). It is loaded by the spec loader (safe YAML, positions kept, `extends:` of a
+bundled recipe or a path, `--recipe-set` overrides) and every problem is a located
+one-line error. Everything here is static (no TensorFlow): `phase_counts` gives the
+trainable and frozen parameters of each phase from the graph IR.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from pathlib import Path
+from typing import Literal, Union
+
+from pydantic import Field, ValidationError, model_validator
+
+from ..errors import SpecError
+from ..graph import Graph
+from ..spec.common import Bool, Float, NonNegInt, PosFloat, PosInt, Rate, Strict
+from ..spec.loader import RawSpec, apply_overrides, find_document, format_path, load_with_extends
+
+Fraction = Rate  # in [0, 1)
+
+
+class Data(Strict):
+    """Where the images come from is given on the command line (`--data PATH`: an image
+    folder with one sub-folder per class, a CIFAR-10/100 python directory, or an `.npz`
+    with x_train, y_train, x_test, y_test); how they are fed is given here."""
+
+    image_size: tuple[PosInt, PosInt] | None = Field(
+        default=None, description="Height, width the images are resized to (default: the spec's input).")
+    batch_size: PosInt = 32
+    validation_split: Fraction = Field(
+        default=0.0, description="Fraction of the training data held out for validation (when the data has no "
+                                 "validation or test set of its own).")
+    shuffle_buffer: NonNegInt = 10_000
+    cache: Bool = Field(default=False, description="Keep decoded images in memory after the first epoch.")
+
+
+class Augmentation(Strict):
+    """Keras preprocessing layers, applied to the training batches on the device."""
+
+    flip: Literal["none", "horizontal", "vertical", "horizontal_and_vertical"] = "none"
+    translate: Fraction | None = Field(default=None, description="Random translation, a fraction of the size.")
+    crop_padding: NonNegInt | None = Field(
+        default=None, description="Pad by this many pixels, then crop back at random (CIFAR's 4-pixel crop).")
+    rotation: Fraction | None = Field(default=None, description="Random rotation, a fraction of a full turn.")
+    zoom: Fraction | None = None
+    contrast: Fraction | None = None
+    mixup: PosFloat | None = Field(default=None, description="Mixup's Beta(alpha, alpha).")
+    cutmix: PosFloat | None = Field(default=None, description="CutMix's Beta(alpha, alpha).")
+
+
+class Optimizer(Strict):
+    name: Literal["sgd", "adam", "adamw", "rmsprop"] = "sgd"
+    learning_rate: PosFloat = 0.01
+    momentum: Fraction = Field(default=0.9, description="sgd and rmsprop.")
+    nesterov: Bool = False
+    weight_decay: Float = Field(default=0.0, ge=0, description="Decoupled weight decay (adamw, sgd).")
+    clipnorm: PosFloat | None = None
+
+
+class Schedule(Strict):
+    """The learning rate over the epochs (of a phase, when there are phases)."""
+
+    name: Literal["constant", "step", "cosine", "plateau"] = "constant"
+    warmup_epochs: NonNegInt = Field(default=0, description="Linear warm-up from 0 (step and cosine).")
+    boundaries: list[PosInt] = Field(default_factory=list, description="step: the epochs where the rate drops.")
+    factor: PosFloat = Field(default=0.1, description="step and plateau: what the rate is multiplied by.")
+    patience: PosInt = Field(default=5, description="plateau: epochs without improvement before a drop.")
+    min_learning_rate: Float = Field(default=0.0, ge=0)
+
+    @model_validator(mode="after")
+    def _boundaries_increase(self):
+        if self.boundaries != sorted(set(self.boundaries)):
+            raise ValueError(f"boundaries must increase (got {self.boundaries})")
+        return self
+
+
+class Loss(Strict):
+    label_smoothing: Fraction = 0.0
+    aux_weights: list[Float] | None = Field(
+        default=None, description="Weights of auxiliary outputs after the main one (GoogLeNet: [0.3, 0.3]); "
+                                  "default: the spec's head.aux loss weights.")
+
+
+class Checkpoint(Strict):
+    monitor: str = "val_loss"
+    mode: Literal["auto", "min", "max"] = "auto"
+    max_to_keep: PosInt = 3
+
+
+class EarlyStopping(Strict):
+    monitor: str = "val_loss"
+    patience: PosInt = 10
+    restore_best: Bool = True
+
+
+class TensorBoard(Strict):
+    histogram_freq: NonNegInt = Field(default=0, description="Weight histograms every N epochs (0: none).")
+
+
+class Callbacks(Strict):
+    checkpoint: Checkpoint = Field(default_factory=Checkpoint, description="best.keras on the monitored metric; "
+                                                                           "checkpoints/ every epoch.")
+    early_stopping: EarlyStopping | None = None
+    csv_log: Bool = True
+    tensorboard: TensorBoard | None = Field(default_factory=TensorBoard)
+    terminate_on_nan: Bool = True
+
+
+class FreezeUntil(Strict):
+    until: str = Field(min_length=1, description="Freeze every layer before this one (in the order of the model's "
+                                                 "layers); it and later layers train.")
+
+
+class FreezeFrom(Strict):
+    from_: str = Field(alias="from", min_length=1, description="Freeze this layer and every later one (in the "
+                                                               "order of the model's layers).")
+
+
+class FreezeStages(Strict):
+    stages: list[str] = Field(min_length=1, description="Freeze these parts: `stem`, stage names, `head`.")
+
+
+Freeze = Union[Literal["none", "all_but_head"], FreezeUntil, FreezeFrom, FreezeStages]
+
+
+class Phase(Strict):
+    name: str = Field(min_length=1, max_length=100)
+    epochs: PosInt
+    learning_rate: PosFloat | None = Field(default=None, description="Default: optimizer.learning_rate.")
+    freeze: Freeze = Field(default="none", description=(
+        "What does not train: none, all_but_head, {until: LAYER} (layers before LAYER), {from: LAYER} "
+        "(LAYER and later), {stages: [...]}. Batch-norm layers of a frozen part run in inference mode."))
+
+
+class Recipe(Strict):
+    format: Literal[1] = 1
+    name: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.\-]+$")
+    description: str = ""
+    extends: str | None = Field(default=None, description="A recipe (bundled name or path) this one overrides.")
+    data: Data = Field(default_factory=Data)
+    augmentation: Augmentation = Field(default_factory=Augmentation)
+    optimizer: Optimizer = Field(default_factory=Optimizer)
+    schedule: Schedule = Field(default_factory=Schedule)
+    loss: Loss = Field(default_factory=Loss)
+    metrics: list[Literal["top1", "top5"]] = Field(default_factory=lambda: ["top1", "top5"])
+    epochs: PosInt = Field(default=10, description="Without phases: the number of epochs.")
+    precision: Literal["float32", "mixed_float16", "mixed_bfloat16"] = "float32"
+    jit_compile: Bool = False
+    seed: NonNegInt = 0
+    callbacks: Callbacks = Field(default_factory=Callbacks)
+    phases: list[Phase] = Field(default_factory=list, description="Fine-tuning phases, run in order.")
+
+    @model_validator(mode="after")
+    def _phase_names_unique(self):
+        names = [p.name for p in self.phases]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"phase names must be unique (got {', '.join(dup)} more than once)")
+        return self
+
+    def planned_phases(self) -> list[Phase]:
+        """The phases to run: the recipe's, or one phase of `epochs` with nothing frozen."""
+        return list(self.phases) or [Phase(name="train", epochs=self.epochs)]
+
+
+# ---------------------------------------------------------------- loading
+
+
+def bundled_recipe_dir() -> Path:
+    """The bundled recipes: installed package data, else the source tree's recipes/."""
+    pkg = Path(__file__).resolve().parents[1]
+    installed = pkg / "_recipes"
+    return installed if installed.is_dir() else pkg.parent / "recipes"
+
+
+def bundled_recipes() -> list[str]:
+    return sorted(p.stem for p in bundled_recipe_dir().glob("*.yaml"))
+
+
+def find_recipe(ref: str | os.PathLike, relative_to: Path | None = None) -> Path:
+    return find_document(ref, relative_to, bundled_recipe_dir(), "recipe")
+
+
+def load_recipe(ref: str | os.PathLike, overrides: list[str] | None = None) -> tuple[Recipe, RawSpec]:
+    """Load and validate a recipe (path or bundled name) with `--recipe-set` overrides."""
+    from ..spec import spec_errors
+
+    raw = apply_overrides(load_with_extends(ref, find=find_recipe), list(overrides or []), flag="--recipe-set")
+    try:
+        recipe = Recipe.model_validate(raw.data)
+    except ValidationError as exc:
+        raise spec_errors(exc, raw) from None
+    return recipe, raw
+
+
+# ---------------------------------------------------------------- phases against a network
+
+
+def _part_of(graph: Graph, spec) -> dict[str, str]:
+    """Each layer's part of the network: `input`, `stem`, its stage's name, or `head`."""
+    from ..report import stage_of
+
+    part = {}
+    for b in graph.blocks:
+        if b.depth == 0:
+            for n in b.nodes:
+                part.setdefault(n, stage_of(spec, tuple(b.path)))
+    return part
+
+
+def frozen_layers(graph: Graph, spec, phase: Phase, raw: RawSpec | None = None, index: int = 0) -> set[str]:
+    """The names of the layers a phase freezes; an unknown layer or stage is a located error."""
+    names = [n.name for n in graph.nodes]
+    f = phase.freeze
+    where = ("phases", index, "freeze")
+
+    def unknown(what: str, value: str, known: list[str], key: str):
+        close = difflib.get_close_matches(value, known, n=1, cutoff=0.6)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        path = where + (key,)
+        raise SpecError(f"{graph.name} has no {what} named {value!r}{hint}",
+                        raw.locate(path) if raw is not None else None, format_path(path))
+
+    if f == "none":
+        return set()
+    part = _part_of(graph, spec)
+    if f == "all_but_head":
+        return {n for n in names if part.get(n) != "head"}
+    if isinstance(f, FreezeUntil):
+        if f.until not in names:
+            unknown("layer", f.until, names, "until")
+        return set(names[:names.index(f.until)])
+    if isinstance(f, FreezeFrom):
+        if f.from_ not in names:
+            unknown("layer", f.from_, names, "from")
+        return set(names[names.index(f.from_):])
+    parts = list(dict.fromkeys(part.values()))
+    for k, s in enumerate(f.stages):
+        if s not in parts:
+            unknown("stage", s, parts, "stages")
+    return {n for n in names if part.get(n) in set(f.stages)}
+
+
+def describe_freeze(f) -> str:
+    if f == "none":
+        return "everything trains"
+    if f == "all_but_head":
+        return "the head trains, the rest is frozen"
+    if isinstance(f, FreezeUntil):
+        return f"frozen before {f.until}; {f.until} and later train"
+    if isinstance(f, FreezeFrom):
+        return f"frozen from {f.from_} on; earlier layers train"
+    return f"frozen: {', '.join(f.stages)}"
+
+
+def phase_counts(graph: Graph, spec, recipe: Recipe, raw: RawSpec | None = None) -> list[dict]:
+    """Per phase: its epochs, learning rate, the rule, and the trainable and frozen
+    parameters (static; batch-norm moving statistics are non-trainable in every phase)."""
+    rows = []
+    for i, phase in enumerate(recipe.planned_phases()):
+        frozen = frozen_layers(graph, spec, phase, raw, i)
+        trainable = sum(n.trainable for n in graph.nodes if n.name not in frozen)
+        rows.append({"name": phase.name, "epochs": phase.epochs,
+                     "learning_rate": phase.learning_rate or recipe.optimizer.learning_rate,
+                     "rule": describe_freeze(phase.freeze), "trainable": trainable,
+                     "frozen": graph.trainable_params - trainable,
+                     "non_trainable": graph.params - graph.trainable_params,
+                     "frozen_layers": sum(1 for n in graph.nodes if n.name in frozen and n.op != "input")})
+    return rows
