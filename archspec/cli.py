@@ -9,7 +9,6 @@ TensorFlow is imported only by the commands that need it (build, export).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import sys
@@ -104,22 +103,7 @@ def _where(p: Path):
     return Location(str(p))
 
 
-@contextlib.contextmanager
-def atomic_output(path: Path):
-    """Yield a temporary path beside `path` (same suffix); on success rename it onto
-    `path`, on any failure remove it, so `path` is either untouched or complete."""
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    with atomic_output(path) as tmp:
-        tmp.write_text(text)
+from .atomic import atomic_output, write_text_atomic  # noqa: E402 (re-exported for the commands)
 
 
 # ---------------------------------------------------------------- commands
@@ -258,7 +242,8 @@ def cmd_export(args) -> int:
     quantize = {"int8": "int8", "int8-dynamic": "int8_dynamic"}.get(args.quantize) if args.quantize else None
     r = export(args.spec, args.output, format=fmt, opset=args.opset, check=not args.no_check, force=args.force,
                fp16=args.fp16, quantize=quantize, calibration=args.calibration, overrides=args.set or None,
-               progress=progress, samples=args.samples, seed=args.seed)
+               progress=progress, samples=args.samples, seed=args.seed, via=args.via,
+               external_data=True if args.external_data else None)
     if args.json:
         print_json(r)
         return 0
@@ -266,6 +251,9 @@ def cmd_export(args) -> int:
           f"{r['bytes'] / 1e6:.1f} MB) in {r['seconds']:.1f} s")
     print(f"input:      {r['input_names'][0]} {shape_str(['N' if d is None else d for d in r['input_shape']])}")
     print(f"outputs:    {', '.join(r['output_names'])}")
+    if r.get("via"):
+        print(f"onnx:       opset {r['opset']}, via {r['via']}"
+              f"{', weights in ' + r['external_data'] if r.get('external_data') else ''}")
     if r.get("max_abs_diff") is None:
         print("check:      skipped (--no-check)")
     elif r.get("variant"):
@@ -568,6 +556,23 @@ def cmd_diff(args) -> int:
 # ---------------------------------------------------------------- codegen (cmd_codegen)
 
 
+def cmd_codegen(args) -> int:
+    from .codegen import generate
+
+    out = None
+    if args.output:
+        out = check_output(args.output, args.force)
+        if out.suffix != ".py":
+            raise SpecError("the output of codegen must end in .py", _where(out))
+    text = generate(args.spec, args.set)
+    if out is None:
+        sys.stdout.write(text)
+        return 0
+    write_text_atomic(out, text)
+    print(f"wrote {out} ({len(text.splitlines())} lines)", file=sys.stderr)
+    return 0
+
+
 # ---------------------------------------------------------------- parser
 
 
@@ -640,6 +645,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--format", choices=["onnx", "saved_model", "keras"],
                     help="default: from the suffix of PATH (.onnx, .keras)")
     sp.add_argument("--opset", type=int, default=17, help="ONNX opset (13-18, default 17)")
+    sp.add_argument("--via", choices=["ir", "tf2onnx"], default="ir",
+                    help="how ONNX is made: ir (default: emitted from the graph IR, no TensorFlow needed) or "
+                         "tf2onnx (traced by TensorFlow and converted by tf2onnx, the cross-check)")
+    sp.add_argument("--external-data", action="store_true",
+                    help="ONNX weights in PATH.data beside PATH (automatic above 2 GB, protobuf's limit)")
     sp.add_argument("--no-check", action="store_true", help="skip the comparison with Keras")
     sp.add_argument("--force", action="store_true", help="replace an existing PATH")
     g = sp.add_mutually_exclusive_group()
@@ -758,6 +768,23 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(func=cmd_diff)
 
     # -- parser: codegen
+    sp = spec_cmd(
+        "codegen", "the network as a standalone Keras 3 Python file (no TensorFlow)",
+        "Write the network as one readable Python file that needs only `keras` (any backend:\n"
+        "TensorFlow, JAX, PyTorch):\n"
+        "  - one function per block type of the spec (bottleneck, mbconv, ...; blocks of one type\n"
+        "    with different structures get bottleneck_2, ...), each block one call of it;\n"
+        "  - build_model(include_top=True, classes=..., input_shape=..., pooling=None);\n"
+        "  - the custom layers it needs (LocalResponseNormalization, LayerScale) written inline;\n"
+        "  - a header with the spec, its params, MACs, layers and the resolved spec's sha256.\n"
+        "build_model() makes the model of `archspec build` with the same --set: the same layer names,\n"
+        "configurations and weights in the same order (so weights load into either).",
+    )
+    sp.epilog = ("example:\n  archspec codegen resnet50 --set head.classes=10 -o resnet50_10.py\n"
+                 "  python -c 'import resnet50_10; resnet50_10.build_model().summary()'")
+    sp.add_argument("-o", "--output", metavar="FILE.py", help="write the file (atomically) instead of printing it")
+    sp.add_argument("--force", action="store_true", help="replace an existing output file")
+    sp.set_defaults(func=cmd_codegen)
 
     return p
 

@@ -76,6 +76,22 @@ SLOW_IN_THE_LOOP = [
     "test_zoo_densenet.py::test_same_*_as_keras[*]",
     "test_features.py::test_keras_applications_h5_weights_load_by_name",
     "test_zoo_mobile.py::test_efficientnet_b0_parity",
+    # codegen: every spec's parity but the small ones (two_branch, cifar100_cnn, resnet18,
+    # googlenet, the MobileNets v1/v2/v3-small), and the JAX build of ConvNeXt (LayerScale)
+    "test_codegen.py::test_same_model_as_build[alexnet]",
+    "test_codegen.py::test_same_model_as_build[convnext*]",
+    "test_codegen.py::test_same_model_as_build[densenet*]",
+    "test_codegen.py::test_same_model_as_build[efficientnet*]",
+    "test_codegen.py::test_same_model_as_build[mobilenet_v3_large]",
+    "test_codegen.py::test_same_model_as_build[resnet34]",
+    "test_codegen.py::test_same_model_as_build[resnet50*]",
+    "test_codegen.py::test_same_model_as_build[resnet10*]",
+    "test_codegen.py::test_same_model_as_build[resnet152]",
+    "test_codegen.py::test_same_model_as_build[resnext*]",
+    "test_codegen.py::test_same_model_as_build[se_*]",
+    "test_codegen.py::test_same_model_as_build[vgg*]",
+    "test_codegen.py::test_same_model_as_build[xception*]",
+    "test_codegen.py::test_generated_file_builds_on_jax[convnext*]",
 ]
 KEPT_IN_THE_LOOP = [
     "test_backends.py::test_jax_backend_matches_tensorflow[two_branch]",
