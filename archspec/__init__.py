@@ -5,6 +5,7 @@
     report = archspec.analyze(spec)                      # shapes, params, MACs (no TF)
     model = archspec.build(spec)                         # keras.Model
     archspec.export(model, "resnet50.onnx", format="onnx")
+    archspec.train("resnet18", "cifar100", "data/cifar-100-python", "runs/r18")   # a run directory
 
 Importing archspec never imports TensorFlow or Keras. Once Keras is imported (before or
 after archspec), archspec's custom layers are registered, so ``keras.models.load_model``
@@ -18,11 +19,11 @@ import importlib.abc
 import importlib.util
 import sys
 
-from .api import analyze, build, export, load, lower_spec, resolve
+from .api import analyze, build, export, load, lower_spec, resolve, train
 from .errors import ArchspecError, SpecError
 
 __version__ = "0.1.0"
-__all__ = ["load", "resolve", "analyze", "build", "export", "lower_spec", "ArchspecError", "SpecError",
+__all__ = ["load", "resolve", "analyze", "build", "export", "lower_spec", "train", "ArchspecError", "SpecError",
            "__version__"]
 
 

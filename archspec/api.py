@@ -100,3 +100,13 @@ def export(model_or_spec, path: str | os.PathLike, format: str = "onnx", **kwarg
     from . import exporting
 
     return exporting.export(model_or_spec, path, format=format, **kwargs)
+
+
+def train(spec, recipe, data, out, **kwargs) -> dict:
+    """Train a spec from a recipe into a run directory; returns the run's metrics with its
+    `history` (one dict per completed epoch). See `archspec.training.loop.train` for the
+    keyword arguments (overrides, recipe_overrides, epochs, batch_size, weights, resume,
+    force, distribute, say, verbose)."""
+    from .training.loop import train as _train
+
+    return _train(spec, recipe, data, out, **kwargs)

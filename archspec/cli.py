@@ -402,6 +402,71 @@ def _plot_output(path: str, force: bool) -> Path:
     return out
 
 
+# ---------------------------------------------------------------- train, evaluate, predict
+
+
+def cmd_train(args) -> int:
+    from .api import train
+
+    if not args.resume and (args.spec is None or args.recipe is None):
+        raise SpecError("give SPEC and --recipe R (or --resume RUN_DIR to continue a run)")
+    out = args.resume or args.out
+    if out is None:
+        raise SpecError("--out RUN_DIR is required (where checkpoints, logs and models are written)")
+    r = train(args.spec, args.recipe, args.data, out, overrides=args.set, recipe_overrides=args.recipe_set,
+              epochs=args.epochs, batch_size=args.batch_size, weights=args.weights, resume=bool(args.resume),
+              force=args.force, distribute=args.distribute, say=progress,
+              verbose=0 if args.json else "auto")
+    metrics = {k: v for k, v in r.items() if k != "history"}
+    if args.json:
+        print_json(metrics)
+        return 0
+
+    def pct(v):
+        return "-" if v is None else f"{v:.2%}"
+    print(f"run:        {out} ({metrics['epochs_completed']} of {metrics['epochs_planned']} epochs)")
+    print(f"best:       epoch {metrics['best_epoch']} on {metrics['monitor']}: val_loss "
+          f"{metrics['val_loss'] if metrics['val_loss'] is not None else '-'}, top-1 {pct(metrics['val_top1'])}, "
+          f"top-5 {pct(metrics['val_top5'])}")
+    if metrics["images_per_second"]:
+        print(f"throughput: {metrics['images_per_second']:.0f} images/s (training, median over epochs)")
+    print(f"models:     {Path(out) / 'best.keras'}, {Path(out) / 'final.keras'}")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from .training.evaluate import evaluate
+
+    if args.confusion:
+        check_output(args.confusion, args.force)
+    r = evaluate(args.model, args.data, batch_size=args.batch_size, confusion_csv=args.confusion)
+    if args.json:
+        print_json(r)
+        return 0
+    print(f"{r['model']} on {r['data']} ({r['images']:,} images)")
+    print(f"loss {r['loss']:.4f}   top-1 {r['top1']:.2%}   top-5 {r['top5']:.2%}\n")
+    rows = [[c["class"], c["name"], c["images"], "-" if c["accuracy"] is None else f"{c['accuracy']:.2%}"]
+            for c in r["per_class"] if c["images"]]
+    print(table(rows, ["class", "name", "images", "accuracy"], "lllr"))
+    if args.confusion:
+        print(f"\nconfusion matrix (rows: true class, columns: predicted): {args.confusion}")
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from .training.evaluate import predict
+
+    r = predict(args.model, args.images, top=args.top)
+    if args.json:
+        print_json(r)
+        return 0
+    for item in r:
+        print(item["image"])
+        for t in item["top"]:
+            print(f"  {t['probability']:7.2%}  {t['name']} ({t['class']})")
+    return 0
+
+
 # ---------------------------------------------------------------- report (cmd_report)
 
 
@@ -704,6 +769,59 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--recipe", action="store_true", help="the schema of training recipes instead of specs")
     sp.add_argument("--force", action="store_true", help="replace an existing output file")
     sp.set_defaults(func=cmd_schema)
+
+    sp = sub.add_parser(
+        "train", help="train a spec from a recipe into a run directory (resumable)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Train SPEC with Keras fit as the recipe R says, on data read from disk (an image folder with "
+                    "one sub-folder per class, a CIFAR-10/100 python directory, or an .npz with x_train, y_train, "
+                    "x_test, y_test). Writes to RUN_DIR: spec.yaml and recipe.yaml (resolved), checkpoints/ (every "
+                    "epoch and on SIGINT/SIGTERM), best.keras, final.keras, history.csv, tensorboard/, metrics.json. "
+                    "An existing RUN_DIR is never overwritten without --force; --resume RUN_DIR continues it from "
+                    "its latest checkpoint.",
+        epilog="examples:\n  archspec train resnet18 --recipe cifar100 --data cifar-100-python --out runs/r18 "
+               "--set head.classes=100 --set input.shape=[32,32,3]\n  archspec train vgg16 --recipe finetune "
+               "--data cats_vs_dogs/ --out runs/ft --set head.classes=2 --weights vgg16.h5\n"
+               "  archspec train --resume runs/r18\n  tensorboard --logdir runs/r18/tensorboard")
+    sp.add_argument("spec", nargs="?", metavar="SPEC", help="a spec file or bundled name (not with --resume)")
+    sp.add_argument("--recipe", metavar="R", help="a recipe file or bundled name (cifar100, finetune)")
+    sp.add_argument("--data", metavar="PATH", help="the training data (with --resume: default the run's)")
+    sp.add_argument("--out", metavar="RUN_DIR", help="the run directory to create")
+    sp.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its latest checkpoint")
+    sp.add_argument("--force", action="store_true", help="start over in an existing RUN_DIR (its contents are deleted)")
+    sp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a value of the spec")
+    sp.add_argument("--recipe-set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a value of the recipe, e.g. optimizer.learning_rate=0.01")
+    sp.add_argument("--epochs", type=int, help="the recipe's epochs (a recipe without phases)")
+    sp.add_argument("--batch-size", type=int, help="the recipe's data.batch_size (per replica)")
+    sp.add_argument("--weights", metavar="FILE", help="initial weights (.weights.h5, or a keras.applications .h5 "
+                                                      "by layer name)")
+    sp.add_argument("--distribute", choices=["none", "mirrored", "multi_worker"], default=None,
+                    help="tf.distribute: MirroredStrategy over the local GPUs, or MultiWorkerMirroredStrategy from "
+                         "TF_CONFIG; the global batch is batch_size x replicas and the learning rate is scaled by "
+                         "the replicas")
+    sp.add_argument("--json", action="store_true", help="print metrics.json (and no progress bar)")
+    sp.set_defaults(func=cmd_train)
+
+    sp = sub.add_parser("evaluate", help="loss, top-1/top-5, per-class accuracy, confusion matrix of a trained model",
+                        description="Evaluate a run directory (its best.keras) or a .keras file on the test set of "
+                                    "the data (all of it when it has none).")
+    sp.add_argument("model", metavar="RUN_DIR|MODEL")
+    sp.add_argument("--data", required=True, metavar="PATH")
+    sp.add_argument("--batch-size", type=int, default=64)
+    sp.add_argument("--confusion", metavar="FILE.csv", help="write the confusion matrix (rows: true, columns: predicted)")
+    sp.add_argument("--force", action="store_true", help="replace an existing --confusion file")
+    sp.add_argument("--json", action="store_true", help="loss, top1, top5, per_class, confusion as JSON")
+    sp.set_defaults(func=cmd_evaluate)
+
+    sp = sub.add_parser("predict", help="top-k classes of images with a trained model",
+                        description="Predict the top-k classes of each image; class names come from the run's "
+                                    "classes.json (the training data's folder or CIFAR names).")
+    sp.add_argument("model", metavar="RUN_DIR|MODEL")
+    sp.add_argument("images", nargs="+", metavar="IMAGE")
+    sp.add_argument("--top", type=int, default=5)
+    sp.add_argument("--json", action="store_true")
+    sp.set_defaults(func=cmd_predict)
 
     # -- parser: report
     sp = spec_cmd("report", "a self-contained HTML report: diagram, charts, block table, the spec (no TensorFlow)",

@@ -227,10 +227,11 @@ def timed_build(graph: Graph, **kw) -> tuple[keras.Model, float]:
     return model, time.perf_counter() - t0
 
 
-def load_weights(model: keras.Model, path: str) -> None:
+def load_weights(model: keras.Model, path: str, skip_mismatch: bool = False) -> None:
     """Load weights into a built model: Keras 3 `.weights.h5` / `.keras` files, or legacy
     `.h5` files (the format keras.applications ships its weights in) matched by layer name,
-    so a variant that keeps the names loads pretrained weights."""
+    so a variant that keeps the names loads pretrained weights. `skip_mismatch` leaves the
+    layers whose shapes differ as they are (a new classifier when fine-tuning)."""
     import os
 
     from .errors import ArchspecError, Location, SpecError
@@ -240,8 +241,8 @@ def load_weights(model: keras.Model, path: str) -> None:
     legacy = path.endswith((".h5", ".hdf5")) and not path.endswith(".weights.h5")
     try:
         if legacy:
-            model.load_weights(path, by_name=True)
+            model.load_weights(path, by_name=True, skip_mismatch=skip_mismatch)
         else:
-            model.load_weights(path)
+            model.load_weights(path, skip_mismatch=skip_mismatch)
     except (ValueError, KeyError, OSError) as exc:
         raise ArchspecError(f"cannot load weights from {path}: {exc}") from None

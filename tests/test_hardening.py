@@ -36,6 +36,11 @@ def test_every_public_name_stays_callable_after_use():
             g = archspec.lower_spec("two_branch")
             m = archspec.build(g)
             archspec.export(m, os.path.join(out, f"m{round}.keras"), format="keras", check=False)
+            import numpy as np
+            np.savez(os.path.join(out, "d.npz"), x_train=np.zeros((8, 32, 32, 3), "uint8"), y_train=np.arange(8))
+            t = archspec.train("two_branch", "cifar100", os.path.join(out, "d.npz"), os.path.join(out, f"run{round}"),
+                               epochs=1, recipe_overrides=["data.validation_split=0"], verbose=0)
+            assert t["epochs_completed"] == 1
             assert issubclass(archspec.ArchspecError, Exception) and issubclass(archspec.SpecError, Exception)
             assert isinstance(archspec.__version__, str)
             for name in archspec.__all__:

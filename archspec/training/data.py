@@ -1,0 +1,357 @@
+"""Training data, read from disk only (never downloaded): an image folder with one
+sub-folder per class, the CIFAR-10/100 python-pickle directories as distributed, or an
+`.npz` with ``x_train, y_train, x_test, y_test``. Everything is checked before training
+starts (a missing folder, an empty class, an unreadable image named by its file, labels
+out of range, images a fixed-input spec cannot take) and each problem is one located
+error (exit 2). `datasets` turns the data into `tf.data` pipelines (parallel decode,
+augmentation, prefetch); the rest of this module needs no TensorFlow.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import Location, SpecError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
+
+
+@dataclass
+class Source:
+    """What was found at `--data PATH`: in-memory arrays (npz, CIFAR) or image files."""
+
+    kind: str  # "folder", "cifar", "npz"
+    path: str
+    class_names: list[str]
+    x_train: np.ndarray | None = None  # (N, H, W, C) uint8/float
+    y_train: np.ndarray | None = None  # (N,) int
+    x_test: np.ndarray | None = None
+    y_test: np.ndarray | None = None
+    files: list[str] = field(default_factory=list)  # folder: image paths
+    labels: list[int] = field(default_factory=list)  # folder: their labels
+
+    @property
+    def classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def train_size(self) -> int:
+        return len(self.files) if self.kind == "folder" else len(self.y_train)
+
+
+def _bad(message: str, where: str | os.PathLike) -> SpecError:
+    return SpecError(message, Location(str(where)))
+
+
+def open_source(path: str | os.PathLike) -> Source:
+    """Find and check the data at `path` (no TensorFlow)."""
+    p = Path(path)
+    if not p.exists():
+        raise _bad("no such file or directory", p)
+    if p.is_file():
+        if p.suffix != ".npz":
+            raise _bad("expected an image folder, a CIFAR directory or an .npz file", p)
+        return _npz(p)
+    if (p / "batches.meta").is_file() or (p / "meta").is_file():
+        return _cifar(p)
+    return _folder(p)
+
+
+def _npz(p: Path) -> Source:
+    try:
+        with np.load(p, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except (OSError, ValueError) as exc:
+        raise _bad(f"cannot read the .npz file: {exc}", p) from None
+    missing = [k for k in ("x_train", "y_train") if k not in arrays]
+    if missing:
+        raise _bad(f"the .npz has no {', '.join(missing)} (it holds {', '.join(arrays) or 'nothing'}); expected "
+                   f"x_train, y_train and optionally x_test, y_test", p)
+    names = arrays.get("class_names")
+    ys = [arrays["y_train"]] + ([arrays["y_test"]] if "y_test" in arrays else [])
+    n = int(max(int(y.max()) for y in ys if y.size) + 1) if any(y.size for y in ys) else 0
+    class_names = [str(c) for c in names] if names is not None else [str(k) for k in range(n)]
+    src = Source("npz", str(p), class_names, _images(arrays["x_train"], p, "x_train"),
+                 _labels(arrays["y_train"], p, "y_train"),
+                 _images(arrays["x_test"], p, "x_test") if "x_test" in arrays else None,
+                 _labels(arrays["y_test"], p, "y_test") if "y_test" in arrays else None)
+    _check_pairs(src, p)
+    return src
+
+
+def _images(x: np.ndarray, p: Path, key: str) -> np.ndarray:
+    if x.ndim == 3:
+        x = x[..., None]
+    if x.ndim != 4 or x.shape[-1] not in (1, 3):
+        raise _bad(f"{key} must be images (N, H, W) or (N, H, W, 1 or 3) (got shape {x.shape})", p)
+    return x
+
+
+def _labels(y: np.ndarray, p: Path, key: str) -> np.ndarray:
+    y = np.asarray(y)
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.ndim != 1 or y.dtype.kind not in "iu":
+        raise _bad(f"{key} must be integer class indices (N,) (got shape {y.shape}, dtype {y.dtype})", p)
+    if y.size and y.min() < 0:
+        raise _bad(f"{key} has a negative label ({int(y.min())})", p)
+    return y.astype("int64")
+
+
+def _check_pairs(src: Source, p: Path) -> None:
+    for x, y, what in ((src.x_train, src.y_train, "train"), (src.x_test, src.y_test, "test")):
+        if x is not None and len(x) != len(y):
+            raise _bad(f"x_{what} has {len(x)} images but y_{what} {len(y)} labels", p)
+    if src.x_train is not None and len(src.x_train) == 0:
+        raise _bad("no training images (x_train is empty)", p)
+
+
+class _ArraysOnly(pickle.Unpickler):
+    """CIFAR's pickles hold dicts of lists, bytes and numpy arrays: nothing else is
+    constructed (a pickle naming any other callable is refused, not run)."""
+
+    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+               ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
+               ("numpy._core.multiarray", "scalar")}
+
+    def find_class(self, module, name):
+        if (module, name) in self.ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refused to construct {module}.{name}")
+
+
+def _unpickle(f: Path) -> dict:
+    try:
+        with open(f, "rb") as fh:
+            d = _ArraysOnly(fh, encoding="bytes").load()
+    except (OSError, pickle.UnpicklingError, EOFError, ValueError) as exc:
+        raise _bad(f"not a CIFAR batch file: {exc}", f) from None
+    if not isinstance(d, dict):
+        raise _bad("not a CIFAR batch file (not a dict)", f)
+    return {(k.decode() if isinstance(k, bytes) else k): v for k, v in d.items()}
+
+
+def _cifar(p: Path) -> Source:
+    """CIFAR-10 (`data_batch_1..5`, `test_batch`, `batches.meta`) or CIFAR-100
+    (`train`, `test`, `meta`, fine labels)."""
+    if (p / "batches.meta").is_file():
+        meta, label_key, names_key = _unpickle(p / "batches.meta"), "labels", "label_names"
+        train_files = sorted(p.glob("data_batch_*"))
+        test_files = [p / "test_batch"] if (p / "test_batch").is_file() else []
+    else:
+        meta, label_key, names_key = _unpickle(p / "meta"), "fine_labels", "fine_label_names"
+        train_files = [p / "train"] if (p / "train").is_file() else []
+        test_files = [p / "test"] if (p / "test").is_file() else []
+    if not train_files:
+        raise _bad("a CIFAR directory without training batches (data_batch_* or train)", p)
+    names = [n.decode() if isinstance(n, bytes) else str(n) for n in meta.get(names_key, [])]
+
+    def read(files):
+        xs, ys = [], []
+        for f in files:
+            d = _unpickle(f)
+            if "data" not in d or label_key not in d:
+                raise _bad(f"not a CIFAR batch file (no 'data' or '{label_key}')", f)
+            x = np.asarray(d["data"], dtype=np.uint8)
+            if x.ndim != 2 or x.shape[1] != 3072:
+                raise _bad(f"CIFAR data must be (N, 3072) (got {x.shape})", f)
+            xs.append(x.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
+            ys.append(np.asarray(d[label_key], dtype=np.int64))
+        return np.concatenate(xs), np.concatenate(ys)
+
+    x_train, y_train = read(train_files)
+    x_test, y_test = read(test_files) if test_files else (None, None)
+    n = int(max(y_train.max(), y_test.max() if y_test is not None else 0)) + 1
+    if len(names) < n:
+        names = names + [str(k) for k in range(len(names), n)]
+    src = Source("cifar", str(p), names, x_train, y_train, x_test, y_test)
+    _check_pairs(src, p)
+    return src
+
+
+def _folder(p: Path) -> Source:
+    classes = sorted(d.name for d in p.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if not classes:
+        raise _bad("no class folders: expected one sub-folder of images per class", p)
+    files, labels = [], []
+    for k, c in enumerate(classes):
+        imgs = sorted(f for f in (p / c).rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+        if not imgs:
+            raise _bad(f"class {c!r} has no images ({', '.join(IMAGE_SUFFIXES)})", p / c)
+        files += [str(f) for f in imgs]
+        labels += [k] * len(imgs)
+    _check_images(files)
+    return Source("folder", str(p), classes, files=files, labels=labels)
+
+
+def _check_images(files: list[str]) -> None:
+    """Every file must be an image a decoder can read: checked now, naming the file, rather
+    than as a decode error in the middle of an epoch."""
+    try:
+        from PIL import Image
+    except ImportError:  # pragma: no cover - pillow is a dependency
+        return
+    for f in files:
+        try:
+            with Image.open(f) as im:
+                im.verify()
+        except Exception as exc:  # noqa: BLE001 - PIL raises many kinds for a bad file
+            raise _bad(f"unreadable image: {type(exc).__name__}: {exc}", f) from None
+
+
+def check_against_spec(src: Source, classes: int, spec_shape: tuple, image_size: tuple | None,
+                       fixed_input: str | None) -> tuple[int, int]:
+    """The (height, width) images are fed at; errors when the data cannot train the spec.
+
+    Args:
+        src: the data.
+        classes: the spec's classifier width (head.classes).
+        spec_shape: the spec's input (H, W, C).
+        image_size: the recipe's data.image_size, if any.
+        fixed_input: the name of a layer that fixes the input size (a flatten), if any.
+    """
+    ys = [src.y_train if src.kind != "folder" else np.asarray(src.labels)]
+    if src.y_test is not None:
+        ys.append(src.y_test)
+    top = max(int(y.max()) for y in ys)
+    if top >= classes:
+        raise _bad(f"labels go up to {top} but the spec's head has {classes} classes; pass --set "
+                   f"head.classes={max(top + 1, src.classes)}", src.path)
+    size = tuple(image_size) if image_size else tuple(spec_shape[:2])
+    if fixed_input and size != tuple(spec_shape[:2]):
+        raise _bad(f"the spec takes {spec_shape[0]}x{spec_shape[1]} images only ({fixed_input!r} fixes its input "
+                   f"size) but data.image_size is {size[0]}x{size[1]}", src.path)
+    return size
+
+
+# ---------------------------------------------------------------- tf.data
+
+
+@dataclass
+class Pipelines:
+    train: object
+    val: object | None
+    steps_per_epoch: int
+    val_steps: int | None
+    train_size: int
+    val_size: int
+
+
+def split(src: Source, validation_split: float, seed: int):
+    """Train/validation index split: the data's own test set when it has one and no split
+    is asked for, else a seeded random split of the training data."""
+    n = src.train_size
+    idx = np.random.default_rng(seed).permutation(n)
+    if validation_split > 0:
+        k = max(1, int(round(n * validation_split)))
+        return idx[k:], idx[:k], "split"
+    return idx, None, "test" if src.x_test is not None else "none"
+
+
+def datasets(src: Source, recipe, size: tuple[int, int], channels: int, classes: int, outputs: int,
+             global_batch: int, seed: int, augment=None) -> Pipelines:
+    """`tf.data` pipelines: decode (parallel), resize, shuffle, batch, augmentation on
+    the batches, one-hot labels (one copy per model output), prefetch.
+
+    Args:
+        src: the data.
+        recipe: the recipe (its `data` section).
+        size: (height, width) the images are fed at.
+        channels: the model's input channels (grayscale and RGB are converted).
+        classes: the classifier's width (labels are one-hot of that width).
+        outputs: the model's outputs (GoogLeNet with aux classifiers: 3).
+        global_batch: the batch over all replicas.
+        seed: shuffling and the validation split.
+        augment: a function (images, one-hot labels) -> (images, labels) for training
+            batches, or None.
+    """
+    import tensorflow as tf
+
+    d = recipe.data
+    tr, va, val_kind = split(src, d.validation_split, seed)
+    AUTOTUNE = tf.data.AUTOTUNE
+
+    def to_float(img):
+        img = tf.cast(img, tf.float32)
+        if img.shape[-1] != channels:
+            img = tf.image.grayscale_to_rgb(img) if channels == 3 else tf.image.rgb_to_grayscale(img)
+        if tuple(img.shape[-3:-1]) != tuple(size):
+            img = tf.image.resize(img, size)
+        return img
+
+    def make(train: bool, indices=None, arrays=None):
+        if src.kind == "folder":
+            files = tf.constant([src.files[i] for i in indices])
+            ys = tf.constant([src.labels[i] for i in indices], tf.int64)
+            ds = tf.data.Dataset.from_tensor_slices((files, ys))
+            n = len(indices)
+
+            def load(f, y):
+                img = tf.io.decode_image(tf.io.read_file(f), channels=channels, expand_animations=False)
+                img.set_shape([None, None, channels])
+                return to_float(img), y
+        else:
+            x, y = arrays if arrays is not None else (src.x_train[indices], src.y_train[indices])
+            ds = tf.data.Dataset.from_tensor_slices((x, y))
+            n = len(y)
+
+            def load(a, b):
+                return to_float(a), b
+        if train:
+            ds = ds.shuffle(max(1, min(d.shuffle_buffer, n)), seed=seed, reshuffle_each_iteration=True)
+        ds = ds.map(load, num_parallel_calls=AUTOTUNE)
+        if d.cache:
+            ds = ds.cache()
+        ds = ds.batch(global_batch)
+        ds = ds.map(lambda a, b: (a, tf.one_hot(b, classes)), num_parallel_calls=AUTOTUNE)
+        if train and augment is not None:
+            ds = ds.map(augment, num_parallel_calls=AUTOTUNE)
+        if outputs > 1:
+            ds = ds.map(lambda a, oh: (a, tuple([oh] * outputs)))
+        return ds.prefetch(AUTOTUNE), n
+
+    train, n_train = make(True, tr)
+    if va is not None:
+        val, n_val = make(False, va)
+    elif val_kind == "test":
+        val, n_val = make(False, arrays=(src.x_test, src.y_test))
+    else:
+        val, n_val = None, 0
+    return Pipelines(train, val, steps(n_train, global_batch), steps(n_val, global_batch) if val is not None else None,
+                     n_train, n_val)
+
+
+def evaluation_dataset(src: Source, size, channels: int, classes: int, batch: int):
+    """The data to evaluate on: the test set when the data has one, else all of it; as
+    (dataset of (images, one-hot labels), integer labels in order)."""
+    import tensorflow as tf
+
+    if src.kind == "folder":
+        ys = np.asarray(src.labels)
+        files = tf.constant(src.files)
+
+        def load(f):
+            img = tf.io.decode_image(tf.io.read_file(f), channels=channels, expand_animations=False)
+            img.set_shape([None, None, channels])
+            return tf.image.resize(tf.cast(img, tf.float32), size)
+        ds = tf.data.Dataset.from_tensor_slices(files).map(load, num_parallel_calls=tf.data.AUTOTUNE)
+    else:
+        x, ys = (src.x_test, src.y_test) if src.x_test is not None else (src.x_train, src.y_train)
+
+        def load(a):
+            img = tf.cast(a, tf.float32)
+            if img.shape[-1] != channels:
+                img = tf.image.grayscale_to_rgb(img) if channels == 3 else tf.image.rgb_to_grayscale(img)
+            return tf.image.resize(img, size) if tuple(img.shape[:2]) != tuple(size) else img
+        ds = tf.data.Dataset.from_tensor_slices(x).map(load, num_parallel_calls=tf.data.AUTOTUNE)
+    labels = tf.data.Dataset.from_tensor_slices(tf.one_hot(ys, classes))
+    return tf.data.Dataset.zip((ds, labels)).batch(batch).prefetch(tf.data.AUTOTUNE), np.asarray(ys)
+
+
+def steps(n: int, batch: int) -> int:
+    return max(1, -(-n // batch))

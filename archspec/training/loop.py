@@ -1,0 +1,498 @@
+"""`archspec train`: a spec trained from a recipe with Keras `fit`, into a run directory
+that can always be resumed.
+
+The run directory::
+
+    RUN/
+      spec.yaml        the resolved spec (self-contained: a run is reproducible)
+      recipe.yaml      the resolved recipe
+      run.json         what resume needs: the data path, classes, overrides, the plan
+      classes.json     class names in label order (for predict)
+      checkpoints/     tf.train.CheckpointManager: model, optimizer, epoch; every epoch and
+                       on SIGINT/SIGTERM (max_to_keep from the recipe)
+      best.keras       the best epoch on the monitored metric
+      final.keras      the model after the last epoch
+      history.csv      one row per completed epoch
+      tensorboard/     scalars (loss, metrics, learning rate), histograms on request
+      metrics.json     epochs_completed, best_epoch, val_loss, val_top1, val_top5, images_per_second
+
+Every file of ours is written atomically (temporary name, then rename); the checkpoint is
+the truth about progress: on resume the epoch counter restored from the latest checkpoint
+says which epochs are complete, and history rows past it are dropped.
+
+Learning-rate schedules work per epoch (so the position in the schedule is the epoch
+restored from the checkpoint). With `distribute`, `data.batch_size` is per replica: the
+global batch is batch_size x replicas, and the learning rate is scaled by the number of
+replicas (the linear scaling rule).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import shutil
+import signal
+from pathlib import Path
+from typing import Any, Callable
+
+from ..atomic import atomic_output, write_text_atomic
+from ..errors import ArchspecError, Location, SpecError
+
+HISTORY = "history.csv"
+
+
+class Interrupted(ArchspecError):
+    """Training stopped by SIGINT/SIGTERM; a checkpoint was saved (exit 130)."""
+
+    exit_code = 130
+
+
+class DivergedError(ArchspecError):
+    """The loss became NaN or infinite; the last good checkpoint is kept (exit 1)."""
+
+
+# ---------------------------------------------------------------- the plan
+
+
+def plan(recipe, epochs: int | None = None) -> list[dict]:
+    """The phases with their global epoch ranges: [{name, start, end, phase}, ...]."""
+    phases = recipe.planned_phases()
+    if epochs is not None:
+        if len(phases) > 1:
+            raise SpecError(f"--epochs sets the epochs of a recipe without phases; {recipe.name} has "
+                            f"{len(phases)} (use --recipe-set phases[K].epochs=N)")
+        phases = [phases[0].model_copy(update={"epochs": epochs})]
+    out, start = [], 0
+    for p in phases:
+        out.append({"name": p.name, "start": start, "end": start + p.epochs, "phase": p})
+        start += p.epochs
+    return out
+
+
+def schedule_lr(recipe, base: float, epoch_in_phase: int, phase_epochs: int) -> float:
+    """The learning rate of an epoch (0-based within its phase) under the recipe's schedule
+    (plateau is handled by its callback and starts at `base`)."""
+    s = recipe.schedule
+    if s.warmup_epochs and epoch_in_phase < s.warmup_epochs and s.name in ("step", "cosine"):
+        return base * (epoch_in_phase + 1) / (s.warmup_epochs + 1)
+    if s.name == "step":
+        return base * s.factor ** sum(1 for b in s.boundaries if epoch_in_phase >= b)
+    if s.name == "cosine":
+        span = max(1, phase_epochs - s.warmup_epochs)
+        t = min(1.0, (epoch_in_phase - s.warmup_epochs) / span)
+        return s.min_learning_rate + (base - s.min_learning_rate) * 0.5 * (1 + math.cos(math.pi * t))
+    return base
+
+
+# ---------------------------------------------------------------- the run directory
+
+
+def _dump_yaml(data: dict, comment: str) -> str:
+    import yaml
+
+    return "".join(f"# {line}\n" for line in comment.splitlines()) + yaml.safe_dump(
+        data, sort_keys=False, default_flow_style=None, width=110, allow_unicode=True)
+
+
+def _recipe_data(recipe) -> dict:
+    data = recipe.model_dump(mode="json", by_alias=True, exclude_defaults=True)
+    data.pop("extends", None)
+    return {"format": 1, "name": recipe.name, **{k: v for k, v in data.items() if k not in ("format", "name")}}
+
+
+def prepare_run_dir(out: Path, *, force: bool, resume: bool) -> None:
+    if resume:
+        if not (out / "run.json").is_file():
+            raise SpecError("not a run directory of archspec train (no run.json): nothing to resume", Location(str(out)))
+        return
+    if out.exists():
+        if not force:
+            raise SpecError("exists; pass --force to start over (its contents are deleted) or --resume to continue",
+                            Location(str(out)))
+        if out.is_dir() and not out.is_symlink():
+            shutil.rmtree(out)
+        else:
+            out.unlink()
+    if not out.parent.exists():
+        raise SpecError(f"directory {str(out.parent)!r} does not exist", Location(str(out)))
+    out.mkdir()
+
+
+def read_history(out: Path) -> list[dict]:
+    f = out / HISTORY
+    if not f.is_file():
+        return []
+    with open(f, newline="") as fh:
+        return [{k: _cell(k, v) for k, v in row.items()} for row in csv.DictReader(fh)]
+
+
+def _cell(key: str, value: str):
+    if key == "phase":
+        return value
+    if value == "":
+        return None
+    return int(value) if key == "epoch" else float(value)
+
+
+def write_history(out: Path, rows: list[dict]) -> None:
+    if not rows:
+        return
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=keys, lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: r.get(k, "") for k in keys})
+    write_text_atomic(out / HISTORY, buf.getvalue())
+
+
+def write_json(path: Path, obj) -> None:
+    write_text_atomic(path, json.dumps(obj, indent=2, default=float) + "\n")
+
+
+# ---------------------------------------------------------------- Keras pieces
+
+
+def make_optimizer(recipe, lr: float, precision: str):
+    import keras
+
+    o = recipe.optimizer
+    kw: dict[str, Any] = {"learning_rate": lr}
+    if o.clipnorm:
+        kw["clipnorm"] = o.clipnorm
+    if o.name == "sgd":
+        opt = keras.optimizers.SGD(momentum=o.momentum, nesterov=o.nesterov,
+                                   weight_decay=o.weight_decay or None, **kw)
+    elif o.name == "adam":
+        opt = keras.optimizers.Adam(**kw)
+    elif o.name == "adamw":
+        opt = keras.optimizers.AdamW(weight_decay=o.weight_decay or 0.004, **kw)
+    else:
+        opt = keras.optimizers.RMSprop(momentum=o.momentum, **kw)
+    if precision == "mixed_float16":
+        opt = keras.optimizers.LossScaleOptimizer(opt)
+    return opt
+
+
+def metric_objects(recipe, classes: int):
+    import keras
+
+    out = []
+    for m in recipe.metrics:
+        if m == "top1":
+            out.append(keras.metrics.CategoricalAccuracy(name="top1"))
+        else:
+            out.append(keras.metrics.TopKCategoricalAccuracy(k=min(5, classes), name="top5"))
+    return out
+
+
+def augmenter(recipe, size: tuple[int, int], seed: int) -> Callable | None:
+    """A function (images, one-hot labels) -> (images, labels) applying the recipe's
+    augmentation to a training batch, or None when there is none."""
+    a = recipe.augmentation
+    import keras
+    import tensorflow as tf
+
+    layers = []
+    if a.flip != "none":
+        layers.append(keras.layers.RandomFlip(a.flip, seed=seed))
+    if a.crop_padding:
+        layers += [keras.layers.ZeroPadding2D(a.crop_padding), keras.layers.RandomCrop(*size, seed=seed + 1)]
+    if a.translate:
+        layers.append(keras.layers.RandomTranslation(a.translate, a.translate, seed=seed + 2))
+    if a.rotation:
+        layers.append(keras.layers.RandomRotation(a.rotation, seed=seed + 3))
+    if a.zoom:
+        layers.append(keras.layers.RandomZoom(a.zoom, seed=seed + 4))
+    if a.contrast:
+        layers.append(keras.layers.RandomContrast(a.contrast, seed=seed + 5))
+    if not layers and not a.mixup and not a.cutmix:
+        return None
+
+    def beta(alpha, n):
+        g1 = tf.random.gamma([n], alpha)
+        g2 = tf.random.gamma([n], alpha)
+        return g1 / (g1 + g2)
+
+    def apply(x, y):
+        for layer in layers:
+            x = layer(x, training=True)
+        n = tf.shape(x)[0]
+        if a.mixup:
+            lam = beta(a.mixup, n)
+            perm = tf.random.shuffle(tf.range(n))
+            lx = tf.reshape(lam, [-1, 1, 1, 1])
+            x = lx * x + (1 - lx) * tf.gather(x, perm)
+            y = lam[:, None] * y + (1 - lam[:, None]) * tf.gather(y, perm)
+        if a.cutmix:
+            lam = beta(a.cutmix, 1)[0]
+            h, w = size
+            ch = tf.cast(tf.round(h * tf.sqrt(1 - lam)), tf.int32)
+            cw = tf.cast(tf.round(w * tf.sqrt(1 - lam)), tf.int32)
+            cy = tf.random.uniform([], 0, h, tf.int32)
+            cx = tf.random.uniform([], 0, w, tf.int32)
+            y0, y1 = tf.clip_by_value(cy - ch // 2, 0, h), tf.clip_by_value(cy + ch // 2, 0, h)
+            x0, x1 = tf.clip_by_value(cx - cw // 2, 0, w), tf.clip_by_value(cx + cw // 2, 0, w)
+            rows = tf.logical_and(tf.range(h) >= y0, tf.range(h) < y1)
+            cols = tf.logical_and(tf.range(w) >= x0, tf.range(w) < x1)
+            box = tf.cast(tf.logical_and(rows[:, None], cols[None, :]), x.dtype)[None, :, :, None]
+            perm = tf.random.shuffle(tf.range(n))
+            x = x * (1 - box) + tf.gather(x, perm) * box
+            frac = tf.reduce_mean(box)
+            y = (1 - frac) * y + frac * tf.gather(y, perm)
+        return x, y
+
+    return apply
+
+
+def strategy_of(distribute: str | None):
+    import tensorflow as tf
+
+    if distribute in (None, "none"):
+        return tf.distribute.get_strategy()
+    if distribute == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if distribute == "multi_worker":
+        if "TF_CONFIG" not in os.environ:
+            raise SpecError("--distribute multi_worker reads the cluster from TF_CONFIG, which is not set "
+                            "(see the README's training section)")
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    raise SpecError(f"--distribute must be none, mirrored or multi_worker (got {distribute!r})")
+
+
+# ---------------------------------------------------------------- train
+
+
+def train(spec_ref, recipe_ref, data: str | os.PathLike | None, out: str | os.PathLike, *,
+          overrides: list[str] | None = None, recipe_overrides: list[str] | None = None,
+          epochs: int | None = None, batch_size: int | None = None, weights: str | None = None,
+          resume: bool = False, force: bool = False, distribute: str | None = None,
+          say: Callable[[str], None] = lambda m: None, verbose: int | str = "auto") -> dict:
+    """Train a spec from a recipe into the run directory `out` (or resume it).
+
+    Args:
+        spec_ref: a spec path, bundled name or Spec (ignored with `resume`: the run's own).
+        recipe_ref: a recipe path or bundled name (ignored with `resume`).
+        data: an image folder, a CIFAR directory or an .npz (with `resume`: default the run's).
+        out: the run directory (must not exist unless `force` or `resume`).
+        overrides: `--set` overrides of the spec.
+        recipe_overrides: `--recipe-set` overrides of the recipe.
+        epochs, batch_size: shortcuts for the recipe's `epochs` and `data.batch_size`.
+        weights: initial weights (.weights.h5, or a keras.applications .h5 by layer name).
+        resume: continue `out` from its latest checkpoint.
+        force: start over in an existing `out` (its contents are deleted).
+        distribute: None, "mirrored" or "multi_worker".
+        say: progress messages.
+        verbose: Keras' fit verbosity (progress bar).
+
+    Returns:
+        The run's metrics (as metrics.json) with `history`, one dict per completed epoch.
+    """
+    from ..api import _keras_build, load, lower_spec
+    from . import data as data_mod
+    from .recipe import frozen_layers, load_recipe
+
+    out = Path(out)
+    prepare_run_dir(out, force=force, resume=resume)
+    if resume:
+        run = json.loads((out / "run.json").read_text())
+        spec = load(str(out / "spec.yaml"))
+        recipe, recipe_raw = load_recipe(str(out / "recipe.yaml"))
+        data = data or run["data"]
+        epochs = run.get("epochs")
+    else:
+        try:
+            spec = load(spec_ref, overrides) if not hasattr(spec_ref, "model_dump") else spec_ref
+            extra = ([f"data.batch_size={batch_size}"] if batch_size else [])
+            recipe, recipe_raw = load_recipe(recipe_ref, list(recipe_overrides or []) + extra)
+            if data is None:
+                raise SpecError("--data is required: an image folder, a CIFAR directory or an .npz")
+        except BaseException:
+            shutil.rmtree(out, ignore_errors=True)  # nothing of a refused start stays behind
+            raise
+    try:
+        src = data_mod.open_source(data)
+        graph0 = lower_spec(spec)
+        fixed = next((n.name for n in graph0.nodes if n.op in ("flatten", "reshape")), None)
+        size = data_mod.check_against_spec(src, spec.head.classes, spec.input.shape, recipe.data.image_size, fixed)
+        if not spec.head.include_top:
+            raise SpecError("training needs the spec's classifier: head.include_top is false")
+        if tuple(size) != tuple(spec.input.shape[:2]):  # fed at data.image_size: the network is built for it
+            spec = spec.model_copy(update={"input": spec.input.model_copy(
+                update={"shape": (size[0], size[1], spec.input.shape[2])})})
+        phases = plan(recipe, epochs)
+        graph = lower_spec(spec)
+        for i, ph in enumerate(phases):  # unknown layers in freeze rules: refused before anything runs
+            frozen_layers(graph, spec, ph["phase"], recipe_raw, i)
+    except BaseException:
+        if not resume:
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+    if not resume:
+        from ..compound import dump_spec
+        from ..resolving import resolve
+
+        write_text_atomic(out / "spec.yaml", dump_spec(resolve(spec), f"archspec train: the resolved spec "
+                                                                      f"{spec.name}"))
+        write_text_atomic(out / "recipe.yaml", _dump_yaml(_recipe_data(recipe), f"archspec train: the resolved "
+                                                                                f"recipe {recipe.name}"))
+        write_json(out / "classes.json", src.class_names)
+        write_json(out / "run.json", {"data": str(Path(data).resolve()), "epochs": epochs, "distribute": distribute,
+                                      "spec": spec.name, "recipe": recipe.name, "weights": weights,
+                                      "image_size": list(size), "phases": [
+                                          {k: v for k, v in p.items() if k != "phase"} for p in phases]})
+    kb = _keras_build()
+    return _fit(kb, graph, spec, recipe, src, out, phases, size, weights if not resume else None, resume,
+                distribute, say, verbose)
+
+
+def _fit(kb, graph, spec, recipe, src, out: Path, phases, size, weights, resume, distribute, say, verbose) -> dict:
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from . import data as data_mod
+    from .recipe import frozen_layers
+
+    strategy = strategy_of(distribute)
+    replicas = strategy.num_replicas_in_sync
+    global_batch = recipe.data.batch_size * replicas
+    outputs = len(graph.outputs)
+    classes = spec.head.classes
+    keras.utils.set_random_seed(recipe.seed)
+    with strategy.scope():
+        model = kb.build_model(graph, precision=None if recipe.precision == "float32" else recipe.precision,
+                               seed=recipe.seed)
+        if weights:  # pretrained weights by layer name; a classifier of another width keeps its initial ones
+            kb.load_weights(model, weights, skip_mismatch=True)
+            say(f"initial weights from {weights}")
+    pipes = data_mod.datasets(src, recipe, size, spec.input.shape[2], classes, outputs, global_batch, recipe.seed,
+                              augmenter(recipe, size, recipe.seed))
+    if pipes.val is None:
+        say("no validation data (the data has no test set and data.validation_split is 0): val_* metrics are absent")
+    loss_weights = graph.meta.get("loss_weights") if outputs > 1 else None
+    if outputs > 1 and recipe.loss.aux_weights is not None:
+        if len(recipe.loss.aux_weights) != outputs - 1:
+            raise SpecError(f"loss.aux_weights has {len(recipe.loss.aux_weights)} weights but the model has "
+                            f"{outputs - 1} auxiliary outputs")
+        loss_weights = [1.0, *recipe.loss.aux_weights]
+    main_out = graph.outputs[0]
+    monitor = _monitor(recipe.callbacks.checkpoint.monitor, pipes)
+    history = read_history(out) if resume else []
+    run = json.loads((out / "run.json").read_text())
+    stopped = set(run.get("stopped_early", []))
+    state: dict[str, Any] = {"interrupted": False, "nan": None}
+    ckpt_dir = str(out / "checkpoints")
+    latest = tf.train.latest_checkpoint(ckpt_dir) if resume else None
+    completed = int(tf.train.load_variable(latest, "epoch/.ATTRIBUTES/VARIABLE_VALUE")) if latest else 0
+    if resume:
+        say(f"resuming {out}: {completed} epochs complete" + (f" ({latest})" if latest else " (no checkpoint yet)"))
+
+    def on_signal(signum, frame):
+        state["interrupted"] = signal.Signals(signum).name
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        for pi, ph in enumerate(phases):
+            if completed >= ph["end"] or ph["name"] in stopped:
+                continue
+            frozen = frozen_layers(graph, spec, ph["phase"], None, pi)
+            for layer in model.layers:
+                layer.trainable = layer.name not in frozen
+            base_lr = (ph["phase"].learning_rate or recipe.optimizer.learning_rate) * replicas
+            with strategy.scope():
+                opt = make_optimizer(recipe, base_lr, recipe.precision)
+                loss = keras.losses.CategoricalCrossentropy(label_smoothing=recipe.loss.label_smoothing)
+                mets = metric_objects(recipe, classes)
+                model.compile(optimizer=opt, loss=[loss] * outputs if outputs > 1 else loss,
+                              loss_weights=loss_weights,
+                              metrics=[mets] + [[] for _ in range(outputs - 1)] if outputs > 1 else mets,
+                              jit_compile=recipe.jit_compile)
+                opt.build(model.trainable_variables)
+                epoch_var = tf.Variable(completed, dtype=tf.int64, trainable=False, name="epoch")
+            ckpt = tf.train.Checkpoint(model=model, optimizer=opt, epoch=epoch_var)
+            manager = tf.train.CheckpointManager(ckpt, ckpt_dir, max_to_keep=recipe.callbacks.checkpoint.max_to_keep)
+            if latest is not None:  # restored once, into the phase the run stopped in
+                if completed > ph["start"]:  # mid-phase: weights, optimizer state and epoch
+                    ckpt.restore(latest).assert_existing_objects_matched()
+                else:  # at a phase boundary: the weights (the new phase has a new optimizer)
+                    tf.train.Checkpoint(model=model).restore(latest).expect_partial()
+                latest = None
+            start = max(completed, ph["start"])
+            history[:] = [r for r in history if int(r["epoch"]) < start]
+            write_history(out, history)
+            trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+            say(f"phase {ph['name']}: epochs {start + 1}-{ph['end']} of {phases[-1]['end']}, {trainable:,} trainable "
+                f"params, learning rate {base_lr:g}, global batch {global_batch}"
+                + (f" over {replicas} replicas" if replicas > 1 else ""))
+            from .callbacks import RunCallback
+
+            callbacks = [RunCallback(out, recipe, ph, base_lr, manager, epoch_var, history, state,
+                                     pipes.steps_per_epoch, global_batch, main_out, monitor, say)]
+            if recipe.schedule.name == "plateau":
+                callbacks.append(keras.callbacks.ReduceLROnPlateau(
+                    monitor=monitor, factor=recipe.schedule.factor, patience=recipe.schedule.patience,
+                    min_lr=recipe.schedule.min_learning_rate))
+            early = None
+            if recipe.callbacks.early_stopping:
+                es = recipe.callbacks.early_stopping
+                early = keras.callbacks.EarlyStopping(monitor=_monitor(es.monitor, pipes), patience=es.patience,
+                                                      restore_best_weights=es.restore_best)
+                callbacks.append(early)
+            if recipe.callbacks.tensorboard is not None:
+                callbacks.append(keras.callbacks.TensorBoard(
+                    str(out / "tensorboard"), histogram_freq=recipe.callbacks.tensorboard.histogram_freq))
+            model.fit(pipes.train, validation_data=pipes.val, epochs=ph["end"], initial_epoch=start,
+                      steps_per_epoch=pipes.steps_per_epoch, callbacks=callbacks, verbose=verbose, shuffle=False)
+            completed = int(epoch_var.numpy())
+            if state["nan"] is not None:
+                e, b = state["nan"]
+                raise DivergedError(
+                    f"the loss became NaN or infinite in epoch {e + 1} (batch {b + 1}); training stopped. The last "
+                    f"good checkpoint is kept: {manager.latest_checkpoint or 'none (no epoch completed)'}; lower the "
+                    f"learning rate (--recipe-set optimizer.learning_rate=...) and start over")
+            if state["interrupted"]:
+                manager.save()
+                raise Interrupted(f"{state['interrupted']}: stopped in epoch {completed + 1}; checkpoint saved after "
+                                  f"{completed} complete epochs. Continue with: archspec train --resume {out}")
+            if completed < ph["end"] and early is not None and early.stopped_epoch:
+                say(f"early stopping ended phase {ph['name']} after epoch {completed}")
+                stopped.add(ph["name"])
+                write_json(out / "run.json", {**run, "stopped_early": sorted(stopped)})
+        with atomic_output(out / "final.keras") as tmp:
+            model.save(tmp)
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+    metrics = summary(out, recipe, pipes, phases)
+    write_json(out / "metrics.json", metrics)
+    return {**metrics, "history": read_history(out)}
+
+
+def _monitor(name: str, pipes) -> str:
+    if name.startswith("val_") and pipes.val is None:
+        return name[4:]
+    return name
+
+
+def summary(out: Path, recipe, pipes, phases) -> dict:
+    """metrics.json: progress, the best epoch's figures on the monitored metric, throughput."""
+    rows = read_history(out)
+    monitor = _monitor(recipe.callbacks.checkpoint.monitor, pipes)
+    best = _best_row(rows, monitor, recipe.callbacks.checkpoint.mode)
+    ips = sorted(r["images_per_second"] for r in rows if r.get("images_per_second"))
+    return {"epochs_completed": len(rows), "epochs_planned": phases[-1]["end"], "monitor": monitor,
+            "best_epoch": int(best["epoch"]) + 1 if best else None,
+            **{k: (best.get(k) if best else None) for k in ("val_loss", "val_top1", "val_top5", "loss", "top1", "top5")},
+            "images_per_second": ips[len(ips) // 2] if ips else None,
+            "train_images": pipes.train_size, "val_images": pipes.val_size}
+
+
+def _best_row(rows: list[dict], monitor: str, mode: str):
+    rows = [r for r in rows if monitor in r and r[monitor] == r[monitor]]
+    if not rows:
+        return None
+    maximize = mode == "max" or (mode == "auto" and ("top" in monitor or "acc" in monitor))
+    return (max if maximize else min)(rows, key=lambda r: r[monitor])
