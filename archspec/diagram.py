@@ -202,7 +202,7 @@ class Box:
     inner: Inner
     sources: list = field(default_factory=list)  # [(block index, tensor name, shape)] read from other blocks
     output: str = ""
-    anchor: str | None = None  # the id of the block's line in the report's spec listing
+    anchor: tuple | None = None  # (id, label) of the block's line in the report's spec listing
     run: int | None = None  # the run (collapsed group) it belongs to
 
     @property
@@ -291,7 +291,7 @@ def render_svg(graph: Graph, *, expanded: bool = False, anchors: dict | None = N
     Args:
         graph: the lowered network.
         expanded: draw every block expanded (and every run open) instead of collapsed.
-        anchors: for each block path, the id of its line in the report's spec listing.
+        anchors: for each block path, (id, label) of its line in the report's spec listing.
         interactive: add the data the HTML report's script needs (its layout state).
     """
     boxes = boxes_of(graph, anchors)
@@ -369,8 +369,8 @@ def _connector(cx, col, y_from, y_to, chain, tensor, shape, dst, w_from, w_to) -
 
 
 def _header(b: Box, x, y, w) -> str:
-    link = (f'<a href="#{b.anchor}"><text class="src-link" x="{x + MIN_BOX_W - PAD}" y="{y + 17}" '
-            f'text-anchor="end">spec line {b.anchor.split("L")[-1]}</text></a>') if b.anchor else ""
+    link = (f'<a href="#{b.anchor[0]}"><text class="src-link" x="{x + MIN_BOX_W - PAD}" y="{y + 17}" '
+            f'text-anchor="end">{escape(b.anchor[1])}</text></a>') if b.anchor else ""
     merges = f" \u00b7 {b.inner.merges} merge{'s' if b.inner.merges != 1 else ''}" if b.inner.merges else ""
     return (f'<text class="bn" x="{x + PAD}" y="{y + 17}">{escape(b.name)} <tspan class="bt">{escape(b.type)}</tspan>'
             f'</text><text class="bs" x="{x + PAD}" y="{y + 33}">{shape_text(b.shape)} \u00b7 {b.params:,} params \u00b7 '
@@ -382,7 +382,7 @@ def _box(b: Box, cx, y, expanded: bool, hidden: bool = False) -> str:
     x = cx - w / 2
     h = b.inner.height if expanded else b.collapsed_h
     cls = "block" + (" expanded" if expanded else "") + (" hidden" if hidden else "")
-    link = f' data-anchor="{b.anchor}"' if b.anchor else ""
+    link = f' data-anchor="{b.anchor[0]}"' if b.anchor else ""
     return (f'<g class="{cls}" data-block="{escape(b.name)}" data-index="{b.index}" data-type="{escape(b.type)}"{link} '
             f'transform="translate({x:.1f},{y:.1f})"><rect class="frame" width="{w}" height="{h}" rx="6"/>'
             f'{_header(b, 0, 0, w)}'

@@ -46,10 +46,11 @@ def _source_file(source: str) -> Path | None:
 
 def spec_sources(raw, graph: Graph) -> tuple[list[dict], dict]:
     """The YAML files the spec came from (itself and what it extends), with their lines,
-    and for each top-level block path its anchor (`f{file index}L{line}`)."""
+    and for each top-level block path its anchor: (`f{file index}L{line}`, a label such as
+    `line 14`, or `densenet121.yaml:47` when the spec extends another file)."""
     files: dict[str, int] = {}
-    anchors: dict[tuple, str] = {}
-    lines: dict[tuple, int] = {}
+    anchors: dict[tuple, tuple] = {}
+    lines: dict[tuple, tuple[str, str]] = {}
     if raw is None:
         return [], {}
     main_loc = raw.locate(())
@@ -68,8 +69,9 @@ def spec_sources(raw, graph: Graph) -> tuple[list[dict], dict]:
         files[src] = len(out)
         out.append({"name": src, "index": len(out), "lines": f.read_text(encoding="utf-8").splitlines()})
     for path, (src, line) in anchors.items():
-        if src in files:
-            lines[path] = f"f{files[src]}L{line}"
+        if src in files:  # the id of its line, and how a link to it reads
+            label = f"{Path(src).name}:{line}" if len(out) > 1 else f"line {line}"
+            lines[path] = (f"f{files[src]}L{line}", label)
     return out, lines
 
 
@@ -114,7 +116,7 @@ def context(graph: Graph, spec, raw, *, measured: dict | None = None, scaling: d
         path = tuple(info.path) if info else ()
         row = {"name": b.name, "type": b.type, "stage": stage_of(spec, path), "shape": shape_text(b.shape),
                "params": b.params, "macs": b.macs, "layers": b.layers, "merges": b.inner.merges,
-               "anchor": anchors.get(path)}
+               "anchor": anchors.get(path, (None, None))[0], "anchor_label": anchors.get(path, (None, None))[1]}
         if measured is not None:
             row["keras_params"] = sum(measured["layers"].get(n, 0) for n in (info.nodes if info else []))
         rows.append(row)

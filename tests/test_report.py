@@ -60,7 +60,7 @@ def test_report_of_every_bundled_spec_is_self_contained_and_complete(name):
     assert f"{graph.params:,}" in html
     # the spec's own YAML is listed with line anchors, and each block links to one that exists
     anchors = set(re.findall(r'<span class="l" id="(f\d+L\d+)"', html))
-    links = re.findall(r'<a href="#(f\d+L\d+)">line', html)
+    links = re.findall(r'<a href="#(f\d+L\d+)">(?:line |[\w.]+\.yaml:)\d+', html)
     assert anchors and links and set(links) <= anchors
 
 
