@@ -8,7 +8,7 @@ import math
 import re
 from html import escape
 
-from .diagram import human
+from .units import human
 
 FONT = 'font-family="sans-serif" font-size="10"'
 COLORS = ("#3a6fb0", "#b7791f", "#3f8f5a", "#b83232")

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from .errors import ArchspecError, SpecError, SpecErrors
+from .units import human, shape_str
 
 EPILOG = """\
 Specs are YAML files or the names of bundled specs (see `archspec list`).
@@ -34,14 +35,6 @@ examples:
 # ---------------------------------------------------------------- formatting
 
 
-def human(n: float) -> str:
-    """12_345_678 -> '12.35M'."""
-    for unit, f in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
-        if abs(n) >= f:
-            return f"{n / f:.2f}{unit}"
-    return str(int(n))
-
-
 def table(rows: list[list], headers: list[str], align: str | None = None) -> str:
     cells = [[str(c) for c in r] for r in rows]
     widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
@@ -52,12 +45,6 @@ def table(rows: list[list], headers: list[str], align: str | None = None) -> str
 
     line = "  ".join("-" * w for w in widths)
     return "\n".join([fmt(headers), line] + [fmt(r) for r in cells])
-
-
-def shape_str(s) -> str:
-    if s and isinstance(s[0], list):
-        return ", ".join(shape_str(x) for x in s)
-    return "(" + ", ".join(str(x) for x in s) + ("," if len(s) == 1 else "") + ")"
 
 
 def print_json(obj) -> None:

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from html import escape
 
 from .graph import Graph, Node
+from .units import human, shape_str
 
 MERGE_OPS = ("add", "concat", "multiply")
 
@@ -36,17 +37,6 @@ MIN_BOX_W = 400
 GAP = 30  # between two blocks: the connector and its shape label
 ARC_MARGIN = 90  # room on the left for arcs between blocks that are not neighbours
 RUN_MIN = 3  # blocks with the same structure in a row before the rest are collapsed
-
-
-def shape_text(shape) -> str:
-    return "(" + ", ".join(str(d) for d in shape) + ("," if len(shape) == 1 else "") + ")"
-
-
-def human(n: float) -> str:
-    for unit, f in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
-        if abs(n) >= f:
-            return f"{n / f:.2f}{unit}"
-    return str(int(n))
 
 
 def _k(v) -> str:
@@ -88,7 +78,7 @@ def _tooltip(n: Node) -> str:
     attrs = ", ".join(f"{k}={v}" for k, v in n.attrs.items() if v is not None and not k.endswith(
         ("initializer", "regularizer")) and k not in ("mean", "variance"))
     return (f"{n.name} ({n.op}{': ' + attrs if attrs else ''})\ninputs: {', '.join(n.inputs) or '-'}\n"
-            f"output {shape_text(n.shape)}, {n.params:,} params, {human(n.macs)} MACs")
+            f"output {shape_str(n.shape)}, {n.params:,} params, {human(n.macs)} MACs")
 
 
 # ---------------------------------------------------------------- one block
@@ -147,7 +137,7 @@ def render_inner(nodes: list[Node], external: dict[str, tuple], block_name: str)
     for p in ports:  # where the block's inputs come in
         x, y = xy(p)
         short = p if len(p) <= 24 else p[:11] + "\u2026" + p[-12:]
-        out.append(f'<g class="port"><title>{escape(p)} {shape_text(external[p])}</title>'
+        out.append(f'<g class="port"><title>{escape(p)} {shape_str(external[p])}</title>'
                    f'<circle cx="{x + NODE_W / 2}" cy="{y + NODE_H / 2}" r="5"/>'
                    f'<text x="{x + NODE_W / 2 + 9}" y="{y + NODE_H / 2 + 4}">{escape(short)}</text></g>')
     by_name = {n.name: n for n in nodes}
@@ -168,7 +158,7 @@ def render_inner(nodes: list[Node], external: dict[str, tuple], block_name: str)
                 d = f"M{cx1} {cy1} C{cx1} {my} {cx2} {my} {cx2} {cy2}"
             shape = by_name[p].shape if p in by_name else external[p]
             out.append(f'<path class="{cls}" d="{d}"><title>{escape(p)} \u2192 {escape(n.name)} '
-                       f'{shape_text(shape)}</title></path>')
+                       f'{shape_str(shape)}</title></path>')
     for n in nodes:
         x, y = xy(n.name)
         merge = n.op in MERGE_OPS
@@ -180,7 +170,7 @@ def render_inner(nodes: list[Node], external: dict[str, tuple], block_name: str)
             f'<rect x="{x}" y="{y}" width="{NODE_W}" height="{NODE_H}" rx="{NODE_H // 2 if merge else 4}"/>'
             f'<text class="ln" x="{x + 6}" y="{y + 11}">{escape(label)}</text>'
             f'<text class="lo" x="{x + 6}" y="{y + 22}">{escape(op_label(n))}</text>'
-            f'<text class="ls" x="{x + NODE_W / 2 + 4}" y="{y + NODE_H + 13}">{shape_text(n.shape)}</text></g>')
+            f'<text class="ls" x="{x + NODE_W / 2 + 4}" y="{y + NODE_H + 13}">{shape_str(n.shape)}</text></g>')
     return Inner(width, HEADER + rows * ROW + PAD, "".join(out), merges)
 
 
@@ -341,7 +331,7 @@ def render_svg(graph: Graph, *, expanded: bool = False, anchors: dict | None = N
                 parts.append(_box(b, cx, 0, False, hidden=True))
     if interactive:
         data = {"boxes": [{"i": b.index, "hc": b.collapsed_h, "he": b.inner.height, "w": b.inner.width,
-                           "run": b.run, "out": b.output, "src": [[s, t, shape_text(sh)] for s, t, sh in b.sources],
+                           "run": b.run, "out": b.output, "src": [[s, t, shape_str(sh)] for s, t, sh in b.sources],
                            "name": b.name} for b in boxes],
                 "gap": GAP, "pad": PAD, "header": HEADER, "cx": cx, "col": width_col, "arc": ARC_MARGIN,
                 "minw": MIN_BOX_W, "width": width}
@@ -364,8 +354,8 @@ def _connector(cx, col, y_from, y_to, chain, tensor, shape, dst, w_from, w_to) -
         d = (f"M{cx - w_from / 2} {ya} L{x} {ya} C{bulge} {ya} {bulge} {yb} {x} {yb} L{cx - w_to / 2} {yb}")
         lx, ly, anchor = bulge - 2, (ya + yb) / 2, ' text-anchor="end"'
     return (f'<g class="link{" chain" if chain else " arc"}"><title>{escape(tensor)} \u2192 {escape(dst)} '
-            f'{shape_text(shape)}</title><path d="{d}"/>'
-            f'<text x="{lx:.1f}" y="{ly:.1f}"{anchor}>{shape_text(shape)}</text></g>')
+            f'{shape_str(shape)}</title><path d="{d}"/>'
+            f'<text x="{lx:.1f}" y="{ly:.1f}"{anchor}>{shape_str(shape)}</text></g>')
 
 
 def _header(b: Box, x, y, w) -> str:
@@ -373,7 +363,7 @@ def _header(b: Box, x, y, w) -> str:
             f'text-anchor="end">{escape(b.anchor[1])}</text></a>') if b.anchor else ""
     merges = f" \u00b7 {b.inner.merges} merge{'s' if b.inner.merges != 1 else ''}" if b.inner.merges else ""
     return (f'<text class="bn" x="{x + PAD}" y="{y + 17}">{escape(b.name)} <tspan class="bt">{escape(b.type)}</tspan>'
-            f'</text><text class="bs" x="{x + PAD}" y="{y + 33}">{shape_text(b.shape)} \u00b7 {b.params:,} params \u00b7 '
+            f'</text><text class="bs" x="{x + PAD}" y="{y + 33}">{shape_str(b.shape)} \u00b7 {b.params:,} params \u00b7 '
             f'{human(b.macs)} MACs \u00b7 {b.layers} layer{"s" if b.layers != 1 else ""}{merges}</text>{link}')
 
 
@@ -399,7 +389,7 @@ def _run_box(members: list[Box], cx, y) -> str:
             f'<rect class="frame" width="{w}" height="{HEADER + 4}" rx="6"/>'
             f'<text class="bn" x="{PAD}" y="17">{escape(first.name)} \u2026 {escape(last.name)} '
             f'<tspan class="bt">\u00d7{len(members)} {escape(first.type)}</tspan></text>'
-            f'<text class="bs" x="{PAD}" y="33">{shape_text(last.shape)} \u00b7 {params:,} params \u00b7 '
+            f'<text class="bs" x="{PAD}" y="33">{shape_str(last.shape)} \u00b7 {params:,} params \u00b7 '
             f'{human(sum(b.macs for b in members))} MACs in all</text></g>')
 
 

@@ -19,6 +19,7 @@ import os
 from typing import Any, Iterable
 
 from .graph import Graph, Node, _jsonable
+from .units import human
 
 MACS_NOTE = "multiply-accumulates of conv, depthwise-conv and dense layers (what papers call FLOPs)"
 
@@ -361,14 +362,6 @@ def _side(g: Graph, label: str) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------- wording
-
-
-def human(n: float) -> str:
-    """12_345_678 -> '12.35M' (as the CLI prints counts)."""
-    for unit, f in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
-        if abs(n) >= f:
-            return f"{n / f:.2f}{unit}"
-    return str(int(n))
 
 
 def signed(n: float, fmt=human) -> str:

@@ -16,7 +16,8 @@ from pathlib import Path
 
 from . import __version__
 from .charts import bars, scaling_plot, through_network
-from .diagram import boxes_of, human, render_svg, shape_text
+from .diagram import boxes_of, render_svg
+from .units import human, shape_str
 from .errors import ArchspecError, Location, SpecError
 from .graph import Graph
 
@@ -114,7 +115,7 @@ def context(graph: Graph, spec, raw, *, measured: dict | None = None, scaling: d
     for b in boxes:
         info = blocks_by_name.get(b.name)
         path = tuple(info.path) if info else ()
-        row = {"name": b.name, "type": b.type, "stage": stage_of(spec, path), "shape": shape_text(b.shape),
+        row = {"name": b.name, "type": b.type, "stage": stage_of(spec, path), "shape": shape_str(b.shape),
                "params": b.params, "macs": b.macs, "layers": b.layers, "merges": b.inner.merges,
                "anchor": anchors.get(path, (None, None))[0], "anchor_label": anchors.get(path, (None, None))[1]}
         if measured is not None:
@@ -142,8 +143,8 @@ def context(graph: Graph, spec, raw, *, measured: dict | None = None, scaling: d
     return {
         "title": title or f"{graph.name} \u2014 archspec report",
         "name": graph.name, "description": getattr(spec, "description", "") or "",
-        "input_shape": shape_text(graph.inputs[0].shape),
-        "outputs": [{"name": o.name, "shape": shape_text(o.shape)} for o in outs],
+        "input_shape": shape_str(graph.inputs[0].shape),
+        "outputs": [{"name": o.name, "shape": shape_str(o.shape)} for o in outs],
         "params": graph.params, "trainable": graph.trainable_params,
         "non_trainable": graph.params - graph.trainable_params, "macs": graph.macs, "macs_h": human(graph.macs),
         "layers": len(graph.nodes), "blocks": len(boxes),

@@ -11,19 +11,10 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import statistics
-import time
+
+from _timing import median_time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-
-
-def median_time(fn, repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def main() -> None:

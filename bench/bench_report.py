@@ -9,20 +9,11 @@ from __future__ import annotations
 
 import argparse
 import platform
-import statistics
 import sys
-import time
+
+from _timing import median_time
 
 NETWORKS = ["resnet50", "resnet152", "densenet201", "efficientnet", "convnext_tiny"]
-
-
-def median_time(fn, repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def main() -> None:
