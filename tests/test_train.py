@@ -358,3 +358,29 @@ def test_googlenet_with_aux_trains_three_outputs_with_their_weights(tmp_path, ca
     main_loss = losses.pop("loss3_classifier_loss")
     total = main_loss + 0.3 * sum(losses.values())
     assert float(row["loss"]) == pytest.approx(total, rel=2e-2)
+
+
+def test_frozen_batch_norm_keeps_its_statistics_and_mixed_precision_trains(digits, tmp_path, capsys):
+    """A frozen part's batch norm runs in inference mode: its moving statistics do not move
+    while the rest trains; the same run under mixed_float16 (loss scaling) learns too."""
+    import keras
+
+    import archspec
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(QUICK.replace("epochs: 8", "phases: [{name: top, epochs: 2, freeze: {until: c2}}]"))
+    for precision in ("float32", "mixed_float16"):
+        run = tmp_path / precision
+        assert main(["train", str(digits / "spec.yaml"), "--recipe", str(recipe), "--data", str(digits / "digits.npz"),
+                     "--out", str(run), "--recipe-set", f"precision={precision}", "--json"]) == 0
+        metrics = json.loads(capsys.readouterr().out)
+        assert metrics["epochs_completed"] == 2 and metrics["val_top1"] > 0.5
+        initial = archspec.build(str(digits / "spec.yaml"), seed=0)
+        final = keras.models.load_model(run / "final.keras")
+        for name in ("c1", "c1_bn"):  # frozen: weights and moving statistics as initialised
+            for a, b in zip(initial.get_layer(name).get_weights(), final.get_layer(name).get_weights()):
+                np.testing.assert_array_equal(a, b)
+        moved = [not np.array_equal(a, b) for a, b in zip(initial.get_layer("c2_bn").get_weights(),
+                                                          final.get_layer("c2_bn").get_weights())]
+        assert all(moved)  # gamma, beta and both moving statistics of the trained part
+    assert final.get_layer("c2").compute_dtype == "float16" and final.get_layer("predictions").dtype == "float32"
