@@ -212,6 +212,13 @@ def test_bad_data_is_one_located_line(digits, tmp_path, capsys):
     code = main(base + [str(tmp_path / "r2"), "--data", str(digits / "digits.npz"), "--recipe-set",
                         "optimizer.nam=adam"])
     assert code == 2 and "--recipe-set optimizer.nam=adam: optimizer.nam: unknown key" in capsys.readouterr().err
+    # --force replaces a run only once everything is checked: bad input loses nothing
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    (kept / "best.keras").write_text("an earlier run")
+    code = main(base + [str(kept), "--data", str(tmp_path / "big.npz"), "--force"])
+    assert code == 2 and "labels go up to 12" in capsys.readouterr().err
+    assert (kept / "best.keras").read_text() == "an earlier run"
 
 
 def _train_cmd(digits, run, *extra):

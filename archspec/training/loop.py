@@ -296,42 +296,38 @@ def train(spec_ref, recipe_ref, data: str | os.PathLike | None, out: str | os.Pa
     from .recipe import frozen_layers, load_recipe
 
     out = Path(out)
-    prepare_run_dir(out, force=force, resume=resume)
     if resume:
+        prepare_run_dir(out, force=False, resume=True)
         run = json.loads((out / "run.json").read_text())
         spec = load(str(out / "spec.yaml"))
         recipe, recipe_raw = load_recipe(str(out / "recipe.yaml"))
         data = data or run["data"]
         epochs = run.get("epochs")
+        distribute = distribute or run.get("distribute")
     else:
-        try:
-            spec = load(spec_ref, overrides) if not hasattr(spec_ref, "model_dump") else spec_ref
-            extra = ([f"data.batch_size={batch_size}"] if batch_size else [])
-            recipe, recipe_raw = load_recipe(recipe_ref, list(recipe_overrides or []) + extra)
-            if data is None:
-                raise SpecError("--data is required: an image folder, a CIFAR directory or an .npz")
-        except BaseException:
-            shutil.rmtree(out, ignore_errors=True)  # nothing of a refused start stays behind
-            raise
-    try:
-        src = data_mod.open_source(data)
-        graph0 = lower_spec(spec)
-        fixed = next((n.name for n in graph0.nodes if n.op in ("flatten", "reshape")), None)
-        size = data_mod.check_against_spec(src, spec.head.classes, spec.input.shape, recipe.data.image_size, fixed)
-        if not spec.head.include_top:
-            raise SpecError("training needs the spec's classifier: head.include_top is false")
-        if tuple(size) != tuple(spec.input.shape[:2]):  # fed at data.image_size: the network is built for it
-            spec = spec.model_copy(update={"input": spec.input.model_copy(
-                update={"shape": (size[0], size[1], spec.input.shape[2])})})
-        phases = plan(recipe, epochs)
+        if out.exists() and not force:  # refused before any work; deleted (with force) only once all is checked
+            raise SpecError("exists; pass --force to start over (its contents are deleted) or --resume to continue",
+                            Location(str(out)))
+        spec = load(spec_ref, overrides) if not hasattr(spec_ref, "model_dump") else spec_ref
+        extra = ([f"data.batch_size={batch_size}"] if batch_size else [])
+        recipe, recipe_raw = load_recipe(recipe_ref, list(recipe_overrides or []) + extra)
+        if data is None:
+            raise SpecError("--data is required: an image folder, a CIFAR directory or an .npz")
+    src = data_mod.open_source(data)
+    if not spec.head.include_top:
+        raise SpecError("training needs the spec's classifier: head.include_top is false")
+    graph = lower_spec(spec)
+    fixed = next((n.name for n in graph.nodes if n.op in ("flatten", "reshape")), None)
+    size = data_mod.check_against_spec(src, spec.head.classes, spec.input.shape, recipe.data.image_size, fixed)
+    if tuple(size) != tuple(spec.input.shape[:2]):  # fed at data.image_size: the network is built for it
+        spec = spec.model_copy(update={"input": spec.input.model_copy(
+            update={"shape": (size[0], size[1], spec.input.shape[2])})})
         graph = lower_spec(spec)
-        for i, ph in enumerate(phases):  # unknown layers in freeze rules: refused before anything runs
-            frozen_layers(graph, spec, ph["phase"], recipe_raw, i)
-    except BaseException:
-        if not resume:
-            shutil.rmtree(out, ignore_errors=True)
-        raise
+    phases = plan(recipe, epochs)
+    for i, ph in enumerate(phases):  # unknown layers in freeze rules: refused before anything runs
+        frozen_layers(graph, spec, ph["phase"], recipe_raw, i)
     if not resume:
+        prepare_run_dir(out, force=force, resume=False)
         from ..compound import dump_spec
         from ..resolving import resolve
 
