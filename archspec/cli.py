@@ -3,7 +3,8 @@
 Every command is a thin layer over the library (`archspec.api` and friends), which
 raises typed errors; `main` turns them into one line per problem and an exit code:
 0 success, 1 a failure while running, 2 bad input. No traceback unless `--debug`.
-TensorFlow is imported only by the commands that need it (build, export).
+TensorFlow is imported only by the commands that need it (build, export, train, evaluate,
+predict, report --model).
 """
 
 from __future__ import annotations
@@ -28,6 +29,10 @@ examples:
   archspec build resnet50 -o resnet50.keras
   archspec scale efficientnet --preset all
   archspec build efficientnet --preset b3
+  archspec report resnet50 -o resnet50.html
+  archspec diff resnet50 resnet101
+  archspec codegen resnet18 -o resnet18.py
+  archspec train resnet18 --recipe cifar100 --data cifar-100-python --out runs/r18
   archspec schema -o archspec.schema.json
 """
 
