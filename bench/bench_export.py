@@ -1,26 +1,40 @@
-"""Benchmark of `archspec export` (ONNX): export time against bare
-``tf2onnx.convert.from_keras`` on the same model, and ONNX Runtime (float32, int8)
-against Keras/TensorFlow inference throughput at batch 1 and 32, measured side by side in
-one run (measurements interleaved, so machine load affects each column alike).
+"""Benchmark of the two ONNX paths of `archspec export`, side by side in one run: ONNX
+emitted from the graph IR (the default, ``--via ir``) against tf2onnx (``--via tf2onnx``),
+on the same already-built model with the same weights.
 
-    python bench/bench_export.py [--models resnet50 efficientnet] [--batches 1 32]
-                                 [--seconds 3] [--markdown]
+    python bench/bench_export.py [--models resnet50 efficientnet efficientnet:b7 vgg16]
+                                 [--batch 8] [--seconds 3]
 
-Prints a Markdown table (copy it into docs/benchmarks.md) and the machine it ran on.
+For each model and each path, one fresh subprocess builds the model (fan-in-scaled random
+weights, tests/parity.py `randomize`, seed 0; a ``name:preset`` is scaled by
+`archspec.compound.apply_preset` first), then exports it unchecked (timed: the conversion
+alone, `export`'s ``timings["convert"]``, and the whole export with the onnx.checker and
+the write), reports its peak resident memory (VmHWM), then runs the file in ONNX Runtime
+next to Keras; so each path's peak is
+measured alone, with nothing of the other path in the process; the peak is reset
+(/proc/self/clear_refs) after the build, so it is that of the conversion and the write
+with the built model in memory (the "before" column). The two ONNX files are then
+run by ONNX Runtime in this process, interleaved (batch `--batch`, best of three windows
+each), their ORT-optimized graphs compared, and their outputs compared.
+
+Prints Markdown tables (copy them into docs/benchmarks.md) and the machine it ran on.
 Generated files go to a temporary directory.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def machine() -> str:
@@ -33,12 +47,79 @@ def machine() -> str:
     except OSError:
         pass
     import onnxruntime
-    import tensorflow as tf
 
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    return (f"{platform.system()} {platform.machine()}, {cpu}, {os.cpu_count()} logical CPUs, "
-            f"load average {load:.2f} at start; Python {platform.python_version()}, TensorFlow {tf.__version__}, "
+    try:
+        mem = int(Path("/proc/meminfo").read_text().split()[1]) / 2**20
+    except (OSError, ValueError, IndexError):
+        mem = float("nan")
+    return (f"{platform.system()} {platform.machine()}, {cpu}, {os.cpu_count()} logical CPUs, {mem:.0f} GiB, "
+            f"load average {load:.2f} at start; Python {platform.python_version()}, "
             f"onnxruntime {onnxruntime.__version__}")
+
+
+def _status_mb(key: str) -> float:
+    """VmHWM (peak resident set size since start or the last reset) or VmRSS, in MB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _reset_peak() -> bool:
+    """Reset VmHWM to the current RSS (Linux: write 5 to /proc/self/clear_refs)."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def child(model_ref: str, via: str, out: str) -> None:
+    """One path on one model, in its own process: build, export, report as JSON on stdout."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from parity import randomize
+
+    import archspec
+    import archspec.exporting as ex
+    from archspec import compound
+    from archspec.exporting import source, verify
+
+    name, _, preset = model_ref.partition(":")
+    t0 = time.perf_counter()
+    if preset:
+        spec = compound.apply_preset(archspec.load(name), preset)
+        model = source.resolve_model(spec, None, 0, lambda m: None)[0]
+    else:
+        model = source.resolve_model(name, None, 0, lambda m: None)[0]
+    randomize(model, seed=0)
+    build_s = time.perf_counter() - t0
+    x = source.random_inputs(model, 2, 0)
+    ref = verify.keras_outputs(model, x)  # (Keras' first call happens before the measurement)
+    before = _status_mb("VmRSS")
+    reset = _reset_peak()
+    # the conversion and the write, unchecked, so the peak is that of the path alone
+    r = ex.export(model, out, via=via, check=False)
+    peak = _status_mb("VmHWM")
+    t0 = time.perf_counter()
+    got = verify.run_onnx(Path(out), x, r["input_names"][0], r["output_names"])
+    diff = max(d["max_abs_diff"] for d in verify.compare(ref, got, r["output_names"]).values())
+    print("BENCH " + json.dumps({
+        "model": model_ref, "via": via, "params": int(model.count_params()), "build_s": build_s,
+        "convert_s": r["timings"]["convert"], "export_s": r["seconds"], "check_s": time.perf_counter() - t0,
+        "max_abs_diff": diff, "mb": r["bytes"] / 1e6, "rss_before_mb": before, "peak_reset": reset,
+        "rss_peak_mb": peak, "input": r["input_names"][0], "shape": r["input_shape"][1:]}), flush=True)
+
+
+def run_child(model_ref: str, via: str, out: Path, say) -> dict:
+    say(f"{model_ref}: export via {via} (own process)")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    p = subprocess.run([sys.executable, __file__, "--child", model_ref, via, str(out)], capture_output=True,
+                       text=True, env=env)
+    lines = [ln for ln in p.stdout.splitlines() if ln.startswith("BENCH ")]
+    if p.returncode or not lines:
+        raise SystemExit(f"{model_ref} via {via} failed (exit {p.returncode}):\n{p.stderr[-4000:]}")
+    return json.loads(lines[-1][6:])
 
 
 def throughput(fn, batch: int, seconds: float, min_runs: int = 3) -> float:
@@ -51,69 +132,50 @@ def throughput(fn, batch: int, seconds: float, min_runs: int = 3) -> float:
     return n * batch / (time.perf_counter() - t0)
 
 
-def bench_model(name: str, batches, seconds: float, tmp: Path, say, randomize_weights: bool = True) -> list[dict]:
+def bench_model(model_ref: str, batch: int, seconds: float, tmp: Path, say) -> dict:
+    from collections import Counter
+
     import numpy as np
+    import onnx
     import onnxruntime as ort
-    import tensorflow as tf
-    import tf2onnx
 
-    import archspec.exporting as ex
-    from archspec.exporting import source
-    model = source.resolve_model(name, None, 0, lambda m: None)[0]
-    if randomize_weights:
-        # Initial weights give a near-uniform softmax (every score ~0.001), which makes top-1
-        # agreement meaningless; fan-in-scaled random weights (the parity tests' helper) give
-        # logits that differ between classes and inputs.
-        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-        from parity import randomize
-
-        randomize(model, seed=0)
-    shape = tuple(model.inputs[0].shape[1:])
-    input_name = model.inputs[0].name
-
-    say(f"{name}: bare tf2onnx.convert.from_keras")
-    t0 = time.perf_counter()
-    sig = [tf.TensorSpec((None, *shape), tf.float32, name=input_name)]
-    tf2onnx.convert.from_keras(model, input_signature=sig, opset=17)
-    bare = time.perf_counter() - t0
-    say(f"{name}: archspec export (with check)")
-    r32 = ex.export(model, tmp / f"{name}.onnx", samples=2)
-    say(f"{name}: archspec export --quantize int8")
-    r8 = ex.export(model, tmp / f"{name}.int8.onnx", quantize="int8")
-
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    s32 = ort.InferenceSession(r32["path"], opts, providers=["CPUExecutionProvider"])
-    s8 = ort.InferenceSession(r8["path"], opts, providers=["CPUExecutionProvider"])
-    keras_fn = tf.function(lambda x: model(x, training=False))
-    rows = []
-    for b in batches:
-        x = source.random_inputs(model, b, 1)
-        xt = tf.constant(x)
-        say(f"{name}: throughput at batch {b}")
-        # interleaved: Keras, ORT fp32, ORT int8, twice, keeping each one's best
-        k = o32 = o8 = 0.0
-        for _ in range(2):
-            k = max(k, throughput(lambda: keras_fn(xt).numpy(), b, seconds))
-            o32 = max(o32, throughput(lambda: s32.run(None, {input_name: x}), b, seconds))
-            o8 = max(o8, throughput(lambda: s8.run(None, {input_name: x}), b, seconds))
-        rows.append({"model": name, "batch": b, "keras": k, "ort_fp32": o32, "ort_int8": o8})
-    np.testing.assert_array_less(0, [r["keras"] for r in rows])
-    return [{"export": {"model": name, "bare_tf2onnx_s": bare, "archspec_s": r32["seconds"],
-                        "archspec_convert_s": r32["timings"]["convert"], "check_s": r32["timings"]["check"],
-                        "max_abs_diff": r32["max_abs_diff"], "fp32_mb": r32["bytes"] / 1e6,
-                        "int8_mb": r8["bytes"] / 1e6, "int8_top1": r8["top1_agreement"],
-                        "int8_max_abs_diff": r8["max_abs_diff"]}, "throughput": rows}]
+    stem = model_ref.replace(":", "-")
+    res = {via: run_child(model_ref, via, tmp / f"{stem}.{via}.onnx", say) for via in ("ir", "tf2onnx")}
+    ir, tf = res["ir"], res["tf2onnx"]
+    say(f"{model_ref}: ONNX Runtime throughput at batch {batch}")
+    sessions, optimized = {}, {}
+    for via in res:  # what ONNX Runtime runs: its optimized graph, node types counted
+        o = ort.SessionOptions()
+        o.log_severity_level = 3
+        o.optimized_model_filepath = str(tmp / f"{stem}.{via}.opt.onnx")
+        sessions[via] = ort.InferenceSession(str(tmp / f"{stem}.{via}.onnx"), o, providers=["CPUExecutionProvider"])
+        optimized[via] = sorted(Counter(n.op_type for n in onnx.load(o.optimized_model_filepath,
+                                                                     load_external_data=False).graph.node).items())
+    x = np.random.default_rng(1).uniform(0, 255, (batch, *ir["shape"])).astype("float32")
+    outs = {via: s.run(None, {ir["input"]: x}) for via, s in sessions.items()}
+    cross = max(float(np.max(np.abs(a - b))) for a, b in zip(outs["ir"], outs["tf2onnx"]))
+    best = {via: 0.0 for via in res}
+    for _ in range(3):  # interleaved, best of three windows each (the machine may be shared)
+        for via, s in sessions.items():
+            best[via] = max(best[via], throughput(lambda: s.run(None, {ir["input"]: x}), batch, seconds))
+    for f in tmp.glob(f"{stem}.*"):
+        f.unlink()
+    return {"model": model_ref, "params": ir["params"], "ir": ir, "tf2onnx": tf, "ir_vs_tf2onnx": cross,
+            "same_optimized_graph": optimized["ir"] == optimized["tf2onnx"], "optimized": optimized,
+            "ips_ir": best["ir"], "ips_tf2onnx": best["tf2onnx"], "batch": batch}
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--models", nargs="+", default=["resnet50", "efficientnet"])
-    ap.add_argument("--batches", nargs="+", type=int, default=[1, 32])
-    ap.add_argument("--seconds", type=float, default=3.0, help="minimum measuring time per cell")
-    ap.add_argument("--initial-weights", action="store_true",
-                    help="keep the initial weights (default: fan-in-scaled random weights, so top-1 means something)")
+    ap.add_argument("--models", nargs="+", default=["resnet50", "efficientnet", "efficientnet:b7", "vgg16"],
+                    help="bundled spec names; name:preset scales by a preset first (efficientnet:b7)")
+    ap.add_argument("--batch", type=int, default=8, help="ONNX Runtime batch size")
+    ap.add_argument("--seconds", type=float, default=3.0, help="minimum measuring time per throughput window")
+    ap.add_argument("--child", nargs=3, metavar=("MODEL", "VIA", "OUT"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.child:
+        child(*args.child)
+        return 0
 
     def say(msg):
         print(f"bench: {msg}", file=sys.stderr, flush=True)
@@ -121,30 +183,35 @@ def main(argv=None) -> int:
     info = machine()
     results = []
     with tempfile.TemporaryDirectory(prefix="archspec-bench-") as d:
-        for name in args.models:
-            results += bench_model(name, args.batches, args.seconds, Path(d), say, not args.initial_weights)
+        for ref in args.models:
+            results.append(bench_model(ref, args.batch, args.seconds, Path(d), say))
 
     print(f"Machine: {info}")
-    print("Weights: " + ("initial (near-uniform softmax)" if args.initial_weights else
-                         "fan-in-scaled random (tests/parity.py randomize, seed 0)") + "\n")
-    print("Export (ONNX, opset 17). archspec export = the same Keras model (already built) "
-          "converted, given metadata, checked with onnx.checker and run in ONNX Runtime next to Keras on 2 random inputs.\n")
-    print("| model | bare tf2onnx.from_keras (s) | archspec export (s) | of which convert (s) | ratio | "
-          "max abs diff | fp32 MB | int8 MB | int8 top-1 agreement | int8 max abs diff |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("Weights: fan-in-scaled random (tests/parity.py randomize, seed 0). Each path ran in its own process "
+          "on the same built model.\n")
+    print("| model | params | IR convert (s) | tf2onnx convert (s) | speed-up | IR export (s) | "
+          "tf2onnx export (s) | IR peak RSS (MB) | tf2onnx peak RSS (MB) | built model's RSS (MB) | "
+          "IR memory above it (MB) | tf2onnx memory above it (MB) | max abs diff vs Keras (IR / tf2onnx) | "
+          "max abs diff IR vs tf2onnx |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in results:
-        e = r["export"]
-        print(f"| {e['model']} | {e['bare_tf2onnx_s']:.1f} | {e['archspec_s']:.1f} | {e['archspec_convert_s']:.1f} | "
-              f"{e['archspec_s'] / e['bare_tf2onnx_s']:.2f} | {e['max_abs_diff']:.2g} | {e['fp32_mb']:.1f} | "
-              f"{e['int8_mb']:.1f} | {e['int8_top1']:.0%} | {e['int8_max_abs_diff']:.2g} |")
-    print("\nInference throughput (images/s, CPU) and ratios to Keras/TensorFlow (tf.function):\n")
-    print("| model | batch | Keras/TF | ORT fp32 | ORT int8 | ORT fp32 / Keras | ORT int8 / Keras | int8 / fp32 |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+        ir, tf = r["ir"], r["tf2onnx"]
+        print(f"| {r['model']} | {r['params'] / 1e6:.1f}M | {ir['convert_s']:.2f} | {tf['convert_s']:.1f} | "
+              f"{tf['convert_s'] / ir['convert_s']:.0f}x | {ir['export_s']:.1f} | {tf['export_s']:.1f} | "
+              f"{ir['rss_peak_mb']:,.0f} | {tf['rss_peak_mb']:,.0f} | {ir['rss_before_mb']:,.0f} | "
+              f"{ir['rss_peak_mb'] - ir['rss_before_mb']:,.0f} | {tf['rss_peak_mb'] - tf['rss_before_mb']:,.0f} | "
+              f"{ir['max_abs_diff']:.2g} / {tf['max_abs_diff']:.2g} | {r['ir_vs_tf2onnx']:.2g} |")
+    print(f"\nONNX Runtime throughput (images/s, CPU, batch {args.batch}, interleaved, best of three windows):\n")
+    print("| model | IR file | tf2onnx file | IR / tf2onnx | IR MB | tf2onnx MB | "
+          "ORT-optimized graphs (IR / tf2onnx) |")
+    print("|---|---:|---:|---:|---:|---:|---|")
     for r in results:
-        for t in r["throughput"]:
-            print(f"| {t['model']} | {t['batch']} | {t['keras']:.1f} | {t['ort_fp32']:.1f} | {t['ort_int8']:.1f} | "
-                  f"{t['ort_fp32'] / t['keras']:.2f} | {t['ort_int8'] / t['keras']:.2f} | "
-                  f"{t['ort_int8'] / t['ort_fp32']:.2f} |")
+        a, b = dict(r["optimized"]["ir"]), dict(r["optimized"]["tf2onnx"])
+        same = f"{sum(a.values())} / {sum(b.values())} nodes; " + (
+            "the same node types and counts" if a == b else "differ in " + ", ".join(
+                f"{k} {a.get(k, 0)}/{b.get(k, 0)}" for k in sorted(set(a) | set(b)) if a.get(k, 0) != b.get(k, 0)))
+        print(f"| {r['model']} | {r['ips_ir']:.1f} | {r['ips_tf2onnx']:.1f} | {r['ips_ir'] / r['ips_tf2onnx']:.2f} | "
+              f"{r['ir']['mb']:.1f} | {r['tf2onnx']['mb']:.1f} | {same} |")
     return 0
 
 

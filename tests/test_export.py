@@ -1,4 +1,5 @@
-"""Export: every bundled spec to ONNX (checked against Keras with ONNX Runtime), resnet50
+"""Export: every bundled spec to ONNX both ways (tf2onnx and the graph IR, each checked
+against Keras with ONNX Runtime, and the two files against each other), resnet50
 and efficientnet to SavedModel, `.keras` reloads, fp16 / int8 variants, grouped
 convolutions, multi-output feature extractors, safe writes and failure behaviour."""
 
@@ -75,7 +76,8 @@ def tiny_spec(tmp_path_factory) -> Path:
 def tiny_onnx(tiny_spec, tmp_path_factory):
     out = tmp_path_factory.mktemp("tiny") / "tiny.onnx"
     msgs = []
-    report = archspec.api.export(tiny_spec, out, samples=SAMPLES, progress=msgs.append)  # the public path
+    report = archspec.api.export(tiny_spec, out, samples=SAMPLES, progress=msgs.append,  # the public path
+                                 via="tf2onnx")  # (the IR's export of the hard cases: test_onnx_ir.py)
     return report, out, msgs
 
 
@@ -133,7 +135,20 @@ def test_bundled_spec_exports_to_onnx(name, tmp_path):
 
     model = _built(name, keep=name in ("resnet50", "efficientnet"))
     out = tmp_path / f"{name}.onnx"
-    r = ex.export(model, out, samples=SAMPLES)
+    r = ex.export(model, out, samples=SAMPLES, via="tf2onnx")
+    # the same model through the graph IR: within 1e-5 of Keras, and of the tf2onnx file
+    ir_out = tmp_path / f"{name}.ir.onnx"
+    r_ir = ex.export(model, ir_out, samples=SAMPLES)
+    assert r_ir["via"] == "ir" and r_ir["passed"] and r_ir["output_names"] == r["output_names"]
+    for oname, o in r_ir["outputs"].items():
+        assert o["max_abs_diff"] <= 1e-5 * max(1.0, o["max_abs_ref"]), (oname, o)
+    x_cross = source.random_inputs(model, SAMPLES, 7)
+    for oname, a, b in zip(r["output_names"], verify.run_onnx(out, x_cross, "input_layer", r["output_names"]),
+                           verify.run_onnx(ir_out, x_cross, "input_layer", r["output_names"])):
+        np.testing.assert_allclose(b, a, atol=1e-5 * max(1.0, float(np.abs(a).max())), rtol=0, err_msg=oname)
+    assert _meta(ir_out) == _meta(out)
+    print(f"\n{name} via ir: max_abs_diff={r_ir['max_abs_diff']:.3g} convert={r_ir['timings']['convert']:.2f}s "
+          f"bytes={r_ir['bytes']:,}")
     # the comparison means something: the outputs (on the check's own inputs) are finite,
     # not one-hot, and the export's differences are tiny next to their spread
     x = source.random_inputs(model, SAMPLES, 0)
@@ -216,7 +231,7 @@ def test_efficientnet_normalization_stays_a_constant_in_a_small_export(tmp_path)
     extra graph inputs. A small EfficientNet (the full one exports in the slow set) has one
     graph input and runs in ONNX Runtime with the parity check."""
     out = tmp_path / "e.onnx"
-    r = ex.export("efficientnet", out, samples=SAMPLES, overrides=[
+    r = ex.export("efficientnet", out, samples=SAMPLES, via="tf2onnx", overrides=[
         "input.shape=[64,64,3]", "scaling.depth=0.25", "scaling.width=0.25", "head.classes=10"])
     assert r["passed"] and r["max_abs_diff"] <= 1e-5
     proto = onnx.load(str(out))
@@ -372,13 +387,16 @@ def test_parity_failure_exits_1_and_leaves_nothing(tiny_spec, tmp_path, monkeypa
     assert r["checked"] is False and r["max_abs_diff"] is None and (tmp_path / "unchecked.onnx").is_file()
 
 
-def test_conversion_failure_exits_1_and_leaves_nothing(tiny_spec, tmp_path, monkeypatch):
-    def boom(*a, **k):
-        raise RuntimeError("tf2onnx fell over")
+@pytest.mark.parametrize("via", ["ir", "tf2onnx"])
+def test_conversion_failure_exits_1_and_leaves_nothing(tiny_spec, tmp_path, monkeypatch, via):
+    from archspec.exporting import via_ir
 
-    monkeypatch.setattr(via_tf2onnx, "convert", boom)
-    with pytest.raises(ArchspecError, match="onnx export failed: RuntimeError: tf2onnx fell over"):
-        ex.export(tiny_spec, tmp_path / "t.onnx")
+    def boom(*a, **k):
+        raise RuntimeError(f"{via} fell over")
+
+    monkeypatch.setattr(via_ir if via == "ir" else via_tf2onnx, "convert", boom)
+    with pytest.raises(ArchspecError, match=f"onnx export failed: RuntimeError: {via} fell over"):
+        ex.export(tiny_spec, tmp_path / "t.onnx", via=via)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -402,6 +420,8 @@ def test_saved_model_failure_leaves_no_directory(tiny_spec, tmp_path, monkeypatc
     ({"quantize": "int4"}, "unknown quantization 'int4'"),
     ({"calibration": "x.npy"}, "static quantization only"),
     ({"format": "keras"}, "needs a path ending in .keras"),
+    ({"via": "onnxmltools"}, "unknown ONNX path via='onnxmltools'; valid: ir, tf2onnx"),
+    ({"format": "saved_model", "external_data": True}, "external data applies to ONNX exports"),
 ])
 def test_bad_options_are_spec_errors(tmp_path, kwargs, message):
     with pytest.raises(SpecError, match=message.replace("(", r"\(").replace(")", r"\)")) as e:
@@ -432,7 +452,10 @@ def test_cli_export_json_and_exit_codes(tiny_spec, tmp_path, capsys):
     res = capsys.readouterr()
     r = json.loads(res.out)
     assert r["passed"] and r["output_names"] == ["lrn1", "pool", "predictions"] and out.is_file()
-    assert "converting with tf2onnx" in res.err  # progress goes to stderr
+    assert "emitting ONNX from the graph IR" in res.err and "converting with tf2onnx" not in res.err  # stderr
+    assert main(["export", str(tiny_spec), "-o", str(out), "--via", "tf2onnx", "--force", "--samples", "2"]) == 0
+    res = capsys.readouterr()
+    assert "converting with tf2onnx (opset 17)" in res.err and "via tf2onnx" in res.out
     assert main(["export", str(tiny_spec), "-o", str(out)]) == 2
     res = capsys.readouterr()
     assert "exists" in res.err and "Traceback" not in res.err
@@ -446,7 +469,7 @@ def test_large_dense_kernels_become_initializers(tiny_spec, tmp_path, monkeypatc
     then stored as initializers; one graph input remains and the export matches Keras."""
     monkeypatch.setattr(via_tf2onnx, "LARGE_WEIGHT", 100)
     out = tmp_path / "t.onnx"
-    r = ex.export(tiny_spec, out, samples=SAMPLES)
+    r = ex.export(tiny_spec, out, samples=SAMPLES, via="tf2onnx")
     assert r["passed"] and r["max_abs_diff"] <= 1e-5
     proto = onnx.load(str(out))
     init = {t.name for t in proto.graph.initializer}
@@ -464,7 +487,7 @@ def test_exact_gelu_exports_through_the_erfc_handler(tmp_path):
                  "       {type: layer_scale, name: ls, init: 0.5}]\n"
                  "head: {classes: 4, layers: [{type: global_pool, name: gap}, {type: classifier, name: predictions}]}\n")
     out = tmp_path / "gelu.onnx"
-    r = ex.export(str(p), out, samples=SAMPLES)
+    r = ex.export(str(p), out, samples=SAMPLES, via="tf2onnx")
     assert r["passed"] is True and r["max_abs_diff"] <= 1e-5
     ops = {n.op_type for n in onnx.load(str(out)).graph.node}
     assert "Erf" in ops and "Erfc" not in ops

@@ -13,8 +13,12 @@ The package, by concern:
 - `options`: formats, opsets, variants, tolerances and the checks on them;
 - `source`: the Keras model to export (given, a `.keras` file, or a spec built through
   `archspec.api`), its metadata and the check's random inputs;
-- `via_tf2onnx`: Keras → ONNX through TensorFlow and tf2onnx, with the workarounds only
-  that path needs (grouped convolutions, large Dense kernels, Erfc);
+- `via_ir` (the default ONNX path) and `onnx_ops`: ONNX emitted straight from the graph IR
+  and the model's weights with `onnx.helper`, one emitter per IR op; no TensorFlow, so it
+  runs on Keras' JAX backend too, and writes external data past 2 GB;
+- `via_tf2onnx` (``via="tf2onnx"``, the cross-check): Keras → ONNX through TensorFlow and
+  tf2onnx, with the workarounds only that path needs (grouped convolutions, large Dense
+  kernels, Erfc);
 - `onnx_passes`: named passes over the ONNX model, each tested on its own;
 - `variants`: float16 and int8;
 - `writers`: each format written to its staging path;
@@ -22,7 +26,8 @@ The package, by concern:
 - `files`: staging, atomic rename, clean-up;
 - `progress`: heartbeat lines during long steps.
 
-TensorFlow, Keras, tf2onnx, onnx and onnxruntime are imported inside functions only.
+TensorFlow, Keras, tf2onnx, onnx and onnxruntime are imported inside functions only;
+TensorFlow only by the tf2onnx and SavedModel paths.
 """
 
 from __future__ import annotations
@@ -31,18 +36,20 @@ import os
 import time
 from typing import Any
 
-from ..errors import ArchspecError
+from ..errors import ArchspecError, SpecError
 from . import files, source, verify, writers
-from .options import DEFAULT_OPSET, FORMATS, MAX_OPSET, MIN_OPSET, QUANTIZE_MODES, TOLERANCES, check_options
+from .options import (DEFAULT_OPSET, EXTERNAL_DATA_ABOVE, FORMATS, MAX_OPSET, MIN_OPSET, ONNX_PATHS,
+                      QUANTIZE_MODES, TOLERANCES, check_options)
 from .progress import Progress, short
 
-__all__ = ["export", "FORMATS", "QUANTIZE_MODES", "DEFAULT_OPSET", "MIN_OPSET", "MAX_OPSET", "TOLERANCES"]
+__all__ = ["export", "FORMATS", "QUANTIZE_MODES", "DEFAULT_OPSET", "MIN_OPSET", "MAX_OPSET", "TOLERANCES",
+           "ONNX_PATHS", "EXTERNAL_DATA_ABOVE"]
 
 
 def export(model_or_spec, path: str | os.PathLike, format: str = "onnx", *, opset: int = DEFAULT_OPSET,
            check: bool = True, force: bool = False, fp16: bool = False, quantize: str | None = None,
            calibration=None, overrides: list[str] | None = None, progress: Progress | None = None,
-           samples: int = 3, seed: int = 0) -> dict[str, Any]:
+           samples: int = 3, seed: int = 0, via: str = "ir", external_data: bool | None = None) -> dict[str, Any]:
     """Export a Keras model, a `.keras` file or a spec to ONNX, SavedModel or `.keras`.
 
     Args:
@@ -63,11 +70,18 @@ def export(model_or_spec, path: str | os.PathLike, format: str = "onnx", *, opse
         progress: called with a short message at each step (and every 15 s of a long one).
         samples: random inputs for the check (variants use at least 16, for top-1 agreement).
         seed: seeds the random weights (of a spec) and the random inputs.
+        via: how ONNX is made: ``"ir"`` (default: emitted from the graph IR and the model's
+            weights, no TensorFlow) or ``"tf2onnx"`` (traced by TensorFlow, converted by
+            tf2onnx; the cross-check).
+        external_data: ONNX weights in an external ``<path>.data`` file beside `path`:
+            True, False, or None (default: when the float32 weights exceed
+            `EXTERNAL_DATA_ABOVE`, protobuf's 2 GiB limit less a margin).
 
     Returns:
         A report: path, format, bytes, seconds, max_abs_diff, tolerance, passed,
-        input_names, output_names, metadata, and for variants variant, float32_bytes,
-        size_ratio, top1_agreement.
+        input_names, output_names, metadata, for ONNX via, opset and external_data (the
+        data file, or None), and for variants variant, float32_bytes, size_ratio,
+        top1_agreement.
 
     Raises:
         SpecError: bad input (unknown format, existing path without force, ...). Exit 2.
@@ -76,7 +90,7 @@ def export(model_or_spec, path: str | os.PathLike, format: str = "onnx", *, opse
     t_start = time.perf_counter()
     say = progress or (lambda msg: None)
     target = check_options(path, format, opset, force, fp16, quantize, calibration, overrides, samples,
-                           model_or_spec)
+                           model_or_spec, via, external_data)
     model, info, t_build = source.resolve_model(model_or_spec, overrides, seed, say)
     if len(model.inputs) != 1:
         raise ArchspecError(f"export supports single-input models (got {len(model.inputs)} inputs)")
@@ -91,17 +105,32 @@ def export(model_or_spec, path: str | os.PathLike, format: str = "onnx", *, opse
         "output_names": output_names, "input_shape": [None, *input_shape], "metadata": metadata,
         "tolerance": tolerance, "checked": bool(check),
     }
+    external = False
     if format == "onnx":
+        from .via_ir import estimated_bytes, external_data_name
+
         report["opset"] = opset
+        report["via"] = via
+        external = bool(external_data) if external_data is not None else estimated_bytes(model) > EXTERNAL_DATA_ABOVE
+        data_target = target.with_name(external_data_name(target))
+        if external and (data_target.exists() or data_target.is_symlink()) and not force:
+            raise SpecError(f"{data_target} exists; pass --force (force=True) to replace it")
+        if external and quantize:
+            raise SpecError("int8 quantization of a model with external data is not supported")
+        report["external_data"] = None
     if variant:
         report["variant"] = variant
 
-    tmp = files.staging_name(target, format)
+    stage = tmp = files.staging_name(target, format)
+    if external:  # the model and its data file under their final names in a staging directory
+        stage.mkdir()
+        tmp = stage / target.name
     try:
         timings = {"build": t_build}
         if format == "onnx":
             writers.write_onnx(model, tmp, opset, input_name, input_shape, output_names, metadata, fp16, quantize,
-                               calibration, seed, say, timings, report)
+                               calibration, seed, say, timings, report, via=via, graph=source.graph_of(model),
+                               external=external)
         elif format == "saved_model":
             writers.write_saved_model(model, tmp, input_name, input_shape, output_names, metadata, say, timings)
         else:
@@ -112,19 +141,23 @@ def export(model_or_spec, path: str | os.PathLike, format: str = "onnx", *, opse
         else:
             report["max_abs_diff"] = None
             report["passed"] = None
-        report["bytes"] = files.size(tmp)
+        report["bytes"] = files.size(stage)
         if variant and "float32_bytes" in report:
             report["size_ratio"] = report["bytes"] / report["float32_bytes"]
         say(f"writing {target}")
+        if external:
+            files.commit(tmp.with_name(data_target.name), data_target, force)
         files.commit(tmp, target, force)
     except (ArchspecError, KeyboardInterrupt):
-        files.remove(tmp)
+        files.remove(stage)
         raise
     except Exception as exc:
-        files.remove(tmp)
+        files.remove(stage)
         raise ArchspecError(f"{format} export failed: {type(exc).__name__}: {short(exc)}") from exc
     finally:
         files.remove_side_files(tmp)
+        if external:
+            files.remove(stage)
     report["timings"] = {k: round(v, 3) for k, v in timings.items()}
     report["seconds"] = round(time.perf_counter() - t_start, 3)
     return report

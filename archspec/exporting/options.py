@@ -10,6 +10,11 @@ from ..errors import SpecError
 
 FORMATS = ("onnx", "saved_model", "keras")
 QUANTIZE_MODES = ("int8", "int8_dynamic")
+#: how an ONNX file is made: from the graph IR (default), or through TensorFlow and tf2onnx
+ONNX_PATHS = ("ir", "tf2onnx")
+#: float32 weights above this many bytes are written as ONNX external data by default
+#: (protobuf cannot serialize a message of 2 GiB or more; the margin is for the graph)
+EXTERNAL_DATA_ABOVE = 2**31 - 2**26
 DEFAULT_OPSET = 17
 MIN_OPSET, MAX_OPSET = 13, 18
 #: max |difference| allowed, by the compute dtype of the exported model
@@ -19,10 +24,16 @@ METADATA_FILE = "archspec.json"
 
 
 def check_options(path, format, opset, force, fp16, quantize, calibration, overrides, samples,
-                  model_or_spec) -> Path:
+                  model_or_spec, via="ir", external_data=None) -> Path:
     """Check every option; returns the target path."""
     if format not in FORMATS:
         raise SpecError(f"unknown export format {format!r}; valid formats: {', '.join(FORMATS)}")
+    if via not in ONNX_PATHS:
+        raise SpecError(f"unknown ONNX path via={via!r}; valid: {', '.join(ONNX_PATHS)}")
+    if external_data not in (None, True, False):
+        raise SpecError(f"external_data must be True, False or None (got {external_data!r})")
+    if external_data and format != "onnx":
+        raise SpecError(f"external data applies to ONNX exports (got format {format!r})")
     if not isinstance(opset, int) or isinstance(opset, bool) or not MIN_OPSET <= opset <= MAX_OPSET:
         raise SpecError(f"opset must be an integer from {MIN_OPSET} to {MAX_OPSET} (got {opset!r})")
     if (fp16 or quantize) and format != "onnx":

@@ -19,7 +19,8 @@ from .progress import short
 
 def keras():
     """Keras with archspec's custom layers registered and TensorFlow's start-up notices
-    filtered (export itself needs TensorFlow: tf2onnx, SavedModel)."""
+    filtered. Keras only: TensorFlow is imported by the paths that need it (tf2onnx,
+    SavedModel), so the IR's ONNX export runs on the JAX backend without it."""
     from .._quiet import native_stderr_filtered
     from ..api import _keras_build
 
@@ -27,15 +28,36 @@ def keras():
     try:
         with native_stderr_filtered():
             import keras as _keras
-            import tensorflow as tf  # noqa: F401
     except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise MissingDependency(f"export needs TensorFlow and Keras 3 ({exc}); pip install tensorflow keras") from None
+        raise MissingDependency(f"export needs Keras 3 ({exc}); pip install keras") from None
     return _keras
+
+
+def tensorflow():
+    """TensorFlow, for the paths that need it (tf2onnx, SavedModel, decoding calibration
+    images), with a hint when it is missing."""
+    from .._quiet import native_stderr_filtered
+
+    try:
+        with native_stderr_filtered():
+            import tensorflow as tf
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise MissingDependency(f"this export path needs TensorFlow ({exc}); pip install tensorflow, or export "
+                                "ONNX through the graph IR (the default, --via ir), which does not") from None
+    return tf
 
 
 # what export knows of the models it built (spec name, hash), kept beside them rather than
 # as a private attribute on the Keras model
 _MODEL_INFO: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+# and the graph IR each was built from (the IR's ONNX export reads it; for any other model
+# it is rebuilt from the layers: via_ir.graph_from_keras)
+_MODEL_GRAPH: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def graph_of(model):
+    """The `Graph` `model` was built from by `resolve_model`, or None."""
+    return _MODEL_GRAPH.get(model)
 
 
 def resolve_model(obj, overrides, seed, say) -> tuple[Any, dict, float]:
@@ -64,6 +86,7 @@ def resolve_model(obj, overrides, seed, say) -> tuple[Any, dict, float]:
     info = {"spec_name": graph.name, "spec_sha256": graph.meta.get("spec_sha256"),
             "reference": graph.meta.get("reference") or None}
     _MODEL_INFO[model] = info
+    _MODEL_GRAPH[model] = graph
     return model, info, time.perf_counter() - t0
 
 

@@ -19,7 +19,7 @@ import numpy as np
 from ..errors import MissingDependency
 from . import onnx_passes
 from .progress import Heartbeat
-from .source import keras
+from .source import keras, tensorflow
 
 #: Dense kernels at least this large are kept out of the TensorFlow graph during conversion
 LARGE_WEIGHT = 4_000_000
@@ -27,7 +27,7 @@ LARGE_WEIGHT = 4_000_000
 
 def convert(model, opset: int, input_name: str, input_shape, say):
     """The model as an ONNX ModelProto (not yet finished: see `onnx_passes.finish`)."""
-    import tensorflow as tf
+    tf = tensorflow()
 
     try:
         import tf2onnx

@@ -10,31 +10,57 @@ from pathlib import Path
 from . import files, onnx_passes, variants
 from .options import METADATA_FILE
 from .progress import Heartbeat
-from .source import keras, metadata_doc
+from .source import keras, metadata_doc, tensorflow
 
 
 def write_onnx(model, tmp: Path, opset, input_name, input_shape, output_names, metadata, fp16, quantize,
-               calibration, seed, say, timings, report):
+               calibration, seed, say, timings, report, via: str = "ir", graph=None, external: bool = False):
+    """Convert (`via` "ir": from the graph IR, `via_ir`; "tf2onnx": `via_tf2onnx`), finish,
+    check and write to `tmp`, with the variant if one is asked for. With `external`, the
+    weights go to the external data file ``<tmp's name>.data`` beside `tmp`. The IR path
+    writes the weights to the file as it emits them (`via_ir.StreamedData`, or
+    `ExternalData`), so its conversion time includes the write."""
     import onnx
 
-    from . import via_tf2onnx
+    from . import via_ir
 
+    data_name = via_ir.external_data_name(tmp)
     t0 = time.perf_counter()
-    proto = via_tf2onnx.convert(model, opset, input_name, input_shape, say)
-    proto = onnx_passes.finish(proto, input_name, output_names, metadata)
+    streamed = via == "ir" and not (fp16 or quantize)
+    if via == "ir":
+        sink = None
+        if streamed:
+            sink = via_ir.ExternalData(tmp.with_name(data_name), data_name) if external else via_ir.StreamedData(tmp)
+        try:
+            proto = via_ir.convert(model, opset, input_name, output_names, graph, sink, say)
+            proto = onnx_passes.finish(proto, input_name, output_names, metadata)
+            if isinstance(sink, via_ir.ExternalData):
+                sink.finish(proto, tmp)
+            elif sink is not None:
+                sink.finish(proto)
+        finally:
+            if sink is not None:
+                sink.close()
+    else:
+        from . import via_tf2onnx
+
+        proto = via_tf2onnx.convert(model, opset, input_name, input_shape, say)
+        proto = onnx_passes.finish(proto, input_name, output_names, metadata)
     timings["convert"] = time.perf_counter() - t0
-    say("checking with onnx.checker…")
-    onnx.checker.check_model(proto)
     if fp16:
         report["float32_bytes"] = proto.ByteSize()
+        say("checking with onnx.checker…")
+        onnx.checker.check_model(proto)
         t0 = time.perf_counter()
         say("converting weights and compute to float16…")
         proto = variants.to_fp16(proto)
         onnx.checker.check_model(proto)
         timings["fp16"] = time.perf_counter() - t0
-        onnx.save(proto, str(tmp))
+        _save(proto, tmp, data_name if external else None)
     elif quantize:
         report["float32_bytes"] = proto.ByteSize()
+        say("checking with onnx.checker…")
+        onnx.checker.check_model(proto)
         t0 = time.perf_counter()
         f32 = files.side_file(tmp, "f32")
         onnx.save(proto, str(f32))
@@ -44,13 +70,34 @@ def write_onnx(model, tmp: Path, opset, input_name, input_shape, output_names, m
         if not q.metadata_props:
             onnx.save(onnx_passes.set_metadata(q, metadata), str(tmp))
         timings["quantize"] = time.perf_counter() - t0
+    elif streamed:  # written already, the weights with it
+        say("checking with onnx.checker…")
+        onnx.checker.check_model(str(tmp))
     else:
+        if not external:
+            say("checking with onnx.checker…")
+            onnx.checker.check_model(proto)
+        _save(proto, tmp, data_name if external else None)
+        if external:
+            say("checking with onnx.checker…")
+            onnx.checker.check_model(str(tmp))
+    if external:
+        report["external_data"] = str(Path(report["path"]).with_name(data_name))
+
+
+def _save(proto, tmp: Path, data_name: str | None) -> None:
+    import onnx
+
+    if data_name is None:
         onnx.save(proto, str(tmp))
+    else:
+        onnx.save_model(proto, str(tmp), save_as_external_data=True, all_tensors_to_one_file=True,
+                        location=data_name, size_threshold=1024)
 
 
 def write_saved_model(model, tmp: Path, input_name, input_shape, output_names, metadata, say, timings):
     k = keras()
-    import tensorflow as tf
+    tf = tensorflow()
 
     t0 = time.perf_counter()
     archive = k.export.ExportArchive()
