@@ -13,45 +13,38 @@ from . import loop
 
 class RunCallback(keras.callbacks.Callback):
     """Per epoch: the scheduled learning rate; after a complete epoch, in this order, the
-    history row, the checkpoint (the truth about progress), best.keras, metrics.json.
-    Per batch: a NaN/inf loss or a signal stops the epoch (which then counts as incomplete).
+    history row, the checkpoint (the truth about progress), best.keras. An epoch whose mean
+    loss is NaN/inf, or one a signal stopped (the loop's handler sets `stop_training`),
+    counts as incomplete: no row, no checkpoint. No per-batch hook: reading the loss after
+    every batch would make each step wait for the device.
 
     Args:
         run: the run directory; recipe; phase: this phase's plan entry; base_lr: its rate;
         manager, epoch_var: the CheckpointManager and its epoch counter; history: the
         rows so far (appended to); state: {"nan", "interrupted"} shared with the loop;
-        steps: batches per epoch; batch: the global batch; main_output: the name whose
-        metrics are reported as top1/top5; say: progress messages.
+        images: training images per epoch; main_output: the output whose metrics are
+        reported as top1/top5; monitor: best.keras's metric; say: progress messages.
     """
 
-    def __init__(self, run, recipe, phase, base_lr, manager, epoch_var, history, state, steps, batch, main_output,
+    def __init__(self, run, recipe, phase, base_lr, manager, epoch_var, history, state, images, main_output,
                  monitor, say):
         super().__init__()
         self.run, self.recipe, self.phase, self.base_lr = run, recipe, phase, base_lr
         self.manager, self.epoch_var, self.history, self.state = manager, epoch_var, history, state
-        self.steps, self.batch, self.main_output, self.monitor, self.say = steps, batch, main_output, monitor, say
+        self.images, self.main_output, self.monitor, self.say = images, main_output, monitor, say
         best = loop._best_row(history, monitor, recipe.callbacks.checkpoint.mode)
         self.best = best[monitor] if best else None
 
-    def _set_lr(self, lr: float) -> None:
-        self.model.optimizer.learning_rate = lr
-
     def on_epoch_begin(self, epoch, logs=None):
         if self.recipe.schedule.name != "plateau":
-            self._set_lr(loop.schedule_lr(self.recipe, self.base_lr, epoch - self.phase["start"],
-                                          self.phase["end"] - self.phase["start"]))
-        self.batches, self.t0 = 0, time.perf_counter()
-        self.t_train = self.t0
+            self.model.optimizer.learning_rate = loop.schedule_lr(
+                self.recipe, self.base_lr, epoch - self.phase["start"], self.phase["end"] - self.phase["start"])
+        self.t0 = time.perf_counter()
+        self.t_train = None
 
-    def on_train_batch_end(self, batch, logs=None):
-        self.batches += 1
-        self.t_train = time.perf_counter()  # the epoch's training time excludes its validation
-        loss = (logs or {}).get("loss")
-        if loss is not None and not math.isfinite(float(loss)):
-            self.state["nan"] = (self.epoch_var.numpy().item(), batch)
-            self.model.stop_training = True
-        if self.state["interrupted"]:
-            self.model.stop_training = True
+    def on_test_begin(self, logs=None):  # fit's validation: the epoch's training part has ended
+        if self.t_train is None:
+            self.t_train = time.perf_counter()
 
     def _row(self, epoch, logs) -> dict:
         prefix = f"{self.main_output}_"
@@ -65,14 +58,18 @@ class RunCallback(keras.callbacks.Callback):
         return row
 
     def on_epoch_end(self, epoch, logs=None):
-        if self.state["nan"] is not None or self.state["interrupted"] or self.batches < self.steps:
-            return  # an incomplete epoch: no row, no checkpoint
         logs = logs if logs is not None else {}
-        seconds = self.t_train - self.t0
+        loss = logs.get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            self.state["nan"] = epoch
+            self.model.stop_training = True
+        if self.state["nan"] is not None or self.state["interrupted"]:
+            return  # an incomplete epoch: no row, no checkpoint
+        seconds = (self.t_train or time.perf_counter()) - self.t0
         lr = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
         logs["learning_rate"] = lr  # TensorBoard, after this callback, logs it too
         row = {**self._row(epoch, logs), "learning_rate": lr, "seconds": seconds,
-               "images_per_second": self.steps * self.batch / seconds if seconds > 0 else 0.0}
+               "images_per_second": self.images / seconds if seconds > 0 else 0.0}
         self.history.append(row)
         loop.write_history(self.run, self.history)
         self.epoch_var.assign(epoch + 1)

@@ -248,19 +248,24 @@ def augmenter(recipe, size: tuple[int, int], seed: int) -> Callable | None:
     return apply
 
 
+def check_distribute(distribute: str | None) -> None:
+    """Refuse a strategy that cannot start (before the run directory is made)."""
+    if distribute not in (None, "none", "mirrored", "multi_worker"):
+        raise SpecError(f"--distribute must be none, mirrored or multi_worker (got {distribute!r})")
+    if distribute == "multi_worker" and "TF_CONFIG" not in os.environ:
+        raise SpecError("--distribute multi_worker reads the cluster from TF_CONFIG, which is not set "
+                        "(see the README's training section)")
+
+
 def strategy_of(distribute: str | None):
     import tensorflow as tf
 
-    if distribute in (None, "none"):
-        return tf.distribute.get_strategy()
+    check_distribute(distribute)
     if distribute == "mirrored":
         return tf.distribute.MirroredStrategy()
     if distribute == "multi_worker":
-        if "TF_CONFIG" not in os.environ:
-            raise SpecError("--distribute multi_worker reads the cluster from TF_CONFIG, which is not set "
-                            "(see the README's training section)")
         return tf.distribute.MultiWorkerMirroredStrategy()
-    raise SpecError(f"--distribute must be none, mirrored or multi_worker (got {distribute!r})")
+    return tf.distribute.get_strategy()
 
 
 # ---------------------------------------------------------------- train
@@ -326,6 +331,7 @@ def train(spec_ref, recipe_ref, data: str | os.PathLike | None, out: str | os.Pa
     phases = plan(recipe, epochs)
     for i, ph in enumerate(phases):  # unknown layers in freeze rules: refused before anything runs
         frozen_layers(graph, spec, ph["phase"], recipe_raw, i)
+    check_distribute(distribute)
     if not resume:
         prepare_run_dir(out, force=force, resume=False)
         from ..compound import dump_spec
@@ -387,8 +393,9 @@ def _fit(kb, graph, spec, recipe, src, out: Path, phases, size, weights, resume,
     if resume:
         say(f"resuming {out}: {completed} epochs complete" + (f" ({latest})" if latest else " (no checkpoint yet)"))
 
-    def on_signal(signum, frame):
+    def on_signal(signum, frame):  # the epoch stops after its current batch and counts as incomplete
         state["interrupted"] = signal.Signals(signum).name
+        model.stop_training = True
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         for pi, ph in enumerate(phases):
@@ -426,7 +433,7 @@ def _fit(kb, graph, spec, recipe, src, out: Path, phases, size, weights, resume,
             from .callbacks import RunCallback
 
             callbacks = [RunCallback(out, recipe, ph, base_lr, manager, epoch_var, history, state,
-                                     pipes.steps_per_epoch, global_batch, main_out, monitor, say)]
+                                     pipes.train_size, main_out, monitor, say)]
             if recipe.schedule.name == "plateau":
                 callbacks.append(keras.callbacks.ReduceLROnPlateau(
                     monitor=monitor, factor=recipe.schedule.factor, patience=recipe.schedule.patience,
@@ -444,9 +451,8 @@ def _fit(kb, graph, spec, recipe, src, out: Path, phases, size, weights, resume,
                       steps_per_epoch=pipes.steps_per_epoch, callbacks=callbacks, verbose=verbose, shuffle=False)
             completed = int(epoch_var.numpy())
             if state["nan"] is not None:
-                e, b = state["nan"]
                 raise DivergedError(
-                    f"the loss became NaN or infinite in epoch {e + 1} (batch {b + 1}); training stopped. The last "
+                    f"the loss became NaN or infinite in epoch {state['nan'] + 1}; training stopped. The last "
                     f"good checkpoint is kept: {manager.latest_checkpoint or 'none (no epoch completed)'}; lower the "
                     f"learning rate (--recipe-set optimizer.learning_rate=...) and start over")
             if state["interrupted"]:

@@ -37,7 +37,8 @@ class Data(Strict):
     validation_split: Fraction = Field(
         default=0.0, description="Fraction of the training data held out for validation (when the data has no "
                                  "validation or test set of its own).")
-    shuffle_buffer: NonNegInt = 10_000
+    shuffle_buffer: NonNegInt = Field(default=10_000, description="Examples shuffled at a time; 0 or 1: no "
+                                                                 "shuffling (the data's own order).")
     cache: Bool = Field(default=False, description="Keep decoded images in memory after the first epoch.")
 
 
