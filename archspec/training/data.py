@@ -284,8 +284,17 @@ def datasets(src: Source, recipe, size: tuple[int, int], channels: int, classes:
             img = tf.image.resize(img, size)
         return img
 
+    def finish(train: bool):
+        """One vectorized map over each batch: one-hot labels, augmentation, output copies."""
+        def f(images, y):
+            oh = tf.one_hot(y, classes)
+            if train and augment is not None:
+                images, oh = augment(images, oh)
+            return images, (tuple([oh] * outputs) if outputs > 1 else oh)
+        return f
+
     def make(train: bool, indices=None, arrays=None):
-        if src.kind == "folder":
+        if src.kind == "folder":  # files: decoded and resized one by one (their sizes differ), then batched
             files = tf.constant([src.files[i] for i in indices])
             ys = tf.constant([src.labels[i] for i in indices], tf.int64)
             ds = tf.data.Dataset.from_tensor_slices((files, ys))
@@ -295,24 +304,22 @@ def datasets(src: Source, recipe, size: tuple[int, int], channels: int, classes:
                 img = tf.io.decode_image(tf.io.read_file(f), channels=channels, expand_animations=False)
                 img.set_shape([None, None, channels])
                 return to_float(img), y
-        else:
+            if train:
+                ds = ds.shuffle(max(1, min(d.shuffle_buffer, n)), seed=seed, reshuffle_each_iteration=True)
+            ds = ds.map(load, num_parallel_calls=AUTOTUNE)
+            if d.cache:
+                ds = ds.cache()
+            ds = ds.batch(global_batch)
+            ds = ds.map(finish(train), num_parallel_calls=AUTOTUNE)
+        else:  # arrays in memory: shuffled and batched as they are, converted a whole batch at a time
             x, y = arrays if arrays is not None else (src.x_train[indices], src.y_train[indices])
             ds = tf.data.Dataset.from_tensor_slices((x, y))
             n = len(y)
-
-            def load(a, b):
-                return to_float(a), b
-        if train:
-            ds = ds.shuffle(max(1, min(d.shuffle_buffer, n)), seed=seed, reshuffle_each_iteration=True)
-        ds = ds.map(load, num_parallel_calls=AUTOTUNE)
-        if d.cache:
-            ds = ds.cache()
-        ds = ds.batch(global_batch)
-        ds = ds.map(lambda a, b: (a, tf.one_hot(b, classes)), num_parallel_calls=AUTOTUNE)
-        if train and augment is not None:
-            ds = ds.map(augment, num_parallel_calls=AUTOTUNE)
-        if outputs > 1:
-            ds = ds.map(lambda a, oh: (a, tuple([oh] * outputs)))
+            if train:
+                ds = ds.shuffle(max(1, min(d.shuffle_buffer, n)), seed=seed, reshuffle_each_iteration=True)
+            ds = ds.batch(global_batch)
+            post = finish(train)
+            ds = ds.map(lambda a, b: post(to_float(a), b), num_parallel_calls=AUTOTUNE)
         return ds.prefetch(AUTOTUNE), n
 
     train, n_train = make(True, tr)

@@ -39,7 +39,8 @@ class Data(Strict):
                                  "validation or test set of its own).")
     shuffle_buffer: NonNegInt = Field(default=10_000, description="Examples shuffled at a time; 0 or 1: no "
                                                                  "shuffling (the data's own order).")
-    cache: Bool = Field(default=False, description="Keep decoded images in memory after the first epoch.")
+    cache: Bool = Field(default=False, description="Image folders: keep the decoded images in memory after the "
+                                                   "first epoch (arrays, .npz and CIFAR, are in memory anyway).")
 
 
 class Augmentation(Strict):
