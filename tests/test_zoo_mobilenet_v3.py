@@ -368,6 +368,15 @@ def test_width_075_against_keras_alpha_075():
     randomize_calibrated(ref, (96, 96, 3), seed=5)
     copy_weights_by_name(ref, ours)
     x = np.random.default_rng(2).uniform(0, 255, (2, 96, 96, 3)).astype("float32")
-    a, b = (keras.ops.convert_to_numpy(m(x, training=False)) for m in (ours, ref))
+    # the logits relative to their size (1e-5) and the softmax to 1e-4 absolute (the export
+    # tolerance): on this machine's oneDNN kernels the logits (up to 158) differ by 1.7e-4, 1.1e-6
+    # of their size (summation order), which moves the peaky softmax (p 0.79) by 1.65e-5: 1e-5
+    # absolute there failed here on the code of the start of this session as well
+    def run(model):
+        m = keras.Model(model.input, [model.get_layer("logits").output, model.output])
+        return [keras.ops.convert_to_numpy(o) for o in m(x, training=False)]
+
+    (la, a), (lb, b) = run(ours), run(ref)
     assert_not_degenerate(b)
-    np.testing.assert_allclose(a, b, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(la, lb, atol=1e-5 * max(1.0, float(np.max(np.abs(lb)))), rtol=0)
+    np.testing.assert_allclose(a, b, atol=1e-4, rtol=0)
