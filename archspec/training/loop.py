@@ -375,7 +375,10 @@ def _fit(kb, graph, spec, recipe, src, out: Path, phases, size, weights, resume,
                               augmenter(recipe, size, recipe.seed))
     if pipes.val is None:
         say("no validation data (the data has no test set and data.validation_split is 0): val_* metrics are absent")
-    loss_weights = graph.meta.get("loss_weights") if outputs > 1 else None
+    # A list in the model's output order: Keras 3.15 pairs a dict of loss weights with a list of
+    # outputs in sorted-name order, so {loss3: 1, loss1: .3, loss2: .3} would weigh loss2 by 1.
+    weights_by_name = graph.meta.get("loss_weights") or {}
+    loss_weights = [weights_by_name.get(o, 1.0) for o in graph.outputs] if outputs > 1 else None
     if outputs > 1 and recipe.loss.aux_weights is not None:
         if len(recipe.loss.aux_weights) != outputs - 1:
             raise SpecError(f"loss.aux_weights has {len(recipe.loss.aux_weights)} weights but the model has "
