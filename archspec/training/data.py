@@ -234,7 +234,7 @@ def check_against_spec(src: Source, classes: int, spec_shape: tuple, image_size:
 
 @dataclass
 class Pipelines:
-    train: object
+    train_from: object  # epoch -> the training batches from that epoch on (endless)
     val: object | None
     steps_per_epoch: int
     val_steps: int | None
@@ -246,17 +246,80 @@ def split(src: Source, validation_split: float, seed: int):
     """Train/validation index split: the data's own test set when it has one and no split
     is asked for, else a seeded random split of the training data."""
     n = src.train_size
-    idx = np.random.default_rng(seed).permutation(n)
     if validation_split > 0:
+        idx = np.random.default_rng(seed).permutation(n)
         k = max(1, int(round(n * validation_split)))
         return idx[k:], idx[:k], "split"
-    return idx, None, "test" if src.x_test is not None else "none"
+    return np.arange(n), None, "test" if src.x_test is not None else "none"
+
+
+def epoch_order(indices: np.ndarray, buffer: int, seed: int, epoch: int) -> np.ndarray:
+    """The order of the training examples in one epoch: tf.data's shuffle-buffer algorithm
+    (hold `buffer` examples, emit a random one, refill from the stream; a buffer as large as
+    the data is a full permutation), drawn from a generator seeded by (seed, epoch) alone.
+    So a resumed run, or a fresh iterator under a distribution strategy, sees exactly the
+    order of an uninterrupted run. `buffer` 0 or 1: the given order."""
+    n = len(indices)
+    if buffer <= 1 or n <= 1:
+        return np.asarray(indices)
+    rng = np.random.default_rng([seed % 2**32, epoch])
+    if buffer >= n:
+        return rng.permutation(indices)
+    out = np.empty(n, dtype=np.asarray(indices).dtype)
+    held = np.array(indices[:buffer])
+    for i, j in enumerate(rng.integers(0, buffer, n - buffer)):
+        out[i] = held[j]
+        held[j] = indices[buffer + i]
+    out[n - buffer:] = rng.permutation(held)
+    return out
+
+
+def _decoder(channels: int, size: tuple[int, int]):
+    """image file path -> float32 (H, W, channels) at `size` (graph code, for tf.data)."""
+    import tensorflow as tf
+
+    def load(f):
+        img = tf.io.decode_image(tf.io.read_file(f), channels=channels, expand_animations=False)
+        img.set_shape([None, None, channels])
+        img = tf.cast(img, tf.float32)
+        return img if tuple(img.shape[:2]) == tuple(size) else tf.image.resize(img, size)
+    return load
+
+
+def _converter(channels: int, size: tuple[int, int]):
+    """images of an in-memory array (a batch or one) -> float32 with `channels` at `size`."""
+    import tensorflow as tf
+
+    def to_float(img):
+        img = tf.cast(img, tf.float32)
+        if img.shape[-1] != channels:
+            img = tf.image.grayscale_to_rgb(img) if channels == 3 else tf.image.rgb_to_grayscale(img)
+        if tuple(img.shape[-3:-1]) != tuple(size):
+            img = tf.image.resize(img, size)
+        return img
+    return to_float
+
+
+def decode_all(files: list[str], channels: int, size: tuple[int, int], say=lambda m: None) -> np.ndarray:
+    """Every image of `files` decoded, at `size`, into one float32 array (`data.cache`)."""
+    import tensorflow as tf
+
+    say(f"data.cache: decoding {len(files):,} images into memory "
+        f"({len(files) * size[0] * size[1] * channels * 4 / 2**20:,.0f} MiB)")
+    ds = tf.data.Dataset.from_tensor_slices(tf.constant(files)).map(_decoder(channels, size),
+                                                                    num_parallel_calls=tf.data.AUTOTUNE)
+    return np.concatenate([b.numpy() for b in ds.batch(256)]) if files else np.zeros((0, *size, channels), np.float32)
 
 
 def datasets(src: Source, recipe, size: tuple[int, int], channels: int, classes: int, outputs: int,
-             global_batch: int, seed: int, augment=None) -> Pipelines:
-    """`tf.data` pipelines: decode (parallel), resize, shuffle, batch, augmentation on
-    the batches, one-hot labels (one copy per model output), prefetch.
+             global_batch: int, seed: int, augment=None, say=lambda m: None) -> Pipelines:
+    """`tf.data` pipelines. Training: per epoch, the example indices shuffled with that
+    epoch's own seed (`epoch_order`) and batched (a batch never spans two epochs); then a
+    batch is gathered from the in-memory arrays, or its files decoded in parallel, and
+    converted in one vectorized map (float32, one-hot labels, one copy per model output,
+    augmentation); prefetch. Shuffling indices rather than images keeps the shuffle buffer
+    small whatever the image size. `Pipelines.train_from(epoch)` is the stream of batches
+    from that epoch on, so its order does not depend on how many iterators came before.
 
     Args:
         src: the data.
@@ -269,20 +332,14 @@ def datasets(src: Source, recipe, size: tuple[int, int], channels: int, classes:
         seed: shuffling and the validation split.
         augment: a function (images, one-hot labels) -> (images, labels) for training
             batches, or None.
+        say: progress messages (the decoding of `data.cache`).
     """
     import tensorflow as tf
 
     d = recipe.data
     tr, va, val_kind = split(src, d.validation_split, seed)
     AUTOTUNE = tf.data.AUTOTUNE
-
-    def to_float(img):
-        img = tf.cast(img, tf.float32)
-        if img.shape[-1] != channels:
-            img = tf.image.grayscale_to_rgb(img) if channels == 3 else tf.image.rgb_to_grayscale(img)
-        if tuple(img.shape[-3:-1]) != tuple(size):
-            img = tf.image.resize(img, size)
-        return img
+    to_float = _converter(channels, size)
 
     def finish(train: bool):
         """One vectorized map over each batch: one-hot labels, augmentation, output copies."""
@@ -293,44 +350,57 @@ def datasets(src: Source, recipe, size: tuple[int, int], channels: int, classes:
             return images, (tuple([oh] * outputs) if outputs > 1 else oh)
         return f
 
-    def make(train: bool, indices=None, arrays=None):
-        if src.kind == "folder":  # files: decoded and resized one by one (their sizes differ), then batched
-            files = tf.constant([src.files[i] for i in indices])
-            ys = tf.constant([src.labels[i] for i in indices], tf.int64)
-            ds = tf.data.Dataset.from_tensor_slices((files, ys))
-            n = len(indices)
+    if src.kind == "folder" and d.cache:  # decoded once, then the in-memory path
+        x_all, y_all = decode_all(src.files, channels, size, say), np.asarray(src.labels, np.int64)
+    elif src.kind == "folder":
+        x_all, y_all = None, np.asarray(src.labels, np.int64)
+    else:
+        x_all, y_all = src.x_train, src.y_train
 
-            def load(f, y):
-                img = tf.io.decode_image(tf.io.read_file(f), channels=channels, expand_animations=False)
-                img.set_shape([None, None, channels])
-                return to_float(img), y
-            if train:
-                ds = ds.shuffle(max(1, min(d.shuffle_buffer, n)), seed=seed, reshuffle_each_iteration=True)
-            ds = ds.map(load, num_parallel_calls=AUTOTUNE)
-            if d.cache:
-                ds = ds.cache()
-            ds = ds.batch(global_batch)
-            ds = ds.map(finish(train), num_parallel_calls=AUTOTUNE)
-        else:  # arrays in memory: shuffled and batched as they are, converted a whole batch at a time
-            x, y = arrays if arrays is not None else (src.x_train[indices], src.y_train[indices])
-            ds = tf.data.Dataset.from_tensor_slices((x, y))
-            n = len(y)
-            if train:
-                ds = ds.shuffle(max(1, min(d.shuffle_buffer, n)), seed=seed, reshuffle_each_iteration=True)
-            ds = ds.batch(global_batch)
-            post = finish(train)
-            ds = ds.map(lambda a, b: post(to_float(a), b), num_parallel_calls=AUTOTUNE)
-        return ds.prefetch(AUTOTUNE), n
+    consts: dict[int, object] = {}  # one tensor per array, shared by training and validation
 
-    train, n_train = make(True, tr)
+    def const(a):
+        if id(a) not in consts:
+            consts[id(a)] = tf.constant(a)
+        return consts[id(a)]
+
+    def gatherer(x, y):
+        """a batch of indices -> (float32 images, integer labels)."""
+        yt = const(y)
+        if x is None:  # image files, decoded in parallel within the batch's map
+            files, load = const(src.files), _decoder(channels, size)
+            spec = tf.TensorSpec((*size, channels), tf.float32)
+            return lambda i: (tf.map_fn(load, tf.gather(files, i), fn_output_signature=spec), tf.gather(yt, i))
+        xt = const(x)
+        return lambda i: (to_float(tf.gather(xt, i)), tf.gather(yt, i))
+
+    def train_from(epoch: int):
+        def order(e):
+            return epoch_order(tr, d.shuffle_buffer, seed, int(e)).astype(np.int64)
+
+        def one_epoch(e):
+            idx = tf.ensure_shape(tf.numpy_function(order, [e], tf.int64, stateful=False), [len(tr)])
+            return tf.data.Dataset.from_tensor_slices(idx).batch(global_batch)
+        ds = tf.data.Dataset.range(epoch, 2**62).flat_map(one_epoch)  # endless: fit's steps_per_epoch ends epochs
+        post, grab = finish(True), gatherer(x_all, y_all)
+        return ds.map(lambda i: post(*grab(i)), num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
+
+    def fixed(indices=None, arrays=None):
+        """Validation: one pass in order."""
+        x, y = arrays if arrays is not None else (x_all, y_all)
+        n = len(y) if indices is None else len(indices)
+        grab, post = gatherer(x, y), finish(False)
+        ds = tf.data.Dataset.from_tensor_slices(np.arange(n) if indices is None else indices).batch(global_batch)
+        return ds.map(lambda i: post(*grab(i)), num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE), n
+
     if va is not None:
-        val, n_val = make(False, va)
+        val, n_val = fixed(indices=va)
     elif val_kind == "test":
-        val, n_val = make(False, arrays=(src.x_test, src.y_test))
+        val, n_val = fixed(arrays=(src.x_test, src.y_test))
     else:
         val, n_val = None, 0
-    return Pipelines(train, val, steps(n_train, global_batch), steps(n_val, global_batch) if val is not None else None,
-                     n_train, n_val)
+    return Pipelines(train_from, val, steps(len(tr), global_batch),
+                     steps(n_val, global_batch) if val is not None else None, len(tr), n_val)
 
 
 def evaluation_dataset(src: Source, size, channels: int, classes: int, batch: int):
@@ -340,22 +410,11 @@ def evaluation_dataset(src: Source, size, channels: int, classes: int, batch: in
 
     if src.kind == "folder":
         ys = np.asarray(src.labels)
-        files = tf.constant(src.files)
-
-        def load(f):
-            img = tf.io.decode_image(tf.io.read_file(f), channels=channels, expand_animations=False)
-            img.set_shape([None, None, channels])
-            return tf.image.resize(tf.cast(img, tf.float32), size)
-        ds = tf.data.Dataset.from_tensor_slices(files).map(load, num_parallel_calls=tf.data.AUTOTUNE)
+        ds = tf.data.Dataset.from_tensor_slices(tf.constant(src.files)).map(_decoder(channels, size),
+                                                                            num_parallel_calls=tf.data.AUTOTUNE)
     else:
         x, ys = (src.x_test, src.y_test) if src.x_test is not None else (src.x_train, src.y_train)
-
-        def load(a):
-            img = tf.cast(a, tf.float32)
-            if img.shape[-1] != channels:
-                img = tf.image.grayscale_to_rgb(img) if channels == 3 else tf.image.rgb_to_grayscale(img)
-            return tf.image.resize(img, size) if tuple(img.shape[:2]) != tuple(size) else img
-        ds = tf.data.Dataset.from_tensor_slices(x).map(load, num_parallel_calls=tf.data.AUTOTUNE)
+        ds = tf.data.Dataset.from_tensor_slices(x).map(_converter(channels, size), num_parallel_calls=tf.data.AUTOTUNE)
     labels = tf.data.Dataset.from_tensor_slices(tf.one_hot(ys, classes))
     return tf.data.Dataset.zip((ds, labels)).batch(batch).prefetch(tf.data.AUTOTUNE), np.asarray(ys)
 

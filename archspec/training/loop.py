@@ -372,7 +372,7 @@ def _fit(kb, graph, spec, recipe, src, out: Path, phases, size, weights, resume,
             kb.load_weights(model, weights, skip_mismatch=True)
             say(f"initial weights from {weights}")
     pipes = data_mod.datasets(src, recipe, size, spec.input.shape[2], classes, outputs, global_batch, recipe.seed,
-                              augmenter(recipe, size, recipe.seed))
+                              augmenter(recipe, size, recipe.seed), say)
     if pipes.val is None:
         say("no validation data (the data has no test set and data.validation_split is 0): val_* metrics are absent")
     # A list in the model's output order: Keras 3.15 pairs a dict of loss weights with a list of
@@ -448,9 +448,11 @@ def _fit(kb, graph, spec, recipe, src, out: Path, phases, size, weights, resume,
                                                       restore_best_weights=es.restore_best)
                 callbacks.append(early)
             if recipe.callbacks.tensorboard is not None:
-                callbacks.append(keras.callbacks.TensorBoard(
+                from .callbacks import EpochTensorBoard
+
+                callbacks.append(EpochTensorBoard(
                     str(out / "tensorboard"), histogram_freq=recipe.callbacks.tensorboard.histogram_freq))
-            model.fit(pipes.train, validation_data=pipes.val, epochs=ph["end"], initial_epoch=start,
+            model.fit(pipes.train_from(start), validation_data=pipes.val, epochs=ph["end"], initial_epoch=start,
                       steps_per_epoch=pipes.steps_per_epoch, callbacks=callbacks, verbose=verbose, shuffle=False)
             completed = int(epoch_var.numpy())
             if state["nan"] is not None:

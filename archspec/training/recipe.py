@@ -37,10 +37,13 @@ class Data(Strict):
     validation_split: Fraction = Field(
         default=0.0, description="Fraction of the training data held out for validation (when the data has no "
                                  "validation or test set of its own).")
-    shuffle_buffer: NonNegInt = Field(default=10_000, description="Examples shuffled at a time; 0 or 1: no "
-                                                                 "shuffling (the data's own order).")
-    cache: Bool = Field(default=False, description="Image folders: keep the decoded images in memory after the "
-                                                   "first epoch (arrays, .npz and CIFAR, are in memory anyway).")
+    shuffle_buffer: NonNegInt = Field(default=10_000, description="Examples shuffled at a time (tf.data's "
+                                      "buffer algorithm over example indices, so its size costs no image memory; "
+                                      "the order depends on the seed and the epoch only); 0 or 1: no shuffling "
+                                      "(the data's own order).")
+    cache: Bool = Field(default=False, description="Image folders: decode every image once, before the first "
+                                                   "epoch, into memory (float32 at the fed size); arrays (.npz, "
+                                                   "CIFAR) are in memory anyway.")
 
 
 class Augmentation(Strict):
