@@ -264,8 +264,13 @@ def test_killed_run_resumes_without_repeating_an_epoch(digits, tmp_path):
 
 
 def test_sigterm_saves_a_checkpoint_and_resume_finishes(digits, tmp_path):
+    """SIGTERM mid-epoch: the checkpoint holds the batches trained so far in that epoch, and
+    the resumed run trains only the rest of it, so it ends where an uninterrupted run ends."""
     run = tmp_path / "run"
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    ref = subprocess.run(_train_cmd(digits, tmp_path / "ref", "--epochs", "3", "--batch-size", "4"), env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert ref.returncode == 0, ref.stderr[-3000:]
     p = subprocess.Popen(_train_cmd(digits, run, "--epochs", "3", "--batch-size", "4"), env=env,
                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 240
@@ -281,6 +286,13 @@ def test_sigterm_saves_a_checkpoint_and_resume_finishes(digits, tmp_path):
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     assert [int(row["epoch"]) for row in read_rows(run)] == list(range(3)) and done < 3
+    if "batches of epoch" in err:  # stopped mid-epoch (not between an epoch's last batch and its end)
+        assert "continuing after batch" in r.stderr, r.stderr
+    import keras
+
+    final, want = keras.models.load_model(run / "final.keras"), keras.models.load_model(tmp_path / "ref" / "final.keras")
+    for a, b in zip(final.weights, want.weights):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-5, err_msg=a.path)
 
 
 def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(digits, tmp_path, capsys):

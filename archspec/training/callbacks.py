@@ -14,24 +14,30 @@ from . import loop
 class RunCallback(keras.callbacks.Callback):
     """Per epoch: the scheduled learning rate; after a complete epoch, in this order, the
     history row, the checkpoint (the truth about progress), best.keras. An epoch whose mean
-    loss is NaN/inf, or one a signal stopped (the loop's handler sets `stop_training`),
-    counts as incomplete: no row, no checkpoint. No per-batch hook: reading the loss after
-    every batch would make each step wait for the device.
+    loss is NaN/inf, or one a signal stopped before its last batch (the loop's handler sets
+    `stop_training`), counts as incomplete: no row, no checkpoint. Per batch only a counter
+    (`step_in_epoch`: the batches of the current epoch trained so far, which the loop saves
+    when a signal stops the run); the loss is not read, which would make each step wait for
+    the device.
 
     Args:
         run: the run directory; recipe; phase: this phase's plan entry; base_lr: its rate;
-        manager, epoch_var: the CheckpointManager and its epoch counter; history: the
-        rows so far (appended to); state: {"nan", "interrupted"} shared with the loop;
-        images: training images per epoch; main_output: the output whose metrics are
-        reported as top1/top5; monitor: best.keras's metric; say: progress messages.
+        manager, epoch_var, step_var: the CheckpointManager, its epoch counter and its
+        batch-in-epoch counter; history: the rows so far (appended to); state: {"nan",
+        "interrupted"} shared with the loop; steps: batches per epoch; main_output: the
+        output whose metrics are reported as top1/top5; monitor: best.keras's metric; say:
+        progress messages. Set by the loop before each fit: `images` (training images per
+        epoch) and `offset` (batches of the first epoch trained before a resume).
     """
 
-    def __init__(self, run, recipe, phase, base_lr, manager, epoch_var, history, state, images, main_output,
-                 monitor, say):
+    def __init__(self, run, recipe, phase, base_lr, manager, epoch_var, step_var, history, state, steps,
+                 main_output, monitor, say):
         super().__init__()
         self.run, self.recipe, self.phase, self.base_lr = run, recipe, phase, base_lr
-        self.manager, self.epoch_var, self.history, self.state = manager, epoch_var, history, state
-        self.images, self.main_output, self.monitor, self.say = images, main_output, monitor, say
+        self.manager, self.epoch_var, self.step_var = manager, epoch_var, step_var
+        self.history, self.state, self.steps = history, state, steps
+        self.main_output, self.monitor, self.say = main_output, monitor, say
+        self.images, self.offset, self.step_in_epoch = 0, 0, 0
         best = loop._best_row(history, monitor, recipe.callbacks.checkpoint.mode)
         self.best = best[monitor] if best else None
 
@@ -39,8 +45,12 @@ class RunCallback(keras.callbacks.Callback):
         if self.recipe.schedule.name != "plateau":
             self.model.optimizer.learning_rate = loop.schedule_lr(
                 self.recipe, self.base_lr, epoch - self.phase["start"], self.phase["end"] - self.phase["start"])
+        self.step_in_epoch = self.offset
         self.t0 = time.perf_counter()
         self.t_train = None
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.step_in_epoch += 1
 
     def on_test_begin(self, logs=None):  # fit's validation: the epoch's training part has ended
         if self.t_train is None:
@@ -63,7 +73,7 @@ class RunCallback(keras.callbacks.Callback):
         if loss is not None and not math.isfinite(float(loss)):
             self.state["nan"] = epoch
             self.model.stop_training = True
-        if self.state["nan"] is not None or self.state["interrupted"]:
+        if self.state["nan"] is not None or (self.state["interrupted"] and self.step_in_epoch < self.steps):
             return  # an incomplete epoch: no row, no checkpoint
         seconds = (self.t_train or time.perf_counter()) - self.t0
         lr = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
@@ -73,6 +83,8 @@ class RunCallback(keras.callbacks.Callback):
         self.history.append(row)
         loop.write_history(self.run, self.history)
         self.epoch_var.assign(epoch + 1)
+        self.step_var.assign(0)
+        self.step_in_epoch = 0
         self.manager.save(checkpoint_number=epoch + 1)
         value = row.get(self.monitor)
         if value is not None and value == value:

@@ -8,8 +8,9 @@ The run directory::
       recipe.yaml      the resolved recipe
       run.json         what resume needs: the data path, classes, overrides, the plan
       classes.json     class names in label order (for predict)
-      checkpoints/     tf.train.CheckpointManager: model, optimizer, epoch; every epoch and
-                       on SIGINT/SIGTERM (max_to_keep from the recipe)
+      checkpoints/     tf.train.CheckpointManager: model, optimizer, epoch, batches trained of
+                       the next epoch; every epoch and on SIGINT/SIGTERM (max_to_keep from the
+                       recipe)
       best.keras       the best epoch on the monitored metric
       final.keras      the model after the last epoch
       history.csv      one row per completed epoch
@@ -18,7 +19,10 @@ The run directory::
 
 Every file of ours is written atomically (temporary name, then rename); the checkpoint is
 the truth about progress: on resume the epoch counter restored from the latest checkpoint
-says which epochs are complete, and history rows past it are dropped.
+says which epochs are complete, and history rows past it are dropped. A signal's checkpoint
+also says how many batches of the epoch it stopped were trained; the resumed run trains the
+rest of that epoch only. The data order of each epoch depends on the seed and the epoch alone
+(`data.epoch_order`), so the resumed run sees the batches the uninterrupted one would have.
 
 Learning-rate schedules work per epoch (so the position in the schedule is the epoch
 restored from the checkpoint). With `distribute`, `data.batch_size` is per replica: the
@@ -248,6 +252,14 @@ def augmenter(recipe, size: tuple[int, int], seed: int) -> Callable | None:
     return apply
 
 
+def _saved_int(checkpoint: str, name: str) -> int:
+    """An integer variable of a checkpoint (0 where the checkpoint predates it)."""
+    import tensorflow as tf
+
+    key = f"{name}/.ATTRIBUTES/VARIABLE_VALUE"
+    return int(tf.train.load_variable(checkpoint, key)) if key in dict(tf.train.list_variables(checkpoint)) else 0
+
+
 def check_distribute(distribute: str | None) -> None:
     """Refuse a strategy that cannot start (before the run directory is made)."""
     if distribute not in (None, "none", "mirrored", "multi_worker"):
@@ -392,9 +404,11 @@ def _fit(kb, graph, spec, recipe, src, out: Path, phases, size, weights, resume,
     state: dict[str, Any] = {"interrupted": False, "nan": None}
     ckpt_dir = str(out / "checkpoints")
     latest = tf.train.latest_checkpoint(ckpt_dir) if resume else None
-    completed = int(tf.train.load_variable(latest, "epoch/.ATTRIBUTES/VARIABLE_VALUE")) if latest else 0
+    completed = _saved_int(latest, "epoch") if latest else 0
+    skip = _saved_int(latest, "step") if latest else 0  # batches of epoch `completed` trained before a signal
     if resume:
-        say(f"resuming {out}: {completed} epochs complete" + (f" ({latest})" if latest else " (no checkpoint yet)"))
+        say(f"resuming {out}: {completed} epochs complete" + (f" and {skip} batches of the next" if skip else "")
+            + (f" ({latest})" if latest else " (no checkpoint yet)"))
 
     def on_signal(signum, frame):  # the epoch stops after its current batch and counts as incomplete
         state["interrupted"] = signal.Signals(signum).name
@@ -418,10 +432,11 @@ def _fit(kb, graph, spec, recipe, src, out: Path, phases, size, weights, resume,
                               jit_compile=recipe.jit_compile)
                 opt.build(model.trainable_variables)
                 epoch_var = tf.Variable(completed, dtype=tf.int64, trainable=False, name="epoch")
-            ckpt = tf.train.Checkpoint(model=model, optimizer=opt, epoch=epoch_var)
+                step_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+            ckpt = tf.train.Checkpoint(model=model, optimizer=opt, epoch=epoch_var, step=step_var)
             manager = tf.train.CheckpointManager(ckpt, ckpt_dir, max_to_keep=recipe.callbacks.checkpoint.max_to_keep)
             if latest is not None:  # restored once, into the phase the run stopped in
-                if completed > ph["start"]:  # mid-phase: weights, optimizer state and epoch
+                if completed > ph["start"] or skip:  # mid-phase: weights, optimizer state, epoch, step
                     ckpt.restore(latest).assert_existing_objects_matched()
                 else:  # at a phase boundary: the weights (the new phase has a new optimizer)
                     tf.train.Checkpoint(model=model).restore(latest).expect_partial()
@@ -435,8 +450,9 @@ def _fit(kb, graph, spec, recipe, src, out: Path, phases, size, weights, resume,
                 + (f" over {replicas} replicas" if replicas > 1 else ""))
             from .callbacks import RunCallback
 
-            callbacks = [RunCallback(out, recipe, ph, base_lr, manager, epoch_var, history, state,
-                                     pipes.train_size, main_out, monitor, say)]
+            run_cb = RunCallback(out, recipe, ph, base_lr, manager, epoch_var, step_var, history, state,
+                                 pipes.steps_per_epoch, main_out, monitor, say)
+            callbacks = [run_cb]
             if recipe.schedule.name == "plateau":
                 callbacks.append(keras.callbacks.ReduceLROnPlateau(
                     monitor=monitor, factor=recipe.schedule.factor, patience=recipe.schedule.patience,
@@ -452,8 +468,20 @@ def _fit(kb, graph, spec, recipe, src, out: Path, phases, size, weights, resume,
 
                 callbacks.append(EpochTensorBoard(
                     str(out / "tensorboard"), histogram_freq=recipe.callbacks.tensorboard.histogram_freq))
-            model.fit(pipes.train_from(start), validation_data=pipes.val, epochs=ph["end"], initial_epoch=start,
-                      steps_per_epoch=pipes.steps_per_epoch, callbacks=callbacks, verbose=verbose, shuffle=False)
+            steps = pipes.steps_per_epoch
+            fits = [(start, ph["end"], 0)]  # (first epoch, end, batches of the first already trained)
+            if skip and start == completed:  # a signal stopped epoch `start` after `skip` batches: its rest first
+                say(f"epoch {start + 1}: continuing after batch {skip} of {steps}; its training loss, metrics and "
+                    f"images/s cover batches {skip + 1}-{steps}")
+                fits = [(start, start + 1, skip)] + ([(start + 1, ph["end"], 0)] if start + 1 < ph["end"] else [])
+            skip = 0
+            for first, end, offset in fits:
+                run_cb.offset, run_cb.images = offset, pipes.train_size - offset * global_batch
+                data = pipes.train_from(first).skip(offset) if offset else pipes.train_from(first)
+                model.fit(data, validation_data=pipes.val, epochs=end, initial_epoch=first,
+                          steps_per_epoch=steps - offset, callbacks=callbacks, verbose=verbose, shuffle=False)
+                if model.stop_training:  # a signal, a NaN or early stopping
+                    break
             completed = int(epoch_var.numpy())
             if state["nan"] is not None:
                 raise DivergedError(
@@ -461,9 +489,13 @@ def _fit(kb, graph, spec, recipe, src, out: Path, phases, size, weights, resume,
                     f"good checkpoint is kept: {manager.latest_checkpoint or 'none (no epoch completed)'}; lower the "
                     f"learning rate (--recipe-set optimizer.learning_rate=...) and start over")
             if state["interrupted"]:
+                step_var.assign(run_cb.step_in_epoch)
                 manager.save()
+                done = int(step_var.numpy())
                 raise Interrupted(f"{state['interrupted']}: stopped in epoch {completed + 1}; checkpoint saved after "
-                                  f"{completed} complete epochs. Continue with: archspec train --resume {out}")
+                                  f"{completed} complete epochs" + (f" and {done} batches of epoch {completed + 1}"
+                                                                    if done else "")
+                                  + f". Continue with: archspec train --resume {out}")
             if completed < ph["end"] and early is not None and early.stopped_epoch:
                 say(f"early stopping ended phase {ph['name']} after epoch {completed}")
                 stopped.add(ph["name"])
