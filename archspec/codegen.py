@@ -632,9 +632,10 @@ def _model_body(graph: Graph, instances: list[_Instance]) -> dict:
             "feature_lines": feature_lines, "has_head": bool(head)}
 
 
-def _split_args(text: str) -> list[str]:
-    """Top-level comma-separated parts of an argument list (brackets and strings respected)."""
-    parts, depth, quote, start, i = [], 0, None, 0, 0
+def _scan(text: str):
+    """(index, character, bracket depth after it) of each character of Python source text
+    outside string literals."""
+    depth, quote, i = 0, None, 0
     while i < len(text):
         c = text[i]
         if quote:
@@ -644,15 +645,16 @@ def _split_args(text: str) -> list[str]:
                 quote = None
         elif c in "\"'":
             quote = c
-        elif c in "([{":
-            depth += 1
-        elif c in ")]}":
-            depth -= 1
-        elif c == "," and depth == 0:
-            parts.append(text[start:i].strip())
-            start = i + 1
+        else:
+            depth += (c in "([{") - (c in ")]}")
+            yield i, c, depth
         i += 1
-    parts.append(text[start:].strip())
+
+
+def _split_args(text: str) -> list[str]:
+    """Top-level comma-separated parts of an argument list (brackets and strings respected)."""
+    cuts = [i for i, c, depth in _scan(text) if c == "," and depth == 0]
+    parts = [text[a + 1:b].strip() for a, b in zip([-1, *cuts], [*cuts, len(text)])]
     return [p for p in parts if p]
 
 
@@ -662,20 +664,8 @@ def _wrap(line: str, indent: int, width: int = 110) -> str:
     if indent + len(line) <= width or "(" not in line:
         return line
     head, rest = line.split("(", 1)
-    depth, close = 1, None
-    quote = None
-    for i, c in enumerate(rest):  # the parenthesis that closes the first one
-        if quote:
-            quote = None if c == quote and rest[i - 1] != "\\" else quote
-        elif c in "\"'":
-            quote = c
-        elif c in "([{":
-            depth += 1
-        elif c in ")]}":
-            depth -= 1
-            if depth == 0:
-                close = i
-                break
+    # the parenthesis that closes the first one
+    close = next((i for i, c, depth in _scan(rest) if c in ")]}" and depth < 0), None)
     if close is None:
         return line
     args, tail = _split_args(rest[:close]), rest[close:]

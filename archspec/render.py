@@ -7,9 +7,9 @@ from pathlib import Path
 
 def templates_dir() -> Path:
     """Installed package data, else the source tree's templates/."""
-    pkg = Path(__file__).resolve().parent
-    installed = pkg / "_templates"
-    return installed if installed.is_dir() else pkg.parent / "templates"
+    from .package_data import package_data
+
+    return package_data("templates")
 
 
 def render(template: str, **context) -> str:

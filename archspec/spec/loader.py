@@ -259,9 +259,9 @@ def _scalar(node) -> Any:
 
 def bundled_spec_dir() -> Path:
     """The directory of the bundled specs: installed package data, else the source tree."""
-    pkg = Path(__file__).resolve().parents[1]
-    installed = pkg / "_specs"
-    return installed if installed.is_dir() else pkg.parent / "specs"
+    from ..package_data import package_data
+
+    return package_data("specs")
 
 
 def bundled_names() -> list[str]:

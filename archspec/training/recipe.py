@@ -180,9 +180,9 @@ class Recipe(Strict):
 
 def bundled_recipe_dir() -> Path:
     """The bundled recipes: installed package data, else the source tree's recipes/."""
-    pkg = Path(__file__).resolve().parents[1]
-    installed = pkg / "_recipes"
-    return installed if installed.is_dir() else pkg.parent / "recipes"
+    from ..package_data import package_data
+
+    return package_data("recipes")
 
 
 def bundled_recipes() -> list[str]:
