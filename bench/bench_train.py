@@ -207,10 +207,9 @@ def main() -> None:
             write_data(data, n, size, classes)
             ours, hand = [], []
             for k in range(args.rounds):  # ABBA: the side that runs first alternates
-                sides = [("archspec", lambda: run_archspec(spec, sets, data, tmp / f"run_{key}", recipe, epochs,
-                                                          batch), ours),
-                         ("hand-written", lambda: run_hand(key, data, epochs, batch), hand)]
-                for _, run, into in (sides if k % 2 == 0 else sides[::-1]):
+                sides = [(lambda: run_archspec(spec, sets, data, tmp / f"run_{key}", recipe, epochs, batch), ours),
+                         (lambda: run_hand(key, data, epochs, batch), hand)]
+                for run, into in (sides if k % 2 == 0 else sides[::-1]):
                     into.append(run())
                 for who, r in (("archspec", ours[-1]), ("hand-written", hand[-1])):
                     print(f"{label} round {k + 1} {who}: {[round(v, 1) for v in r['ips']]} img/s per epoch "

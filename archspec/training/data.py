@@ -237,7 +237,6 @@ class Pipelines:
     train_from: object  # epoch -> the training batches from that epoch on (endless)
     val: object | None
     steps_per_epoch: int
-    val_steps: int | None
     train_size: int
     val_size: int
 
@@ -308,7 +307,7 @@ def decode_all(files: list[str], channels: int, size: tuple[int, int], say=lambd
         f"({len(files) * size[0] * size[1] * channels * 4 / 2**20:,.0f} MiB)")
     ds = tf.data.Dataset.from_tensor_slices(tf.constant(files)).map(_decoder(channels, size),
                                                                     num_parallel_calls=tf.data.AUTOTUNE)
-    return np.concatenate([b.numpy() for b in ds.batch(256)]) if files else np.zeros((0, *size, channels), np.float32)
+    return np.concatenate([b.numpy() for b in ds.batch(256)])  # a folder has images (checked when read)
 
 
 def datasets(src: Source, recipe, size: tuple[int, int], channels: int, classes: int, outputs: int,
@@ -399,8 +398,7 @@ def datasets(src: Source, recipe, size: tuple[int, int], channels: int, classes:
         val, n_val = fixed(arrays=(src.x_test, src.y_test))
     else:
         val, n_val = None, 0
-    return Pipelines(train_from, val, steps(len(tr), global_batch),
-                     steps(n_val, global_batch) if val is not None else None, len(tr), n_val)
+    return Pipelines(train_from, val, steps(len(tr), global_batch), len(tr), n_val)
 
 
 def evaluation_dataset(src: Source, size, channels: int, classes: int, batch: int):

@@ -489,9 +489,9 @@ def _fit(kb, graph, spec, recipe, src, out: Path, phases, size, weights, resume,
                     f"good checkpoint is kept: {manager.latest_checkpoint or 'none (no epoch completed)'}; lower the "
                     f"learning rate (--recipe-set optimizer.learning_rate=...) and start over")
             if state["interrupted"]:
-                step_var.assign(run_cb.step_in_epoch)
+                done = run_cb.step_in_epoch
+                step_var.assign(done)
                 manager.save()
-                done = int(step_var.numpy())
                 raise Interrupted(f"{state['interrupted']}: stopped in epoch {completed + 1}; checkpoint saved after "
                                   f"{completed} complete epochs" + (f" and {done} batches of epoch {completed + 1}"
                                                                     if done else "")
