@@ -132,6 +132,8 @@ def loads(text: str | bytes, source: str = "<string>") -> RawSpec:
         mark = exc.problem_mark or exc.context_mark
         msg = " ".join(str(p) for p in (exc.context, exc.problem) if p)
         loc = _loc(source, mark) if mark else Location(source)
+        if "nesting depth" in msg:  # libyaml >= 0.2.5 (PyYAML 6.0.4's wheels) bounds nesting itself
+            raise SpecError(f"nesting deeper than {MAX_DEPTH} levels", loc) from None
         plain = yaml_problem_in_words(msg)
         raise SpecError(f"invalid YAML: {plain + ' (' + msg + ')' if plain else msg}", loc) from None
     except yaml.reader.ReaderError as exc:
