@@ -39,7 +39,7 @@ def resolve(spec: Spec) -> Spec:
     def scale_block(b, depth_too: bool):
         upd = {}
         rounding = b.rounding or sc.rounding
-        for f in width_fields_of(b, spec.define):
+        for f in width_fields_of(b, spec.define) if w != 1.0 else ():  # width 1: the widths as written
             v = getattr(b, f, None)
             if v is None and b.type in spec.define:  # a defined block's param left at its default
                 v = spec.define[b.type].params.get(f)

@@ -476,10 +476,16 @@ def test_resolving_twice_changes_nothing(tmp_path):
     p.write_text(HEAD + textwrap.dedent(DENSE) + TAIL)
     from archspec.resolving import resolve
 
-    raw = loads(p.read_text())
+    raw = loads(p.read_text() + "scaling: {width: 0.5, depth: 2.0}\n")
     spec = validate(raw)
     once = resolve(spec)
+    # resolve did scale (so the second call had something it could have applied again) ...
+    assert once.scaling.applied == {"width": 0.5, "depth": 2.0}
+    assert once.model_dump(exclude={"scaling"}) != spec.model_dump(exclude={"scaling"})
+    # ... and a resolved spec is a fixed point
     assert resolve(once).model_dump() == once.model_dump()
+    g1, g2 = lower_spec(once), lower_spec(resolve(once))
+    assert [(n.name, n.attrs, n.shape) for n in g1.nodes] == [(n.name, n.attrs, n.shape) for n in g2.nodes]
 
 
 @pytest.fixture(scope="module")

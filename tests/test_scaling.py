@@ -98,10 +98,29 @@ def test_make_divisible_examples_worked_by_hand():
     assert make_divisible(100, 16) == 96  # 96 >= 90
 
 
+# Channel counts of keras.applications models (weights=None), read off their layers'
+# `filters`: MobileNetV2(alpha) Conv1 (32, rule divisible), block_1/3/6/13/16_project
+# (24, 32, 64, 160, 320; rule truncate_divisible), Conv_1 (1280, a floor for alpha <= 1).
+KERAS_MOBILENET_V2 = {0.35: [16, 8, 16, 24, 56, 112, 1280], 0.5: [16, 16, 16, 32, 80, 160, 1280],
+                      1.3: [40, 32, 40, 80, 208, 416, 1664]}
+# MobileNet(alpha=0.75): conv1, conv_pw_1, conv_pw_13 (32, 64, 1024; rule truncate)
+KERAS_MOBILENET_075 = [24, 48, 768]
+
+
+@pytest.mark.parametrize("alpha", sorted(KERAS_MOBILENET_V2))
+def test_round_filters_gives_keras_applications_widths(alpha):
+    first, *blocks, last = KERAS_MOBILENET_V2[alpha]
+    assert round_filters(32, alpha) == first
+    assert [round_filters(f, alpha, rounding="truncate_divisible") for f in (24, 32, 64, 160, 320)] == blocks
+    assert round_filters(1280, alpha, rounding="divisible", min_filters=1280) == last
+
+
 def test_round_filters_rules():
     assert round_filters(1280, 1.4) == 1792  # B4's top conv in keras
-    assert round_filters(32, 0.35, rounding="truncate_divisible") == make_divisible(int(32 * 0.35))
-    assert round_filters(64, 0.75, rounding="truncate") == 48
+    assert [round_filters(f, 0.75, rounding="truncate") for f in (32, 64, 1024)] == KERAS_MOBILENET_075
+    # the two rules differ where truncation loses the 90% floor: 8.95 -> 8 keeps >= 0.9 * 8,
+    # but 8 < 0.9 * 8.95, so the unrounded rule adds one more step
+    assert round_filters(179, 0.05) == 16 and round_filters(179, 0.05, rounding="truncate_divisible") == 8
     assert round_filters(1280, 0.35, rounding="truncate_divisible", min_filters=1280) == 1280
     with pytest.raises(ValueError, match="unknown rounding"):
         round_filters(8, 1.0, rounding="nearest")
@@ -119,11 +138,17 @@ def test_round_repeats_always_up_and_resolution_rule():
 # ---------------------------------------------------------------- phi
 
 
+def _as_written(spec):
+    """The spec with its scaling section dropped: nothing for resolve to multiply or round,
+    so its graph is the network exactly as written (the reference for phi = 0 and b0)."""
+    return resolve(spec.model_copy(update={"scaling": None}))
+
+
 def test_phi_zero_is_exactly_the_base_spec(effnet, resnet_scaled):
     for spec in (effnet, resnet_scaled):
-        base = resolve(spec)
+        base = _as_written(spec)
         zero = apply_phi(spec, 0)
-        ignore = {"scaling": {"applied"}, "extends": True}
+        ignore = {"scaling": True, "extends": True}
         assert zero.model_dump(exclude=ignore) == base.model_dump(exclude=ignore)
         gb, gz = lower(base), lower(zero)
         assert [(n.name, n.op, n.shape, n.params, n.macs) for n in gz.nodes] == \
@@ -225,8 +250,38 @@ def test_preset_macs_agree_with_the_papers_table_2(effnet):
 
 def test_preset_b0_is_the_base(effnet):
     b0 = apply_preset(effnet, "b0")
-    ignore = {"scaling": {"applied"}, "extends": True}
-    assert b0.model_dump(exclude=ignore) == resolve(effnet).model_dump(exclude=ignore)
+    ignore = {"scaling": True, "extends": True}
+    assert b0.model_dump(exclude=ignore) == _as_written(effnet).model_dump(exclude=ignore)
+    assert lower(b0).params == KERAS_PARAMS["b0"]
+
+
+WIDTH_ONE = """\
+format: 1
+name: w1
+input: {shape: [8, 8, 3]}
+stem:
+  - {type: conv, name: c1, filters: 3, kernel: 3, bias: true}
+  - {type: conv, name: c2, filters: 20, kernel: 3, bias: true}
+head:
+  classes: 10
+  layers: [{type: global_pool, name: gap}, {type: classifier, name: predictions}]
+"""
+# by hand: 3x3x3x3 + 3, 3x3x3x20 + 20, 20x10 + 10
+WIDTH_ONE_PARAMS = (27 * 3 + 3) + (27 * 20 + 20) + (20 * 10 + 10)
+
+
+@pytest.mark.parametrize("scaling", ["", "scaling: {width: 1.0}\n", "scaling: {width: 1.0, depth: 1.0, divisor: 8}\n"])
+def test_width_one_leaves_the_network_as_written(scaling):
+    """Issue 17.7: width 1.0 rounded every count to the divisor (3 -> 8, 20 -> 24, 10 -> 16)."""
+    spec = resolve(validate(loads(WIDTH_ONE + scaling)))
+    g = lower(spec)
+    assert [n.attrs["filters"] for n in g.nodes if n.op == "conv2d"] == [3, 20]
+    assert g.params == WIDTH_ONE_PARAMS == 854
+
+
+def test_width_scaling_still_rounds_every_count():
+    g = lower(resolve(validate(loads(WIDTH_ONE + "scaling: {width: 0.5}\n"))))
+    assert [n.attrs["filters"] for n in g.nodes if n.op == "conv2d"] == [8, 16]  # 1.5 -> 8, 10 -> 16
 
 
 def test_scaling_errors(effnet, resnet_scaled):

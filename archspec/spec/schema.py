@@ -102,7 +102,8 @@ class Preset(Strict):
 class Scaling(Strict):
     """How the network scales. `width` and `depth` are applied when the spec is resolved:
     every filter count is multiplied by width and rounded (`rounding`, `divisor`), every
-    stage block's repeats multiplied by depth and rounded up."""
+    stage block's repeats multiplied by depth and rounded up. A width of exactly 1 leaves
+    every filter count as written (nothing is rounded)."""
 
     width: PosFloat = 1.0
     depth: PosFloat = 1.0
