@@ -34,6 +34,8 @@ class Source:
     y_test: np.ndarray | None = None
     files: list[str] = field(default_factory=list)  # folder: image paths
     labels: list[int] = field(default_factory=list)  # folder: their labels
+    named: bool = True  # class_names are the data's own (folder names, CIFAR meta, an npz's class_names),
+    # not the indices an npz without class_names is given ("0", "1", ...)
 
     @property
     def classes(self) -> int:
@@ -72,43 +74,73 @@ def _npz(p: Path) -> Source:
     if missing:
         raise _bad(f"the .npz has no {', '.join(missing)} (it holds {', '.join(arrays) or 'nothing'}); expected "
                    f"x_train, y_train and optionally x_test, y_test", p)
+    if ("x_test" in arrays) != ("y_test" in arrays):
+        raise _bad("the .npz has only one of x_test and y_test (give both or neither)", p)
+    x_train, y_train = check_examples(p, arrays["y_train"], "y_train", arrays["x_train"], "x_train")
+    x_test, y_test = (check_examples(p, arrays["y_test"], "y_test", arrays["x_test"], "x_test")
+                      if "x_test" in arrays else (None, None))
+    if len(x_train) == 0:
+        raise _bad("no training images (x_train is empty)", p)
     names = arrays.get("class_names")
-    ys = [arrays["y_train"]] + ([arrays["y_test"]] if "y_test" in arrays else [])
-    n = int(max(int(y.max()) for y in ys if y.size) + 1) if any(y.size for y in ys) else 0
+    ys = [y for y in (y_train, y_test) if y is not None and y.size]
+    n = int(max(int(y.max()) for y in ys) + 1) if ys else 0
+    if names is not None and (names.ndim != 1 or len(names) < n or len(set(map(str, names))) != len(names)):
+        raise _bad(f"class_names must be distinct names, one per class 0..{n - 1} (got shape {names.shape}"
+                   f"{', with repeats' if names.ndim == 1 and len(set(map(str, names))) != len(names) else ''})", p)
     class_names = [str(c) for c in names] if names is not None else [str(k) for k in range(n)]
-    src = Source("npz", str(p), class_names, _images(arrays["x_train"], p, "x_train"),
-                 _labels(arrays["y_train"], p, "y_train"),
-                 _images(arrays["x_test"], p, "x_test") if "x_test" in arrays else None,
-                 _labels(arrays["y_test"], p, "y_test") if "y_test" in arrays else None)
-    _check_pairs(src, p)
-    return src
+    return Source("npz", str(p), class_names, x_train, y_train, x_test, y_test, named=names is not None)
 
 
-def _images(x: np.ndarray, p: Path, key: str) -> np.ndarray:
-    if x.ndim == 3:
-        x = x[..., None]
-    if x.ndim != 4 or x.shape[-1] not in (1, 3):
-        raise _bad(f"{key} must be images (N, H, W) or (N, H, W, 1 or 3) (got shape {x.shape})", p)
-    return x
+def check_examples(where: str | os.PathLike, labels, labels_key: str, images=None, images_key: str = "images",
+                   files: list[str] | None = None) -> tuple[np.ndarray | None, np.ndarray]:
+    """The one check of training/evaluation examples, whatever their source (.npz, CIFAR
+    batch, image folder): labels are integer class indices >= 0, one per image; images
+    are (N, H, W) or (N, H, W, 1 or 3) arrays of numbers, every pixel finite (NaN or
+    infinity would train without a word), or image files a decoder can read. A problem is a
+    located error naming the file and the label or image (``y_train[17]``).
 
+    Args:
+        where: the file the examples come from (the .npz, the CIFAR batch, the folder).
+        labels: the labels; labels_key: their name in messages (``y_train``, ``labels``).
+        images: an image array; images_key: its name in messages (``x_train``, ``data``).
+        files: image files instead of an array (an image folder).
 
-def _labels(y: np.ndarray, p: Path, key: str) -> np.ndarray:
-    y = np.asarray(y)
+    Returns:
+        (images with a channel axis, or None for files; labels as int64 (N,)).
+    """
+    y = np.asarray(labels)
     if y.ndim == 2 and y.shape[1] == 1:
         y = y[:, 0]
-    if y.ndim != 1 or y.dtype.kind not in "iu":
-        raise _bad(f"{key} must be integer class indices (N,) (got shape {y.shape}, dtype {y.dtype})", p)
+    if y.ndim != 1 or (y.size and y.dtype.kind not in "iu"):
+        raise _bad(f"{labels_key} must be integer class indices (N,) (got shape {y.shape}, dtype {y.dtype})", where)
     if y.size and y.min() < 0:
-        raise _bad(f"{key} has a negative label ({int(y.min())})", p)
-    return y.astype("int64")
-
-
-def _check_pairs(src: Source, p: Path) -> None:
-    for x, y, what in ((src.x_train, src.y_train, "train"), (src.x_test, src.y_test, "test")):
-        if x is not None and len(x) != len(y):
-            raise _bad(f"x_{what} has {len(x)} images but y_{what} {len(y)} labels", p)
-    if src.x_train is not None and len(src.x_train) == 0:
-        raise _bad("no training images (x_train is empty)", p)
+        i = int(np.argmax(y < 0))
+        raise _bad(f"{labels_key}[{i}] is {int(y[i])}: a label must be a class index >= 0", where)
+    y = y.astype("int64")
+    x = None
+    if images is not None:
+        x = np.asarray(images)
+        if x.ndim == 3:
+            x = x[..., None]
+        if x.ndim != 4 or x.shape[-1] not in (1, 3):
+            raise _bad(f"{images_key} must be images (N, H, W) or (N, H, W, 1 or 3) (got shape {x.shape})", where)
+        if x.dtype.kind not in "uif":
+            raise _bad(f"{images_key} must hold numbers (got dtype {x.dtype})", where)
+        if x.dtype.kind == "f":
+            for start in range(0, len(x), 1024):  # a chunk at a time: no copy of the whole array
+                bad = ~np.isfinite(x[start:start + 1024]).reshape(min(1024, len(x) - start), -1).all(axis=1)
+                if bad.any():
+                    i = start + int(np.argmax(bad))
+                    raise _bad(f"{images_key}[{i}] has NaN or infinite pixel values", where)
+        n_images = len(x)
+    else:
+        n_images = len(files or [])
+        if files:
+            _check_images(files)
+    if n_images != len(y):
+        what = images_key if images is not None else "images"
+        raise _bad(f"{what} has {n_images} images but {labels_key} {len(y)} labels", where)
+    return x, y
 
 
 class _ArraysOnly(pickle.Unpickler):
@@ -157,21 +189,26 @@ def _cifar(p: Path) -> Source:
             d = _unpickle(f)
             if "data" not in d or label_key not in d:
                 raise _bad(f"not a CIFAR batch file (no 'data' or '{label_key}')", f)
-            x = np.asarray(d["data"], dtype=np.uint8)
-            if x.ndim != 2 or x.shape[1] != 3072:
-                raise _bad(f"CIFAR data must be (N, 3072) (got {x.shape})", f)
-            xs.append(x.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
-            ys.append(np.asarray(d[label_key], dtype=np.int64))
+            x = np.asarray(d["data"])
+            if x.ndim != 2 or x.shape[1] != 3072 or x.dtype.kind not in "iu" or (
+                    x.size and (x.min() < 0 or x.max() > 255)):
+                raise _bad(f"CIFAR data must be (N, 3072) bytes 0..255 (got shape {x.shape}, dtype {x.dtype})", f)
+            x = x.astype(np.uint8, copy=False)
+            x, y = check_examples(f, d[label_key], label_key, x.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1),
+                                  "data")
+            xs.append(x)
+            ys.append(y)
         return np.concatenate(xs), np.concatenate(ys)
 
     x_train, y_train = read(train_files)
     x_test, y_test = read(test_files) if test_files else (None, None)
-    n = int(max(y_train.max(), y_test.max() if y_test is not None else 0)) + 1
+    if len(x_train) == 0:
+        raise _bad("no training images (the training batches are empty)", p)
+    named = bool(names)
+    n = int(max(y_train.max(), y_test.max() if y_test is not None and y_test.size else 0)) + 1
     if len(names) < n:
         names = names + [str(k) for k in range(len(names), n)]
-    src = Source("cifar", str(p), names, x_train, y_train, x_test, y_test)
-    _check_pairs(src, p)
-    return src
+    return Source("cifar", str(p), names, x_train, y_train, x_test, y_test, named=named)
 
 
 def _folder(p: Path) -> Source:
@@ -185,7 +222,7 @@ def _folder(p: Path) -> Source:
             raise _bad(f"class {c!r} has no images ({', '.join(IMAGE_SUFFIXES)})", p / c)
         files += [str(f) for f in imgs]
         labels += [k] * len(imgs)
-    _check_images(files)
+    check_examples(p, np.asarray(labels, np.int64), "labels", files=files)
     return Source("folder", str(p), classes, files=files, labels=labels)
 
 
@@ -401,18 +438,21 @@ def datasets(src: Source, recipe, size: tuple[int, int], channels: int, classes:
     return Pipelines(train_from, val, steps(len(tr), global_batch), len(tr), n_val)
 
 
-def evaluation_dataset(src: Source, size, channels: int, classes: int, batch: int):
+def evaluation_dataset(src: Source, size, channels: int, classes: int, batch: int, relabel: np.ndarray | None = None):
     """The data to evaluate on: the test set when the data has one, else all of it; as
-    (dataset of (images, one-hot labels), integer labels in order)."""
+    (dataset of (images, one-hot labels), integer labels in order). `relabel` maps each
+    label of the data to the model's class index (classes matched by name)."""
     import tensorflow as tf
 
     if src.kind == "folder":
-        ys = np.asarray(src.labels)
+        ys = np.asarray(src.labels, np.int64)
         ds = tf.data.Dataset.from_tensor_slices(tf.constant(src.files)).map(_decoder(channels, size),
                                                                             num_parallel_calls=tf.data.AUTOTUNE)
     else:
         x, ys = (src.x_test, src.y_test) if src.x_test is not None else (src.x_train, src.y_train)
         ds = tf.data.Dataset.from_tensor_slices(x).map(_converter(channels, size), num_parallel_calls=tf.data.AUTOTUNE)
+    if relabel is not None:
+        ys = np.asarray(relabel)[ys]
     labels = tf.data.Dataset.from_tensor_slices(tf.one_hot(ys, classes))
     return tf.data.Dataset.zip((ds, labels)).batch(batch).prefetch(tf.data.AUTOTUNE), np.asarray(ys)
 

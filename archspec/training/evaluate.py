@@ -48,13 +48,83 @@ def _load(model_path: Path):
 
 
 def _main_output(model):
+    """The classifier output: the model's first (an archspec model lists its classifier
+    first; GoogLeNet's auxiliary outputs follow it; training builds no taps)."""
     out = model.outputs[0] if isinstance(model.outputs, list) else model.outputs
+    if len(out.shape) != 2:
+        raise ArchspecError(f"the model's first output is not a classifier's (shape {tuple(out.shape)}); evaluate "
+                            f"and predict need a model whose first output is (batch, classes)")
     return out
+
+
+def head_activation(model) -> str:
+    """The activation of the classifier output: softmax (probabilities), linear (logits)
+    or sigmoid (an independent probability per class)."""
+    layer = _main_output(model)._keras_history.operation
+    act = getattr(layer, "activation", None)
+    name = "linear" if act is None else getattr(act, "__name__", str(act))
+    if name not in ("softmax", "linear", "sigmoid"):
+        raise ArchspecError(f"the classifier output {layer.name!r} has activation {name!r}; evaluate and predict "
+                            f"know softmax, linear (logits) and sigmoid")
+    return name
+
+
+def label_map(src, names: list[str] | None, classes: int, model_path: Path) -> np.ndarray:
+    """For each label of the data, the model's output index of that class.
+
+    Classes are matched by name when both sides have names (the run's classes.json, the
+    data's folder names, CIFAR meta or an npz's class_names): a class the data lacks is
+    fine, a name the model was not trained on is an error naming it. An npz without
+    class_names holds class indices, taken as they are. An image folder evaluated with a
+    model that has no classes.json beside it is matched only when its folders are named by
+    index (0, 1, ...): sorted position would silently mislabel a folder that lacks a class."""
+    if src.named and names is not None:
+        index = {n: i for i, n in enumerate(names)}
+        unknown = [n for n in src.class_names if n not in index]
+        if unknown:
+            where = Path(src.path) / unknown[0] if src.kind == "folder" else src.path
+            known = ", ".join(names[:10]) + (", ..." if len(names) > 10 else "")
+            raise SpecError(f"class {unknown[0]!r} of the data is not one the model was trained on "
+                            f"({len(names)} classes: {known})", Location(str(where)))
+        return np.asarray([index[n] for n in src.class_names], np.int64)
+    if src.kind == "folder" and names is None:
+        if not all(n.isdigit() for n in src.class_names):
+            raise SpecError(f"the folder's classes ({', '.join(src.class_names[:5])}"
+                            f"{', ...' if src.classes > 5 else ''}) cannot be matched to the model's outputs by "
+                            f"name: there is no classes.json beside {model_path.name} (the run directory's class "
+                            f"names in label order); add it, or name the folders by class index 0..{classes - 1}",
+                            Location(src.path))
+        return np.asarray([int(n) for n in src.class_names], np.int64)
+    return np.arange(max(src.classes, 1), dtype=np.int64)
+
+
+def _log_softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(axis=1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+
+
+def loss_of(outputs: np.ndarray, y: np.ndarray, activation: str) -> float:
+    """The loss training minimises, on the model's outputs (float64): categorical
+    cross-entropy of softmax probabilities or of logits (linear), binary cross-entropy per
+    class for sigmoid heads (one-hot targets), each as Keras computes it."""
+    eps = 1e-7
+    n, classes = outputs.shape
+    if activation == "linear":
+        return float(-np.mean(_log_softmax(outputs)[np.arange(n), y]))
+    if activation == "sigmoid":
+        p = np.clip(outputs, eps, 1 - eps)
+        t = np.zeros_like(p)
+        t[np.arange(n), y] = 1.0
+        return float(-np.mean(t * np.log(p) + (1 - t) * np.log(1 - p)))
+    p = outputs / outputs.sum(axis=1, keepdims=True)
+    return float(-np.mean(np.log(np.clip(p[np.arange(n), y], eps, 1 - eps))))
 
 
 def evaluate(model_ref, data, *, batch_size: int = 64, confusion_csv: str | os.PathLike | None = None) -> dict:
     """Loss, top-1 and top-5 accuracy, per-class accuracy and the confusion matrix on the
-    data's test set (all of it when it has none).
+    data's test set (all of it when it has none). The data's classes are matched to the
+    model's by name (see `label_map`); the loss is the one the head trains with (see
+    `loss_of`).
 
     Args:
         model_ref: a run directory or a .keras file.
@@ -69,27 +139,30 @@ def evaluate(model_ref, data, *, batch_size: int = 64, confusion_csv: str | os.P
     model = _load(model_path)
     h, w, c = model.inputs[0].shape[1:]
     classes = int(_main_output(model).shape[-1])
-    if max(int(np.max(src.y_test if src.y_test is not None else (src.y_train if src.kind != "folder" else
-                                                                  src.labels))), 0) >= classes:
-        raise SpecError(f"the data has labels the model cannot predict (it has {classes} classes)", Location(str(data)))
-    ds, y = data_mod.evaluation_dataset(src, (h, w), c, classes, batch_size)
-    probs = []
+    activation = head_activation(model)
+    relabel = label_map(src, names, classes, model_path)
+    ys = np.asarray(src.labels) if src.kind == "folder" else (src.y_test if src.y_test is not None else src.y_train)
+    if len(ys) and int(relabel[ys].max()) >= classes:
+        raise SpecError(f"the data has label {int(relabel[ys].max())} but the model has {classes} classes "
+                        f"(0..{classes - 1})", Location(str(data)))
+    ds, y = data_mod.evaluation_dataset(src, (h, w), c, classes, batch_size, relabel)
+    outs = []
     for xb, _ in ds:
         out = model(xb, training=False)
         out = out[0] if isinstance(out, (list, tuple)) else out
-        probs.append(np.asarray(out, dtype="float64"))
-    p = np.concatenate(probs)
-    eps = 1e-7
-    loss = float(-np.mean(np.log(np.clip(p[np.arange(len(y)), y], eps, 1.0))))
-    order = np.argsort(-p, axis=1)
+        outs.append(np.asarray(out, dtype="float64"))
+    p = np.concatenate(outs)
+    loss = loss_of(p, y, activation)
+    order = np.argsort(-p, axis=1, kind="stable")
     top1 = float(np.mean(order[:, 0] == y))
     k = min(5, classes)
     top5 = float(np.mean(np.any(order[:, :k] == y[:, None], axis=1)))
     pred = order[:, 0]
     cm = np.zeros((classes, classes), dtype=np.int64)
     np.add.at(cm, (y, pred), 1)
-    label_names = names or src.class_names
-    label_names = list(label_names) + [str(i) for i in range(len(label_names), classes)]
+    # the model's class names: the run's; else an npz's or CIFAR's (in label order); else indices
+    label_names = names or (src.class_names if src.kind != "folder" else [])
+    label_names = list(label_names)[:classes] + [str(i) for i in range(len(label_names), classes)]
     per_class = [{"class": i, "name": label_names[i], "images": int(cm[i].sum()),
                   "accuracy": float(cm[i, i] / cm[i].sum()) if cm[i].sum() else None} for i in range(classes)]
     if confusion_csv is not None:
@@ -98,13 +171,15 @@ def evaluate(model_ref, data, *, batch_size: int = 64, confusion_csv: str | os.P
         lines = ["true\\predicted," + ",".join(label_names[:classes])]
         lines += [label_names[i] + "," + ",".join(str(v) for v in cm[i]) for i in range(classes)]
         write_text_atomic(Path(confusion_csv), "\n".join(lines) + "\n")
-    return {"model": str(model_path), "data": str(data), "images": int(len(y)), "loss": loss, "top1": top1,
-            "top5": top5, "per_class": per_class, "confusion": cm.tolist(),
+    return {"model": str(model_path), "data": str(data), "images": int(len(y)), "head": activation, "loss": loss,
+            "top1": top1, "top5": top5, "per_class": per_class, "confusion": cm.tolist(),
             **({"confusion_csv": str(confusion_csv)} if confusion_csv else {})}
 
 
 def predict(model_ref, images: list[str], *, top: int = 5) -> list[dict]:
-    """The top-k classes of each image (names from the run's classes.json when known)."""
+    """The top-k classes of each image (names from the run's classes.json when known), with
+    their probability: the softmax (of the logits, for a linear head), or each class's own
+    sigmoid probability for a sigmoid head (which need not add up to 1)."""
     model_path, names = resolve_model(model_ref)
     try:
         from PIL import Image
@@ -123,8 +198,11 @@ def predict(model_ref, images: list[str], *, top: int = 5) -> list[dict]:
         except Exception as exc:  # noqa: BLE001 - PIL raises many kinds for a bad file
             raise SpecError(f"unreadable image: {type(exc).__name__}: {exc}", Location(str(f))) from None
         batch.append(arr[..., None] if c == 1 else arr)
+    activation = head_activation(model)
     out = model(np.stack(batch), training=False)
-    out = np.asarray(out[0] if isinstance(out, (list, tuple)) else out)
+    out = np.asarray(out[0] if isinstance(out, (list, tuple)) else out, dtype="float64")
+    if activation == "linear":  # logits: their softmax
+        out = np.exp(_log_softmax(out))
     k = min(top, out.shape[-1])
     result = []
     for f, probs in zip(images, out):
