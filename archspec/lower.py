@@ -125,7 +125,8 @@ class Builder:
     def drop_path(self, x: str, name: str) -> str:
         """Stochastic depth on a residual branch: a dropout of whole examples (noise shape
         (N, 1, 1, 1)) at ``defaults.drop_connect_rate * b / B``, b the 0-based index of the
-        stage block, B their number (timm's and keras EfficientNet's linear schedule); a
+        stage block, B their number, both counting the blocks of stages that are not
+        ``fixed`` (keras EfficientNet's linear schedule); a
         rate of 0 adds nothing."""
         rate = self.defaults.drop_connect_rate * self.block_index / self.total_blocks
         if rate <= 0:
@@ -492,8 +493,11 @@ def _lower(spec, raw: RawSpec | None = None, lenient: bool = False, keep: bool =
             fields = dict(stage="stem", name="stem", s=0, i=r + 1, j=r, letter=letter(r), n=r, N=r + 1)
             x = g.run_block(blk, x, name_of(b.name or default, p, **fields), p, fields=fields, top=True)
     stage_outputs = []
+    # stochastic depth's b / B: both over the same list, the stage blocks of stages that are
+    # not `fixed` (a fixed stage's block keeps the rate of the block before it)
     g.total_blocks = sum(b.repeats for st in spec.stages if not st.fixed for b in st.blocks) or 1
     n = 0
+    dropped = 0
     for s, stage in enumerate(spec.stages):
         stage_name = stage.name or f"stage{s + 1}"
         j = 0
@@ -501,7 +505,7 @@ def _lower(spec, raw: RawSpec | None = None, lenient: bool = False, keep: bool =
             p = ("stages", s, "blocks", bi)
             for r in range(b.repeats):
                 blk = b if r == 0 else b.for_repeat()
-                g.block_index = n
+                g.block_index = dropped
                 # a literal block name is the first repeat's; a template names every repeat
                 template = b.name if (b.name and (r == 0 or "{" in b.name)) else stage.block_name
                 fields = dict(stage=stage_name, name=stage_name, s=s + 1, i=j + 1, j=j, letter=letter(j), n=n, N=n + 1)
@@ -509,6 +513,7 @@ def _lower(spec, raw: RawSpec | None = None, lenient: bool = False, keep: bool =
                 x = g.run_block(blk, x, name, p, fields=fields, top=True)
                 n += 1
                 j += 1
+                dropped += not stage.fixed
         stage_outputs.append(x)
     head = spec.head
     final = x

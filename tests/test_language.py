@@ -276,6 +276,27 @@ def test_drop_path_follows_the_network_wide_linear_schedule(tmp_path):
     assert g.node("s_block2_add").inputs == ["s_block1_add", "s_block2_drop"]
 
 
+def test_drop_path_schedule_skips_fixed_stages_in_index_and_total(tmp_path):
+    """Issue 17.8: B counted only non-fixed blocks but b counted all, so a `fixed` stage in
+    the middle (ConvNeXt's downsampling) pushed later rates up, the last past the rate.
+    keras' rule (EfficientNet: drop_connect_rate * b / B) counts both over one list."""
+    g = graph("""
+    stages:
+      - name: s1
+        blocks: [{type: residual, repeats: 2, drop_path: true, body: [{type: conv, filters: 3, name: "{name}_c"}]}]
+      - name: down
+        fixed: true
+        blocks: [{type: conv, name: down_conv, filters: 3, kernel: 1}]
+      - name: s2
+        blocks: [{type: residual, repeats: 2, drop_path: true, body: [{type: conv, filters: 3, name: "{name}_c"}]}]
+    """, tmp_path, overrides=["defaults.drop_connect_rate=0.4"])
+    drops = {n.name: n.attrs["rate"] for n in g.nodes if n.op == "dropout"}
+    # B = 4 residual blocks; b = 0 (no layer), 1, 2, 3
+    assert drops == pytest.approx({"s1_block2_drop": 0.4 * 1 / 4, "s2_block1_drop": 0.4 * 2 / 4,
+                                   "s2_block2_drop": 0.4 * 3 / 4})
+    assert max(drops.values()) < 0.4
+
+
 # ---------------------------------------------------------------- defined blocks
 
 DENSE = """
