@@ -67,12 +67,30 @@ def test_efficientnet_b0_vs_b3_by_preset():
     assert d0["totals"]["params"] == d["totals"]["params"]
 
 
-def test_a_spec_against_itself_has_no_difference():
-    d = diffing.diff_specs("resnet50", "resnet50")
-    assert d["differ"] is False
-    assert d["blocks"] == [] and d["layers"]["changed"] == [] and d["layers"]["added"] == []
-    assert all(g["status"] == "same" for g in d["groups"])
-    assert d["summary"] == "resnet50 -> resnet50: no differences (177 layers, 25,636,712 params, 3.86G MACs)"
+def test_the_same_network_written_twice_has_no_difference():
+    """resnet50_yaml writes the bottleneck in the spec language (a `define:`d residual)
+    instead of the built-in family: different text, the same layers. The diff says exactly
+    that: the 16 bottlenecks changed their block type, and not one layer differs."""
+    d = diffing.diff_specs("resnet50", "resnet50_yaml")
+    assert d["layers"] == {"added": [], "removed": [], "changed": [], "renamed": []}
+    assert [b["name"] for b in d["blocks"]] == [f"conv{s}_block{i}" for s, n in ((2, 3), (3, 4), (4, 6), (5, 3))
+                                                 for i in range(1, n + 1)]
+    assert {(b["type"], tuple(b["changes"]), b["params"]["delta"]) for b in d["blocks"]} == {("bottleneck_v1", ("type",), 0)}
+    assert d["totals"]["params"] == {"a": R50, "b": R50, "delta": 0}  # keras.applications.ResNet50's count
+    assert d["counts"]["layers_changed"] == 0 and d["counts"]["blocks_changed"] == 16
+
+
+def test_one_changed_number_is_found_where_it_is(tmp_path):
+    """A variant that differs in one conv's kernel: exactly that layer is changed, with the
+    parameter delta counted by hand (64 * 64 * (5 * 5 - 3 * 3) in conv2_block1_2_conv)."""
+    p = tmp_path / "r50k5.yaml"
+    p.write_text("extends: resnet50\nname: r50k5\n")
+    d = diffing.diff_specs("resnet50", p, overrides_b=["stages[0].blocks[0].kernel=5"])
+    changed = {x["name"]: x["changes"] for x in d["layers"]["changed"]}
+    k2 = {k for k in changed if k.endswith("_2_conv")}
+    assert k2 == {f"conv2_block{i}_2_conv" for i in (1, 2, 3)}  # the stage block's repeats share it
+    assert changed["conv2_block1_2_conv"]["attrs"]["kernel"] == {"a": [3, 3], "b": [5, 5]}
+    assert d["totals"]["params"]["delta"] == 3 * 64 * 64 * (25 - 9)
 
 
 def test_head_classes_override_changes_exactly_the_predictions_block():
