@@ -1,8 +1,11 @@
 """Every bundled spec: the static analysis equals what Keras builds (parameter count and
-every layer's output shape), and the block registry and the union agree."""
+every layer's output shape, MACs counted from Keras' kernels and shapes), and the block
+registry and the union agree."""
 
+import math
 import typing
 
+import numpy as np
 import pytest
 
 import archspec
@@ -31,6 +34,24 @@ def test_static_analysis_equals_keras(name):
         layer = model.get_layer(node.name)
         assert tuple(layer.output.shape[1:]) == tuple(node.shape), node.name
     assert len(model.layers) == len(graph.nodes)
+    assert keras_macs(model) == graph.macs
+
+
+def keras_macs(model) -> int:
+    """Multiply-accumulates of the conv and dense layers, from Keras' own output shapes and
+    kernels (one MAC per kernel weight per output position), not from archspec's graph."""
+    import keras
+
+    total = 0
+    for layer in model.layers:
+        positions = math.prod(layer.output.shape[1:-1])  # output pixels (dense: leading axes)
+        if isinstance(layer, keras.layers.SeparableConv2D):
+            total += positions * (int(np.prod(layer.depthwise_kernel.shape)) + int(np.prod(layer.pointwise_kernel.shape)))
+        elif isinstance(layer, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.Dense)):
+            total += positions * int(np.prod(layer.kernel.shape))
+        else:
+            assert not getattr(layer, "kernel", None), f"{layer.name}: a {type(layer).__name__} with a kernel"
+    return total
 
 
 def test_registry_and_union_agree():
