@@ -213,8 +213,9 @@ def cmd_build(args) -> int:
     model, seconds = kb.timed_build(graph, precision=args.precision, seed=args.seed)  # counts checked there
     if args.weights:
         kb.load_weights(model, args.weights)
-    with atomic_output(out) as tmp:
-        model.save(tmp)
+    from .training.loop import save_keras  # export's .keras writer: the file says which spec it is
+
+    save_keras(model, out, graph)
     report = analyze(graph)
     if args.json:
         print_json({k: v for k, v in report.items() if k != "layers"} |
@@ -230,12 +231,12 @@ def cmd_build(args) -> int:
 def cmd_export(args) -> int:
     from .api import export
 
-    fmt = args.format or _export_format(args.output)
     quantize = {"int8": "int8", "int8-dynamic": "int8_dynamic"}.get(args.quantize) if args.quantize else None
-    r = export(args.spec, args.output, format=fmt, opset=args.opset, check=not args.no_check, force=args.force,
-               fp16=args.fp16, quantize=quantize, calibration=args.calibration, overrides=args.set or None,
-               progress=progress, samples=args.samples, seed=args.seed, via=args.via,
-               external_data=True if args.external_data else None)
+    r = export(args.spec, args.output, format=args.format, opset=args.opset, check=not args.no_check,
+               force=args.force, fp16=args.fp16, quantize=quantize, calibration=args.calibration,
+               overrides=args.set or None, progress=progress, samples=args.samples, seed=args.seed, via=args.via,
+               external_data=True if args.external_data else None, check_data=args.check_data,
+               min_agreement=args.min_agreement)
     if args.json:
         print_json(r)
         return 0
@@ -246,27 +247,28 @@ def cmd_export(args) -> int:
     if r.get("via"):
         print(f"onnx:       opset {r['opset']}, via {r['via']}"
               f"{', weights in ' + r['external_data'] if r.get('external_data') else ''}")
-    if r.get("max_abs_diff") is None:
+    if not r.get("checked"):
         print("check:      skipped (--no-check)")
-    elif r.get("variant"):
-        top1 = r.get("top1_agreement")
-        print(f"vs float32: max |diff| {r['max_abs_diff']:.3g}, top-1 agreement "
-              f"{'n/a' if top1 is None else f'{top1:.1%}'} on {r['samples']} random inputs; "
-              f"size {r['size_ratio']:.2f}x of float32 ({r['float32_bytes'] / 1e6:.1f} MB)")
     else:
-        print(f"check:      max |diff| vs Keras {r['max_abs_diff']:.3g} on {r['samples']} random inputs "
-              f"(tolerance {r['tolerance']:g}): ok")
+        on = (f"{r['samples']} random inputs" if r["check_inputs"] == "random"
+              else f"{r['samples']} images of {r['check_inputs']}")
+        top1 = r.get("top1_agreement")
+        agree = "" if top1 is None else f", top-1 agreement {top1:.1%}"
+        if r.get("min_agreement") is not None:
+            agree += f" (needs {r['min_agreement']:.0%})"
+        tol = f" (tolerance {r['tolerance']:g})" if r.get("tolerance") is not None else ""
+        vs = "vs float32:" if r.get("variant") else "check:     "
+        print(f"{vs} max |diff| vs Keras {r['max_abs_diff']:.3g}{tol}{agree} on {on}: ok")
+        if r.get("accuracy"):
+            print(f"accuracy:   Keras {r['accuracy']['keras']:.1%}, export {r['accuracy']['export']:.1%} "
+                  f"on those {r['samples']} labelled images")
+        if r.get("variant"):
+            print(f"size:       {r['size_ratio']:.2f}x of float32 ({r['float32_bytes'] / 1e6:.1f} MB)"
+                  + (f"; {len(r['float32_nodes'])} nodes kept float32 (float16 overflow)"
+                     if r.get("float32_nodes") else ""))
     print(f"metadata:   spec {r['metadata']['archspec.spec_name']} sha256 "
           f"{r['metadata']['archspec.spec_sha256'][:12]}, archspec {r['metadata']['archspec.version']}")
     return 0
-
-
-def _export_format(output: str) -> str:
-    if output.endswith(".onnx"):
-        return "onnx"
-    if output.endswith(".keras"):
-        return "keras"
-    raise SpecError(f"cannot tell the format from {output!r}; pass --format onnx|saved_model|keras")
 
 
 def _scaled_spec(args):
@@ -692,30 +694,46 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(func=cmd_build)
 
     sp = spec_cmd("export", "export to ONNX, SavedModel or .keras, verified against Keras",
-                  "Export a spec (built with random weights) or a saved MODEL.keras (pass it as SPEC). The result "
-                  "is reloaded and run next to Keras on random inputs (ONNX Runtime, tf.saved_model.load, "
-                  "keras.models.load_model); above 1e-4 max difference (float32) the export fails with exit 1 "
-                  "and writes nothing. ONNX has a dynamic batch, the Keras input/output names and metadata (spec "
-                  "name, resolved-spec sha256, archspec version, preprocessing). Writes are atomic.")
+                  "Export a spec (built with random weights), a saved MODEL.keras or a run directory of "
+                  "`archspec train` (pass it as SPEC). The result is reloaded and run next to Keras (ONNX Runtime, "
+                  "tf.saved_model.load, keras.models.load_model) on real images (--check-data, or a run "
+                  "directory's own data) or else random inputs; above 1e-4 max difference (float32), 1e-2 "
+                  "(--fp16), or below the minimum top-1 agreement on real images (--fp16 99%, --quantize 95%) "
+                  "the export fails with exit 1 and writes nothing. --quantize needs real images to be checked "
+                  "on. ONNX has a dynamic batch, the Keras input/output names and metadata (spec name, "
+                  "resolved-spec sha256, archspec version, preprocessing). Writes are atomic.")
     sp.add_argument("-o", "--output", required=True, metavar="PATH",
                     help="output file (a directory for saved_model)")
     sp.add_argument("--format", choices=["onnx", "saved_model", "keras"],
-                    help="default: from the suffix of PATH (.onnx, .keras)")
+                    help="default: from the suffix of PATH (.onnx, .keras); another suffix needs --format")
     sp.add_argument("--opset", type=int, default=17, help="ONNX opset (13-18, default 17)")
     sp.add_argument("--via", choices=["ir", "tf2onnx"], default="ir",
                     help="how ONNX is made: ir (default: emitted from the graph IR, no TensorFlow needed) or "
                          "tf2onnx (traced by TensorFlow and converted by tf2onnx, the cross-check)")
     sp.add_argument("--external-data", action="store_true",
                     help="ONNX weights in PATH.data beside PATH (automatic above 2 GB, protobuf's limit)")
-    sp.add_argument("--no-check", action="store_true", help="skip the comparison with Keras")
+    sp.add_argument("--no-check", action="store_true", help="skip the comparison with Keras (nothing is verified)")
+    sp.add_argument("--check-data", metavar="DIR|FILE.npz",
+                    help="real images to check on (up to 256 of the test split, through the model's input): an "
+                         ".npz with x_train, y_train[, x_test, y_test], a CIFAR directory, a folder of class "
+                         "folders or of images; reports top-1 agreement (and accuracy, with labels). Default: a "
+                         "run directory's data, else random inputs")
+    sp.add_argument("--min-agreement", type=float, metavar="F",
+                    help="--fp16/--quantize: the top-1 agreement with float32 needed on real images "
+                         "(default 0.99 for fp16, 0.95 for int8)")
     sp.add_argument("--force", action="store_true", help="replace an existing PATH")
     g = sp.add_mutually_exclusive_group()
-    g.add_argument("--fp16", action="store_true", help="ONNX with float16 weights (inputs/outputs stay float32)")
+    g.add_argument("--fp16", action="store_true",
+                   help="ONNX with float16 weights (inputs/outputs stay float32; batch norms folded into their "
+                        "convolutions, nodes that overflow float16 kept float32)")
     g.add_argument("--quantize", choices=["int8", "int8-dynamic"],
-                   help="ONNX Runtime int8 quantization: static (calibrated) or dynamic (weights only)")
+                   help="ONNX Runtime int8 quantization: static (calibrated) or dynamic (weights only); "
+                        "needs --check-data (or a run directory, or static's --calibration) unless --no-check")
     sp.add_argument("--calibration", metavar="PATH",
-                    help="--quantize int8: a .npy (N,H,W,C) or a directory of images (default: generated)")
-    sp.add_argument("--samples", type=int, default=3, help="random inputs for the check (default 3)")
+                    help="--quantize int8: a .npy (N,H,W,C) or a directory of images (default: training images "
+                         "of the check data, else generated)")
+    sp.add_argument("--samples", type=int, default=3, help="random inputs for the check without check data "
+                                                           "(default 3; variants at least 16)")
     sp.add_argument("--seed", type=int, default=0, help="seed of the random weights and inputs")
     sp.add_argument("--json", action="store_true", help="the export report as JSON")
     sp.set_defaults(func=cmd_export)
@@ -922,6 +940,21 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except Exception as exc:  # noqa: BLE001 - the guard: anything not archspec's own is one line, exit 1
+        if args.debug:
+            raise
+        print(f"archspec: internal error: {internal_error_words(exc)}; rerun with --debug for the traceback",
+              file=sys.stderr)
+        return 1
+
+
+def internal_error_words(exc: BaseException, limit: int = 300) -> str:
+    """`Type: message` of an unexpected exception on one bounded line (a framework's message
+    can hold tensors, paths and newlines; only its start is shown)."""
+    msg = " ".join(str(exc).split())
+    if len(msg) > limit:
+        msg = msg[:limit] + " ..."
+    return f"{type(exc).__name__}: {msg}" if msg else type(exc).__name__
 
 
 if __name__ == "__main__":  # pragma: no cover
