@@ -277,7 +277,8 @@ class _Function:
 
 
 def _identifier(text: str, fallback: str) -> str:
-    s = re.sub(r"(\W|_)+", "_", text).strip("_")
+    """An ASCII identifier made of `text`'s letters and digits (callers keep it off keywords)."""
+    s = re.sub(r"[^0-9A-Za-z]+", "_", text).strip("_")
     if not s:
         s = fallback
     if s[0].isdigit():
@@ -542,7 +543,7 @@ def _functions(instances: list[_Instance], consts: _Constants) -> list[_Function
             names = [inst.name for inst in members[key]]
             shown = ", ".join(names[:6]) + (f", ... ({len(names)} in all)" if len(names) > 6 else "")
             kind = f" (structure {v + 1} of {len(keys)} of this type)" if len(keys) > 1 else ""
-            fn.doc = textwrap.fill(f"`{t}` block{'s' if len(names) > 1 else ''}{kind}: {shown}.", 100,
+            fn.doc = textwrap.fill(_text(f"`{t}` block{'s' if len(names) > 1 else ''}{kind}: {shown}."), 100,
                                    initial_indent="    ", subsequent_indent="    ", break_on_hyphens=False)[4:]
             for inst in members[key]:
                 inst.function = fn
@@ -685,13 +686,20 @@ def _wrap(line: str, indent: int, width: int = 110) -> str:
 # ---------------------------------------------------------------- the file
 
 
+def _text(s) -> str:
+    """Text from the spec (names, types, its reference, its path) made safe to write into a
+    comment or a docstring of the generated file: one line, and every backslash and double
+    quote escaped, so nothing in it can end the docstring or the line and become code."""
+    return " ".join(str(s).split()).replace("\\", "\\\\").replace('"', '\\"')
+
+
 def _reference(ref) -> str:
     """The spec's `reference` on one line (a mapping as `key: value, ...`)."""
     if not ref:
         return ""
     if isinstance(ref, dict):
-        return ", ".join(f"{k}: {v}" for k, v in ref.items())
-    return " ".join(str(ref).split())
+        return _text(", ".join(f"{k}: {v}" for k, v in ref.items()))
+    return _text(ref)
 
 
 def generate(spec: "str | os.PathLike | Any | Graph", overrides: list[str] | None = None, *,
@@ -737,11 +745,11 @@ def generate(spec: "str | os.PathLike | Any | Graph", overrides: list[str] | Non
     from .render import render
 
     text = render(
-        "codegen.py.j2", graph=graph, source=source, version=__version__, functions=functions, model=model,
+        "codegen.py.j2", graph=graph, source=_text(source), version=__version__, functions=functions, model=model,
         classes=classes, input_shape=_lit(tuple(graph.inputs[0].shape)), lrn="lrn" in custom,
         layer_scale="layer_scale" in custom, n_layers=len(graph.nodes), sha=graph.meta.get("spec_sha256") or "-",
         reference=_reference(graph.meta.get("reference")), name_literal=json.dumps(graph.name),
-        head_names=", ".join(i.name for i in instances if i.head),
+        head_names=_text(", ".join(i.name for i in instances if i.head)),
         constants=consts.lines(), padded=any(n.op == "zero_padding" for n in graph.nodes),
-        features_name=next((i.name for i in reversed(instances) if not i.head), graph.inputs[0].name))
+        features_name=_text(next((i.name for i in reversed(instances) if not i.head), graph.inputs[0].name)))
     return text

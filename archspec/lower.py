@@ -8,7 +8,6 @@ and turns a shape problem into a located `SpecError` that names the layer.
 from __future__ import annotations
 
 import re
-import string
 from typing import Any
 
 from .errors import Location, SpecError
@@ -17,6 +16,24 @@ from .spec.loader import RawSpec, format_path
 
 
 MAX_LAYERS = 20_000  # the largest bundled network has under 1,000 (EfficientNet-B7: 816)
+MAX_NAME = 200  # characters in a layer name (keras has no limit; file systems and ONNX tools do)
+
+
+def layer_name_problem(name: str) -> str | None:
+    """Why `name` cannot be a Keras layer name, or None. Keras refuses '/' (it separates
+    scopes in weight paths); names are also printable, without whitespace other than a plain
+    space inside, and at most MAX_NAME characters, so that every file they are written into
+    (Python, HTML, CSV, ONNX) stays one well-formed line."""
+    if not name or not name.strip():
+        return "it is empty"
+    if len(name) > MAX_NAME:
+        return f"it has {len(name)} characters (at most {MAX_NAME})"
+    if "/" in name:
+        return "Keras does not allow '/' in layer names"
+    bad = next((c for c in name if not c.isprintable()), None)
+    if bad is not None:
+        return f"it holds the control character U+{ord(bad):04X}"
+    return None
 
 
 class RefError(Exception):
@@ -89,6 +106,9 @@ class Builder:
         if len(self.nodes) >= MAX_LAYERS:
             raise self.error(f"the network has more than {MAX_LAYERS:,} layers; refusing to lower it "
                              f"(a depth multiplier or repeats too large?)")
+        problem = layer_name_problem(name) if isinstance(name, str) else "it is not a string"
+        if problem:
+            raise self.error(f"layer name {name!r:.80} is not allowed: {problem}")
         if name in self.index:
             first = self.raw.locate(self.index[name].path) if self.raw else None
             where = f" (first by the block at {first})" if first and first.line else ""
@@ -382,13 +402,6 @@ def _init(v):
 # ---------------------------------------------------------------- names
 
 
-class _Fmt(string.Formatter):
-    def get_value(self, key, args, kwargs):
-        if isinstance(key, str) and key not in kwargs:
-            raise KeyError(key)
-        return super().get_value(key, args, kwargs)
-
-
 NAME_FIELDS = ("stage", "s", "i", "j", "letter", "n", "N", "name")
 
 
@@ -412,23 +425,18 @@ def format_name(template: str, env: dict | None = None, **fields: Any) -> str:
             raise ValueError(f"in name template {template!r}: {exc}") from None
     if "{" not in template:
         return template
-    if _SIMPLE.fullmatch(template):  # only {field}s: the common case, without string.Formatter
-        def one(m):
-            if m.group(1) not in fields:
-                raise KeyError(m.group(1))
-            return str(fields[m.group(1)])
-        try:
-            return _FIELD.sub(one, template)
-        except KeyError as exc:
-            raise ValueError(f"unknown field {{{exc.args[0]}}} in name template {template!r}; "
-                             f"known: {', '.join('{' + f + '}' for f in NAME_FIELDS)}") from None
+    known = ', '.join('{' + f + '}' for f in NAME_FIELDS)
+    if not _SIMPLE.fullmatch(template):  # no attributes, indexing or format specs: {field} only
+        raise ValueError(f"name templates take only {{field}} (known: {known}); got {template!r}")
+
+    def one(m):
+        if m.group(1) not in fields:
+            raise KeyError(m.group(1))
+        return str(fields[m.group(1)])
     try:
-        return _Fmt().format(template, **fields)
+        return _FIELD.sub(one, template)
     except KeyError as exc:
-        raise ValueError(f"unknown field {{{exc.args[0]}}} in name template {template!r}; "
-                         f"known: {', '.join('{' + f + '}' for f in NAME_FIELDS)}") from None
-    except (ValueError, IndexError) as exc:
-        raise ValueError(f"bad name template {template!r}: {exc}") from None
+        raise ValueError(f"unknown field {{{exc.args[0]}}} in name template {template!r}; known: {known}") from None
 
 
 def letter(j: int) -> str:

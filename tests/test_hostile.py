@@ -35,3 +35,61 @@ def test_guard_lets_debug_show_the_traceback(monkeypatch):
     monkeypatch.setattr(cli, "cmd_validate", boom)
     with pytest.raises(ValueError, match="injected"):
         main(["--debug", "validate", "resnet50"])
+
+
+# ---------------------------------------------------------------- names are data, never code
+
+PWN_NAME = "a\"\"\";open('PWNED','w').write('x');\"\"\""
+
+
+def test_codegen_writes_a_hostile_layer_name_as_data(tmp_path):
+    """Issue 18.1: a layer name closed codegen's docstring and ran code on import."""
+    import subprocess
+    import sys
+
+    spec = tmp_path / "pwn.yaml"
+    spec.write_text(
+        "format: 1\nname: pwn\ninput: {shape: [8, 8, 3]}\n"
+        "define:\n  'x\"\"\"y\\\\':\n    params: {f: 4}\n    body: [{type: conv, name: \"{name}_c\", filters: \"${f}\"}]\n"
+        f"stem:\n  - {{type: conv, name: {json_str(PWN_NAME)}, filters: 4, kernel: 3}}\n"
+        "  - {type: 'x\"\"\"y\\\\', name: 'b\\\"\"\"\\\\'}\n"
+        "head: {classes: 3, layers: [{type: global_pool, name: gap}, {type: classifier, name: predictions}]}\n")
+    out = tmp_path / "m.py"
+    assert main(["codegen", str(spec), "-o", str(out)]) == 0
+    code = ("import sys; sys.path.insert(0, %r); import m; model = m.build_model(); "
+            "print([l.name for l in model.layers][1:3])") % str(tmp_path)
+    r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                       env={**__import__("os").environ, "KERAS_BACKEND": "jax"})
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert not (tmp_path / "PWNED").exists()
+    assert eval(r.stdout.strip().splitlines()[-1]) == [PWN_NAME, r'b\"""\\_c']  # noqa: S307 - a list literal we printed
+
+
+def json_str(s: str) -> str:
+    import json
+
+    return json.dumps(s)
+
+
+@pytest.mark.parametrize("name,why", [("a/b", "is not allowed: Keras does not allow '/'"),
+                                      ("a\tb", "is not allowed: it holds the control character U+0009"),
+                                      ("x" * 201, "at most 200 characters")])
+def test_layer_names_follow_keras_rules(tmp_path, capsys, name, why):
+    spec = tmp_path / "n.yaml"
+    spec.write_text("format: 1\nname: n\ninput: {shape: [8, 8, 3]}\n"
+                    f"stem: [{{type: conv, name: {json_str(name)}, filters: 4, kernel: 3}}]\n")
+    assert main(["validate", str(spec)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"{spec}:4:") and why in err[0]
+
+
+@pytest.mark.parametrize("template", ["{name.__class__.__mro__}", "{i.__class__.__subclasses__}", "{i[0]}",
+                                      "{name.foo}", "{i:>2000000000}", "{i!r}", "{0}", "{}"])
+def test_name_templates_are_fields_only(tmp_path, capsys, template):
+    """Issue 18.3: templates reached str.format (attributes, indexing, a 2 GB format spec)."""
+    spec = tmp_path / "t.yaml"
+    spec.write_text("format: 1\nname: t\ninput: {shape: [8, 8, 3]}\n"
+                    f"stages: [{{name: s, block_name: {json_str(template)}, blocks: [{{type: conv, filters: 4}}]}}]\n")
+    assert main(["validate", str(spec)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "name templates take only {field}" in err[0] and err[0].startswith(f"{spec}:4:")
