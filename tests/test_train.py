@@ -215,6 +215,7 @@ def test_bad_data_is_one_located_line(digits, tmp_path, capsys):
     # --force replaces a run only once everything is checked: bad input loses nothing
     kept = tmp_path / "kept"
     kept.mkdir()
+    (kept / "run.json").write_text("{}")  # a run directory: the only kind --force may replace
     (kept / "best.keras").write_text("an earlier run")
     code = main(base + [str(kept), "--data", str(tmp_path / "big.npz"), "--force"])
     assert code == 2 and "labels go up to 12" in capsys.readouterr().err

@@ -6,6 +6,7 @@ import math
 import time
 
 import keras
+import tensorflow as tf
 
 from ..atomic import atomic_output
 from . import loop
@@ -13,9 +14,11 @@ from . import loop
 
 class RunCallback(keras.callbacks.Callback):
     """Per epoch: the scheduled learning rate; after a complete epoch, in this order, the
-    history row, the checkpoint (the truth about progress), best.keras. An epoch whose mean
-    loss is NaN/inf, or one a signal stopped before its last batch (the loop's handler sets
-    `stop_training`), counts as incomplete: no row, no checkpoint. Per batch only a counter
+    history row, the stateful callbacks' step (early stopping, reduce-on-plateau: they run
+    here, on complete epochs only, not as callbacks of `fit`), the checkpoint (the truth
+    about progress, with their state), best.keras. An epoch whose mean loss is NaN/inf, or
+    one a signal stopped before its last batch (the loop's handler sets `stop_training`),
+    counts as incomplete: no row, no callback step, no checkpoint. Per batch only a counter
     (`step_in_epoch`: the batches of the current epoch trained so far, which the loop saves
     when a signal stops the run); the loss is not read, which would make each step wait for
     the device.
@@ -26,17 +29,23 @@ class RunCallback(keras.callbacks.Callback):
         batch-in-epoch counter; history: the rows so far (appended to); state: {"nan",
         "interrupted"} shared with the loop; steps: batches per epoch; main_output: the
         output whose metrics are reported as top1/top5; monitor: best.keras's metric; say:
-        progress messages. Set by the loop before each fit: `images` (training images per
-        epoch) and `offset` (batches of the first epoch trained before a resume).
+        progress messages; fit_state: the `FitState` of the stateful callbacks (saved with
+        the checkpoint); save_checkpoint: called with the epochs complete to save it;
+        write_best: called with (epoch, value) to write best.keras. Set by the loop before
+        each fit: `images` (training images per epoch) and `offset` (batches of the first
+        epoch trained before a resume).
     """
 
     def __init__(self, run, recipe, phase, base_lr, manager, epoch_var, step_var, history, state, steps,
-                 main_output, monitor, say):
+                 main_output, monitor, say, fit_state=None, save_checkpoint=None, write_best=None):
         super().__init__()
         self.run, self.recipe, self.phase, self.base_lr = run, recipe, phase, base_lr
         self.manager, self.epoch_var, self.step_var = manager, epoch_var, step_var
         self.history, self.state, self.steps = history, state, steps
         self.main_output, self.monitor, self.say = main_output, monitor, say
+        self.fit_state = fit_state
+        self.save_checkpoint = save_checkpoint or (lambda n: self.manager.save(checkpoint_number=n))
+        self.write_best = write_best
         self.images, self.offset, self.step_in_epoch = 0, 0, 0
         best = loop._best_row(history, monitor, recipe.callbacks.checkpoint.mode)
         self.best = best[monitor] if best else None
@@ -82,20 +91,121 @@ class RunCallback(keras.callbacks.Callback):
                "images_per_second": self.images / seconds if seconds > 0 else 0.0}
         self.history.append(row)
         loop.write_history(self.run, self.history)
+        if self.fit_state is not None:  # after the row (its rate is the epoch's, before a plateau drop)
+            self.fit_state.epoch_end(epoch, logs)
         self.epoch_var.assign(epoch + 1)
         self.step_var.assign(0)
         self.step_in_epoch = 0
-        self.manager.save(checkpoint_number=epoch + 1)
+        self.save_checkpoint(epoch + 1)
         value = row.get(self.monitor)
         if value is not None and value == value:
             maximize = self.recipe.callbacks.checkpoint.mode == "max" or (
                 self.recipe.callbacks.checkpoint.mode == "auto" and ("top" in self.monitor or "acc" in self.monitor))
             if self.best is None or (value > self.best if maximize else value < self.best):
                 self.best = value
-                with atomic_output(self.run / "best.keras") as tmp:
-                    self.model.save(tmp)
+                if self.write_best is not None:
+                    self.write_best(epoch, value)
+                else:
+                    with atomic_output(self.run / "best.keras") as tmp:
+                        self.model.save(tmp)
         self.say(f"epoch {epoch + 1}: " + ", ".join(f"{k} {row[k]:.4g}" for k in row
                                                    if k in ("loss", "top1", "val_loss", "val_top1", "val_top5")))
+
+
+class FitState(tf.Module):
+    """The state of the stateful callbacks of a phase, early stopping (`wait`, `best`,
+    `best_epoch`, `stopped_epoch` and, with `restore_best_weights`, the best weights) and
+    reduce-on-plateau (`wait`, `best`, `cooldown_counter`; the reduced rate itself is the
+    optimizer's, which the checkpoint holds), as variables tracked by the checkpoint, so a
+    resumed run continues them instead of starting them over.
+
+    The Keras callbacks are Keras' own, driven by `RunCallback` on complete epochs only
+    (`epoch_end`: their step, then their state into the variables); `start` begins a phase
+    (their `on_train_begin`, once, not per `fit`), `load` puts restored variables back into
+    them, and `end` ends the phase (early stopping's `on_train_end`: the best weights back
+    into the model with `restore_best_weights`, as `fit` would have done).
+
+    Args:
+        phase_index: the phase (0-based); saved, so a checkpoint says whose state it holds.
+        model: the model being trained.
+        early: a keras.callbacks.EarlyStopping, or None.
+        plateau: a keras.callbacks.ReduceLROnPlateau, or None.
+    """
+
+    def __init__(self, phase_index: int, model, early=None, plateau=None):
+        super().__init__(name="fit_state")
+        self._early, self._plateau, self._model = early, plateau, model
+        i64, f64 = tf.int64, tf.float64
+        self.phase = tf.Variable(phase_index, dtype=i64, trainable=False)
+        self.es_wait = tf.Variable(0, dtype=i64, trainable=False)
+        self.es_best = tf.Variable(0.0, dtype=f64, trainable=False)
+        self.es_has_best = tf.Variable(0, dtype=i64, trainable=False)
+        self.es_best_epoch = tf.Variable(0, dtype=i64, trainable=False)
+        self.es_stopped_epoch = tf.Variable(0, dtype=i64, trainable=False)
+        self.es_has_weights = tf.Variable(0, dtype=i64, trainable=False)
+        self.es_weights = ([tf.Variable(tf.zeros(w.shape, w.dtype), trainable=False) for w in model.weights]
+                           if early is not None and early.restore_best_weights else [])
+        self.lr_wait = tf.Variable(0, dtype=i64, trainable=False)
+        self.lr_best = tf.Variable(0.0, dtype=f64, trainable=False)
+        self.lr_has_best = tf.Variable(0, dtype=i64, trainable=False)
+        self.lr_cooldown = tf.Variable(0, dtype=i64, trainable=False)
+        self._synced_weights = None
+
+    def start(self) -> None:
+        for cb in (self._early, self._plateau):
+            if cb is not None:
+                cb.set_model(self._model)
+                cb.on_train_begin()
+
+    def epoch_end(self, epoch: int, logs: dict) -> None:
+        for cb in (self._early, self._plateau):
+            if cb is not None:
+                cb.on_epoch_end(epoch, logs)
+        self.save()
+
+    def end(self) -> None:
+        if self._early is not None:
+            self._early.on_train_end()
+
+    @property
+    def stopped(self) -> bool:
+        return bool(self._early is not None and self._early.stopped_epoch)
+
+    def save(self) -> None:
+        """The callbacks' state into the variables (before each checkpoint)."""
+        es, lr = self._early, self._plateau
+        if es is not None:
+            self.es_wait.assign(int(es.wait))
+            self.es_has_best.assign(int(es.best is not None))
+            self.es_best.assign(float(es.best) if es.best is not None else 0.0)
+            self.es_best_epoch.assign(int(es.best_epoch))
+            self.es_stopped_epoch.assign(int(es.stopped_epoch))
+            if self.es_weights and es.best_weights is not None and es.best_weights is not self._synced_weights:
+                for v, w in zip(self.es_weights, es.best_weights):
+                    v.assign(w)
+                self._synced_weights = es.best_weights
+            self.es_has_weights.assign(int(bool(self.es_weights) and es.best_weights is not None))
+        if lr is not None:
+            self.lr_wait.assign(int(lr.wait))
+            self.lr_has_best.assign(int(lr.best is not None))
+            self.lr_best.assign(float(lr.best) if lr.best is not None else 0.0)
+            self.lr_cooldown.assign(int(lr.cooldown_counter))
+
+    def load(self) -> None:
+        """Restored variables back into the callbacks (after `start`, after a restore)."""
+        es, lr = self._early, self._plateau
+        if es is not None:
+            es.wait = int(self.es_wait.numpy())
+            es.best = float(self.es_best.numpy()) if int(self.es_has_best.numpy()) else None
+            es.best_epoch = int(self.es_best_epoch.numpy())
+            es.stopped_epoch = int(self.es_stopped_epoch.numpy())
+            if self.es_weights and int(self.es_has_weights.numpy()):
+                es.best_weights = [v.numpy() for v in self.es_weights]
+                self._synced_weights = es.best_weights
+        if lr is not None:
+            lr.wait = int(self.lr_wait.numpy())
+            lr.best = float(self.lr_best.numpy()) if int(self.lr_has_best.numpy()) else None
+            lr.cooldown_counter = int(self.lr_cooldown.numpy())
 
 
 class EpochTensorBoard(keras.callbacks.TensorBoard):
@@ -111,3 +221,4 @@ class EpochTensorBoard(keras.callbacks.TensorBoard):
     def on_train_batch_end(self, batch, logs=None):
         if getattr(self, "_should_write_train_graph", False):
             super().on_train_batch_end(batch, None)
+

@@ -16,10 +16,17 @@ The run directory::
       history.csv      one row per completed epoch
       tensorboard/     scalars (loss, metrics, learning rate), histograms on request
       metrics.json     epochs_completed, best_epoch, val_loss, val_top1, val_top5, images_per_second
+      .lock            flock'ed by the process training or resuming the run, for the whole run
 
 Every file of ours is written atomically (temporary name, then rename); the checkpoint is
 the truth about progress: on resume the epoch counter restored from the latest checkpoint
-says which epochs are complete, and history rows past it are dropped. A signal's checkpoint
+says which epochs are complete, and history rows past it are dropped. The checkpoint also
+holds early stopping's and reduce-on-plateau's state (`callbacks.FitState`), so a resumed
+run stops and lowers its rate where an uninterrupted one does. best.keras and final.keras
+carry the provenance that `export` writes (spec name and sha256) and the epoch they hold;
+a resume rewrites best.keras from the checkpoint of the best epoch when a kill left it
+older than the history's best, and final.keras is always the model the checkpoint ends
+with (for a finished run: the same weights again). A signal's checkpoint
 also says how many batches of the epoch it stopped were trained; the resumed run trains the
 rest of that epoch only. The data order of each epoch depends on the seed and the epoch alone
 (`data.epoch_order`), so the resumed run sees the batches the uninterrupted one would have.
@@ -33,6 +40,7 @@ replicas (the linear scaling rule).
 from __future__ import annotations
 
 import csv
+import fcntl
 import io
 import json
 import math
@@ -107,22 +115,113 @@ def _recipe_data(recipe) -> dict:
     return {"format": 1, "name": recipe.name, **{k: v for k, v in data.items() if k not in ("format", "name")}}
 
 
-def prepare_run_dir(out: Path, *, force: bool, resume: bool) -> None:
+LOCK = ".lock"
+
+
+class RunLock:
+    """An exclusive `flock` on RUN/.lock, held from the start of a run (or resume) to its end.
+    The kernel releases it when the process ends however it ends, so a killed run leaves no
+    stale lock; a second process is refused (one line, exit 2) before it touches anything."""
+
+    def __init__(self, out: Path):
+        self.out, self.fh = Path(out), None
+
+    def acquire(self) -> "RunLock":
+        fh = open(self.out / LOCK, "a+")
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            fh.seek(0)
+            holder = fh.read().strip()[:20]
+            fh.close()
+            raise SpecError(f"in use by another archspec train (pid {holder or '?'}): wait for it to end or stop it",
+                            Location(str(self.out))) from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"{os.getpid()}\n")
+        fh.flush()
+        self.fh = fh
+        return self
+
+    def release(self) -> None:
+        if self.fh is not None:
+            self.fh.close()  # closing the descriptor releases the flock
+            self.fh = None
+
+
+def _inside(path: Path, root: Path) -> bool:
+    return path == root or root in path.parents
+
+
+def check_replaceable(out: Path, inputs: list = ()) -> None:
+    """What `--force` may replace: a run directory (it holds run.json) or an empty directory,
+    and never one holding an input of the run or the current directory. Raises SpecError."""
+    where = Location(str(out))
+    if out.is_symlink():
+        raise SpecError("is a symbolic link: --force replaces only a run directory itself", where)
+    if not out.is_dir():
+        raise SpecError("is not a directory: --force replaces only a run directory (one with run.json) or an "
+                        "empty directory", where)
+    if not (out / "run.json").is_file() and any(p.name != LOCK for p in out.iterdir()):
+        raise SpecError("is not a run directory of archspec train (no run.json) and not empty: --force replaces only "
+                        "a run directory or an empty directory", where)
+    root = out.resolve()
+    if _inside(Path.cwd().resolve(), root):
+        raise SpecError("holds the current directory: --force would delete it", where)
+    for p in inputs:
+        if p is not None and isinstance(p, (str, os.PathLike)) and os.path.lexists(p):
+            if _inside(Path(p).resolve(), root):
+                raise SpecError(f"holds {os.fspath(p)}, an input of this run: --force would delete it", where)
+
+
+def prepare_run_dir(out: Path, *, force: bool, resume: bool, inputs: list = ()) -> RunLock:
+    """The run directory `out`, locked (the lock is returned; release it at the end): an
+    existing run (`resume`), a new directory (its missing parents too), or, with `force`, a
+    run directory or empty directory emptied (see `check_replaceable`) under the lock."""
+    where = Location(str(out))
     if resume:
         if not (out / "run.json").is_file():
-            raise SpecError("not a run directory of archspec train (no run.json): nothing to resume", Location(str(out)))
-        return
-    if out.exists():
+            raise SpecError("not a run directory of archspec train (no run.json): nothing to resume", where)
+        lock = RunLock(out).acquire()
+        if not (out / "run.json").is_file():  # a --force emptied it and then failed
+            lock.release()
+            raise SpecError("not a run directory of archspec train (no run.json): nothing to resume", where)
+        return lock
+    if out.exists() or out.is_symlink():
         if not force:
             raise SpecError("exists; pass --force to start over (its contents are deleted) or --resume to continue",
-                            Location(str(out)))
-        if out.is_dir() and not out.is_symlink():
-            shutil.rmtree(out)
-        else:
-            out.unlink()
-    if not out.parent.exists():
-        raise SpecError(f"directory {str(out.parent)!r} does not exist", Location(str(out)))
-    out.mkdir()
+                            where)
+        check_replaceable(out, inputs)
+        lock = RunLock(out).acquire()
+        try:
+            check_replaceable(out, inputs)  # again, now that no other run can change it
+            for p in out.iterdir():
+                if p.name == LOCK:
+                    continue
+                if p.is_dir() and not p.is_symlink():
+                    shutil.rmtree(p)
+                else:
+                    p.unlink()
+        except BaseException:
+            lock.release()
+            raise
+        return lock
+    try:
+        out.mkdir(parents=True)
+    except FileExistsError:
+        raise SpecError("exists; pass --force to start over (its contents are deleted) or --resume to continue",
+                        where) from None
+    except OSError as exc:
+        raise SpecError(f"cannot create the run directory: {exc.strerror or exc}", where) from None
+    return RunLock(out).acquire()
+
+
+def remove_stale_temporaries(out: Path) -> None:
+    """Our temporaries (`.NAME.tmp-PID.EXT`) that a killed process left in the run directory
+    (called under the run's lock, so no live writer owns one)."""
+    for p in out.iterdir():
+        if p.name.startswith(".") and ".tmp-" in p.name and p.is_file() and not p.is_symlink():
+            p.unlink()
 
 
 def read_history(out: Path) -> list[dict]:
@@ -288,19 +387,23 @@ def train(spec_ref, recipe_ref, data: str | os.PathLike | None, out: str | os.Pa
           epochs: int | None = None, batch_size: int | None = None, weights: str | None = None,
           resume: bool = False, force: bool = False, distribute: str | None = None,
           say: Callable[[str], None] = lambda m: None, verbose: int | str = "auto") -> dict:
-    """Train a spec from a recipe into the run directory `out` (or resume it).
+    """Train a spec from a recipe into the run directory `out` (or resume it). The run
+    directory is locked (`RunLock`) from the moment it is made or reopened to the end.
 
     Args:
         spec_ref: a spec path, bundled name or Spec (ignored with `resume`: the run's own).
         recipe_ref: a recipe path or bundled name (ignored with `resume`).
         data: an image folder, a CIFAR directory or an .npz (with `resume`: default the run's).
-        out: the run directory (must not exist unless `force` or `resume`).
+        out: the run directory (must not exist unless `force` or `resume`; missing parents are
+            made).
         overrides: `--set` overrides of the spec.
         recipe_overrides: `--recipe-set` overrides of the recipe.
         epochs, batch_size: shortcuts for the recipe's `epochs` and `data.batch_size`.
         weights: initial weights (.weights.h5, or a keras.applications .h5 by layer name).
         resume: continue `out` from its latest checkpoint.
-        force: start over in an existing `out` (its contents are deleted).
+        force: start over in an existing `out` (its contents are deleted): only a run
+            directory (run.json) or an empty one, never one holding the data, the spec, the
+            recipe, the weights or the current directory.
         distribute: None, "mirrored" or "multi_worker".
         say: progress messages.
         verbose: Keras' fit verbosity (progress bar).
@@ -308,13 +411,26 @@ def train(spec_ref, recipe_ref, data: str | os.PathLike | None, out: str | os.Pa
     Returns:
         The run's metrics (as metrics.json) with `history`, one dict per completed epoch.
     """
+    held: list[RunLock] = []
+    try:
+        return _train(spec_ref, recipe_ref, data, out, overrides=overrides, recipe_overrides=recipe_overrides,
+                      epochs=epochs, batch_size=batch_size, weights=weights, resume=resume, force=force,
+                      distribute=distribute, say=say, verbose=verbose, held=held)
+    finally:
+        for lock in held:
+            lock.release()
+
+
+def _train(spec_ref, recipe_ref, data, out, *, overrides, recipe_overrides, epochs, batch_size, weights, resume,
+           force, distribute, say, verbose, held: list) -> dict:
     from ..api import _keras_build, load, lower_spec
     from . import data as data_mod
     from .recipe import frozen_layers, load_recipe
 
     out = Path(out)
     if resume:
-        prepare_run_dir(out, force=False, resume=True)
+        held.append(prepare_run_dir(out, force=False, resume=True))
+        remove_stale_temporaries(out)
         run = json.loads((out / "run.json").read_text())
         spec = load(str(out / "spec.yaml"))
         recipe, recipe_raw = load_recipe(str(out / "recipe.yaml"))
@@ -322,9 +438,11 @@ def train(spec_ref, recipe_ref, data: str | os.PathLike | None, out: str | os.Pa
         epochs = run.get("epochs")
         distribute = distribute or run.get("distribute")
     else:
-        if out.exists() and not force:  # refused before any work; deleted (with force) only once all is checked
-            raise SpecError("exists; pass --force to start over (its contents are deleted) or --resume to continue",
-                            Location(str(out)))
+        if out.exists() or out.is_symlink():  # refused before any work; emptied (with force) once all is checked
+            if not force:
+                raise SpecError("exists; pass --force to start over (its contents are deleted) or --resume to "
+                                "continue", Location(str(out)))
+            check_replaceable(out, [data, spec_ref, recipe_ref, weights])
         spec = load(spec_ref, overrides) if not hasattr(spec_ref, "model_dump") else spec_ref
         extra = ([f"data.batch_size={batch_size}"] if batch_size else [])
         recipe, recipe_raw = load_recipe(recipe_ref, list(recipe_overrides or []) + extra)
@@ -345,7 +463,7 @@ def train(spec_ref, recipe_ref, data: str | os.PathLike | None, out: str | os.Pa
         frozen_layers(graph, spec, ph["phase"], recipe_raw, i)
     check_distribute(distribute)
     if not resume:
-        prepare_run_dir(out, force=force, resume=False)
+        held.append(prepare_run_dir(out, force=force, resume=False, inputs=[data, spec_ref, recipe_ref, weights]))
         from ..compound import dump_spec
         from ..resolving import resolve
 
@@ -406,6 +524,10 @@ def _fit(kb, graph, spec, recipe, src, out: Path, phases, size, weights, resume,
     latest = tf.train.latest_checkpoint(ckpt_dir) if resume else None
     completed = _saved_int(latest, "epoch") if latest else 0
     skip = _saved_int(latest, "step") if latest else 0  # batches of epoch `completed` trained before a signal
+    # the phase whose callbacks' state the checkpoint holds, and whether early stopping ended it
+    ck_state = bool(latest) and _has_variable(latest, "callbacks/phase")
+    ck_phase = _saved_int(latest, "callbacks/phase") if ck_state else -1
+    ck_stopped = bool(ck_state and _saved_int(latest, "callbacks/es_stopped_epoch"))
     if resume:
         say(f"resuming {out}: {completed} epochs complete" + (f" and {skip} batches of the next" if skip else "")
             + (f" ({latest})" if latest else " (no checkpoint yet)"))
@@ -413,10 +535,12 @@ def _fit(kb, graph, spec, recipe, src, out: Path, phases, size, weights, resume,
     def on_signal(signum, frame):  # the epoch stops after its current batch and counts as incomplete
         state["interrupted"] = signal.Signals(signum).name
         model.stop_training = True
+    if latest is not None:  # a kill between a checkpoint and best.keras: best.keras from that checkpoint
+        _repair_best(model, graph, out, ckpt_dir, history, completed, monitor, recipe, say)
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         for pi, ph in enumerate(phases):
-            if completed >= ph["end"] or ph["name"] in stopped:
+            if completed >= ph["end"] or ph["name"] in stopped or (ck_stopped and ck_phase == pi):
                 continue
             frozen = frozen_layers(graph, spec, ph["phase"], None, pi)
             for layer in model.layers:
@@ -433,13 +557,33 @@ def _fit(kb, graph, spec, recipe, src, out: Path, phases, size, weights, resume,
                 opt.build(model.trainable_variables)
                 epoch_var = tf.Variable(completed, dtype=tf.int64, trainable=False, name="epoch")
                 step_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
-            ckpt = tf.train.Checkpoint(model=model, optimizer=opt, epoch=epoch_var, step=step_var)
+                # early stopping and reduce-on-plateau: Keras' own, stepped by RunCallback on complete
+                # epochs, their state saved with the checkpoint (FitState)
+                plateau = early = None
+                if recipe.schedule.name == "plateau":
+                    plateau = keras.callbacks.ReduceLROnPlateau(
+                        monitor=monitor, factor=recipe.schedule.factor, patience=recipe.schedule.patience,
+                        min_lr=recipe.schedule.min_learning_rate)
+                if recipe.callbacks.early_stopping:
+                    es = recipe.callbacks.early_stopping
+                    early = keras.callbacks.EarlyStopping(monitor=_monitor(es.monitor, pipes), patience=es.patience,
+                                                          restore_best_weights=es.restore_best)
+                from .callbacks import FitState
+
+                fit_state = FitState(pi, model, early, plateau)
+            fit_state.start()
+            ckpt = tf.train.Checkpoint(model=model, optimizer=opt, epoch=epoch_var, step=step_var, callbacks=fit_state)
             manager = tf.train.CheckpointManager(ckpt, ckpt_dir, max_to_keep=recipe.callbacks.checkpoint.max_to_keep)
             if latest is not None:  # restored once, into the phase the run stopped in
-                if completed > ph["start"] or skip:  # mid-phase: weights, optimizer state, epoch, step
-                    ckpt.restore(latest).assert_existing_objects_matched()
-                else:  # at a phase boundary: the weights (the new phase has a new optimizer)
-                    tf.train.Checkpoint(model=model).restore(latest).expect_partial()
+                if completed > ph["start"] or skip:  # mid-phase: weights, optimizer state, epoch, step, callbacks
+                    if ck_state:
+                        ckpt.restore(latest).assert_existing_objects_matched()
+                        fit_state.load()
+                    else:  # a checkpoint of an archspec before FitState: the callbacks start over
+                        tf.train.Checkpoint(model=model, optimizer=opt, epoch=epoch_var, step=step_var).restore(
+                            latest).assert_existing_objects_matched()
+                else:  # at a phase boundary: the weights the last phase ended with (a new optimizer)
+                    _restore_ended(model, latest)
                 latest = None
             start = max(completed, ph["start"])
             history[:] = [r for r in history if int(r["epoch"]) < start]
@@ -450,19 +594,15 @@ def _fit(kb, graph, spec, recipe, src, out: Path, phases, size, weights, resume,
                 + (f" over {replicas} replicas" if replicas > 1 else ""))
             from .callbacks import RunCallback
 
+            def write_best(epoch, value, model=model):
+                save_keras(model, out / "best.keras", graph, file="best", epoch=epoch + 1, monitor=monitor,
+                           value=value)
+
             run_cb = RunCallback(out, recipe, ph, base_lr, manager, epoch_var, step_var, history, state,
-                                 pipes.steps_per_epoch, main_out, monitor, say)
+                                 pipes.steps_per_epoch, main_out, monitor, say, fit_state=fit_state,
+                                 save_checkpoint=lambda n, manager=manager: save_checkpoint(manager, n),
+                                 write_best=write_best)
             callbacks = [run_cb]
-            if recipe.schedule.name == "plateau":
-                callbacks.append(keras.callbacks.ReduceLROnPlateau(
-                    monitor=monitor, factor=recipe.schedule.factor, patience=recipe.schedule.patience,
-                    min_lr=recipe.schedule.min_learning_rate))
-            early = None
-            if recipe.callbacks.early_stopping:
-                es = recipe.callbacks.early_stopping
-                early = keras.callbacks.EarlyStopping(monitor=_monitor(es.monitor, pipes), patience=es.patience,
-                                                      restore_best_weights=es.restore_best)
-                callbacks.append(early)
             if recipe.callbacks.tensorboard is not None:
                 from .callbacks import EpochTensorBoard
 
@@ -491,23 +631,117 @@ def _fit(kb, graph, spec, recipe, src, out: Path, phases, size, weights, resume,
             if state["interrupted"]:
                 done = run_cb.step_in_epoch
                 step_var.assign(done)
-                manager.save()
+                save_checkpoint(manager, None)
                 raise Interrupted(f"{state['interrupted']}: stopped in epoch {completed + 1}; checkpoint saved after "
                                   f"{completed} complete epochs" + (f" and {done} batches of epoch {completed + 1}"
                                                                     if done else "")
                                   + f". Continue with: archspec train --resume {out}")
+            fit_state.end()  # the phase is over: early stopping's best weights back, as fit's on_train_end does
             if completed < ph["end"] and early is not None and early.stopped_epoch:
                 say(f"early stopping ended phase {ph['name']} after epoch {completed}")
                 stopped.add(ph["name"])
                 write_json(out / "run.json", {**run, "stopped_early": sorted(stopped)})
-        with atomic_output(out / "final.keras") as tmp:
-            model.save(tmp)
+        if latest is not None:  # nothing left to train (a finished run, or killed after its last checkpoint)
+            _restore_ended(model, latest)  # the model the checkpoint ends with, not the untrained one
+        save_keras(model, out / "final.keras", graph, file="final", epochs_completed=completed)
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
     metrics = summary(out, recipe, pipes, phases)
     write_json(out / "metrics.json", metrics)
     return {**metrics, "history": read_history(out)}
+
+
+def save_keras(model, path: Path, graph, **training) -> None:
+    """`model` as a .keras file, written atomically, with the provenance `export --format
+    keras` writes (its archspec.json: spec name and sha256, archspec version, input, outputs,
+    preprocessing; the exporter's own writer) and, for a run's models, `archspec.training`
+    (which file and epoch)."""
+    from ..exporting import source, writers
+
+    info = {"spec_name": graph.name, "spec_sha256": graph.meta.get("spec_sha256"),
+            "reference": graph.meta.get("reference") or None}
+    meta = source.metadata(model, info, model.inputs[0].name, tuple(model.inputs[0].shape[1:]),
+                           list(model.output_names))
+    if training:
+        meta["archspec.training"] = json.dumps(training, default=float)
+    with atomic_output(Path(path)) as tmp:
+        writers.write_keras(model, tmp, meta, lambda m: None, {})
+
+
+def keras_training_info(path: Path) -> dict | None:
+    """The `archspec.training` record of a run's .keras file ({} when it has none, as from an
+    older archspec), or None when the file is missing or unreadable."""
+    import zipfile
+
+    from ..exporting.options import METADATA_FILE
+
+    try:
+        with zipfile.ZipFile(path) as z:
+            if METADATA_FILE not in z.namelist():
+                return {}
+            doc = json.loads(z.read(METADATA_FILE))
+    except (OSError, zipfile.BadZipFile, ValueError):
+        return None
+    info = doc.get("archspec.training") if isinstance(doc, dict) else None
+    return info if isinstance(info, dict) else {}
+
+
+def save_checkpoint(manager, epochs: int | None) -> None:
+    """Save a checkpoint under a number no earlier checkpoint has: the epochs complete (so
+    ckpt-N follows epoch N), or one past the latest when that is taken (an interrupted
+    epoch's checkpoint took it). TensorFlow writes a checkpoint's files one after another,
+    so writing over one that exists could leave it half old, half new."""
+    last = manager.latest_checkpoint
+    number = int(last.rsplit("-", 1)[1]) + 1 if last else 1
+    manager.save(checkpoint_number=max(number, epochs or 0))
+
+
+def _has_variable(checkpoint: str, name: str) -> bool:
+    import tensorflow as tf
+
+    return f"{name}/.ATTRIBUTES/VARIABLE_VALUE" in dict(tf.train.list_variables(checkpoint))
+
+
+def _restore_ended(model, checkpoint: str) -> None:
+    """Into `model`, the weights a phase ended with: the checkpoint's, or, where early
+    stopping restores the best weights, the best weights saved with it (what `fit`'s
+    on_train_end put into the model of the uninterrupted run)."""
+    import tensorflow as tf
+
+    tf.train.Checkpoint(model=model).restore(checkpoint).expect_partial()
+    if _has_variable(checkpoint, "callbacks/es_has_weights") and _saved_int(checkpoint, "callbacks/es_has_weights"):
+        for i, w in enumerate(model.weights):
+            w.assign(tf.train.load_variable(checkpoint, f"callbacks/es_weights/{i}/.ATTRIBUTES/VARIABLE_VALUE"))
+
+
+def _repair_best(model, graph, out: Path, ckpt_dir: str, history: list, completed: int, monitor: str, recipe,
+                 say) -> None:
+    """best.keras as the history says: when it is missing or holds another epoch than the best
+    complete one (a kill between that epoch's checkpoint and best.keras), rewrite it from the
+    checkpoint of that epoch. The caller restores the model's weights afterwards."""
+    import tensorflow as tf
+
+    best = _best_row([r for r in history if int(r["epoch"]) < completed], monitor, recipe.callbacks.checkpoint.mode)
+    if best is None:
+        return
+    want = int(best["epoch"]) + 1
+    held = keras_training_info(out / "best.keras")
+    if held is not None and held.get("epoch", want) == want:
+        return
+    state = tf.train.get_checkpoint_state(ckpt_dir)
+    for path in reversed(list(state.all_model_checkpoint_paths) if state else []):
+        try:
+            if _saved_int(path, "epoch") != want or _saved_int(path, "step") != 0:
+                continue
+        except (tf.errors.OpError, ValueError):
+            continue
+        tf.train.Checkpoint(model=model).restore(path).expect_partial()
+        save_keras(model, out / "best.keras", graph, file="best", epoch=want, monitor=monitor, value=best[monitor])
+        say(f"best.keras rewritten from {path}: epoch {want}, the best on {monitor} (it held "
+            + (f"epoch {held['epoch']})" if held else "nothing readable)"))
+        return
+    say(f"warning: best.keras does not hold epoch {want}, the best on {monitor}, and its checkpoint is gone")
 
 
 def _monitor(name: str, pipes) -> str:
