@@ -788,7 +788,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "x_test, y_test). Writes to RUN_DIR: spec.yaml and recipe.yaml (resolved), checkpoints/ (every "
                     "epoch and on SIGINT/SIGTERM), best.keras, final.keras, history.csv, tensorboard/, metrics.json. "
                     "An existing RUN_DIR is never overwritten without --force; --resume RUN_DIR continues it from "
-                    "its latest checkpoint.",
+                    "its latest checkpoint. RUN_DIR is locked while a process trains in it: a second one is refused.",
         epilog="examples:\n  archspec train resnet18 --recipe cifar100 --data cifar-100-python --out runs/r18 "
                "--set head.classes=100 --set input.shape=[32,32,3]\n  archspec train vgg16 --recipe finetune "
                "--data cats_vs_dogs/ --out runs/ft --set head.classes=2 --weights vgg16.h5\n"
@@ -798,7 +798,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--data", metavar="PATH", help="the training data (with --resume: default the run's)")
     sp.add_argument("--out", metavar="RUN_DIR", help="the run directory to create")
     sp.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its latest checkpoint")
-    sp.add_argument("--force", action="store_true", help="start over in an existing RUN_DIR (its contents are deleted)")
+    sp.add_argument("--force", action="store_true",
+                    help="start over in an existing RUN_DIR (its contents are deleted): only a run directory (with "
+                         "run.json) or an empty one, never one holding the data or the current directory")
     sp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a value of the spec")
     sp.add_argument("--recipe-set", action="append", default=[], metavar="KEY=VALUE",
                     help="override a value of the recipe, e.g. optimizer.learning_rate=0.01")
