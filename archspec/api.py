@@ -95,8 +95,10 @@ def build(spec: "str | os.PathLike | Spec | Graph", overrides: list[str] | None 
     return _keras_build().build_model(g, precision=precision, seed=seed)
 
 
-def export(model_or_spec, path: str | os.PathLike, format: str = "onnx", **kwargs):
-    """Export a Keras model (or a spec, built first) to ONNX, SavedModel or `.keras`."""
+def export(model_or_spec, path: str | os.PathLike, format: str | None = None, **kwargs):
+    """Export a Keras model, a `.keras` file, a run directory or a spec (built first) to
+    ONNX, SavedModel or `.keras`, checked by running it (see `archspec.exporting.export`).
+    `format` None: from the suffix of `path` (``.onnx``, ``.keras``), an error otherwise."""
     from . import exporting
 
     return exporting.export(model_or_spec, path, format=format, **kwargs)

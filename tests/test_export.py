@@ -297,9 +297,10 @@ def test_keras_file_reloads_after_import_archspec(tiny_spec, tmp_path):
 
 def test_fp16_variant(tiny_spec, tmp_path):
     r = ex.export(tiny_spec, tmp_path / "t16.onnx", fp16=True)
-    assert r["variant"] == "fp16" and r["samples"] >= 16
+    assert r["variant"] == "fp16" and r["samples"] >= 16 and r["check_inputs"] == "random"
     assert r["bytes"] < r["float32_bytes"] and 0 < r["size_ratio"] < 1
-    assert r["max_abs_diff"] < 1e-2
+    assert r["max_abs_diff"] < 1e-2 and r["tolerance"] == 1e-2 and r["passed"] is True
+    assert "min_agreement" not in r  # agreement on random inputs is reported, never judged
     assert r["top1_agreement"] is not None and 0.9 <= r["top1_agreement"] <= 1.0
     proto = onnx.load(str(tmp_path / "t16.onnx"))
     assert any(t.data_type == onnx.TensorProto.FLOAT16 for t in proto.graph.initializer)
@@ -309,11 +310,13 @@ def test_fp16_variant(tiny_spec, tmp_path):
 
 @pytest.mark.parametrize("mode", ["int8", "int8_dynamic"])
 def test_int8_variants(tiny_spec, tmp_path, mode):
-    r = ex.export(tiny_spec, tmp_path / "t8.onnx", quantize=mode)
+    """The int8 files themselves (random weights: unchecked; their check on trained weights
+    and real images is test_export_trained.py's)."""
+    r = ex.export(tiny_spec, tmp_path / "t8.onnx", quantize=mode, check=False)
     assert r["variant"] == mode and r["size_ratio"] == r["bytes"] / r["float32_bytes"]
     if mode == "int8_dynamic":  # (static QDQ adds per-channel scales: bigger on a 5k-parameter net)
         assert r["bytes"] < r["float32_bytes"]
-    assert 0.0 <= r["top1_agreement"] <= 1.0 and r["max_abs_diff"] < 0.2
+    assert r["checked"] is False and r["passed"] is None and "top1_agreement" not in r
     proto = onnx.load(str(tmp_path / "t8.onnx"))
     assert any(t.data_type in (onnx.TensorProto.INT8, onnx.TensorProto.UINT8) for t in proto.graph.initializer)
     if mode == "int8":
@@ -326,19 +329,25 @@ def test_int8_with_user_calibration_npy_and_images(tiny_spec, tmp_path):
 
     data = np.random.default_rng(3).uniform(0, 255, (5, 32, 32, 3)).astype("float32")
     np.save(tmp_path / "calib.npy", data)
-    r = ex.export(tiny_spec, tmp_path / "a.onnx", quantize="int8", calibration=tmp_path / "calib.npy")
+    r = ex.export(tiny_spec, tmp_path / "a.onnx", quantize="int8", calibration=tmp_path / "calib.npy",
+                  check=False)
     assert r["calibration"]["images"] == 5
     imgs = tmp_path / "imgs"
     imgs.mkdir()
     for i in range(3):
         png = tf.io.encode_png(tf.constant(data[i][:20, :24].astype("uint8")))
         (imgs / f"{i}.png").write_bytes(png.numpy())
-    r = ex.export(tiny_spec, tmp_path / "b.onnx", quantize="int8", calibration=imgs)
+    r = ex.export(tiny_spec, tmp_path / "b.onnx", quantize="int8", calibration=imgs, check=False)
     assert r["calibration"]["images"] == 3 and (tmp_path / "b.onnx").is_file()
     np.save(tmp_path / "bad.npy", data[:, :16])
     with pytest.raises(SpecError, match=r"calibration data must have shape \(N, 32, 32, 3\)"):
-        ex.export(tiny_spec, tmp_path / "c.onnx", quantize="int8", calibration=tmp_path / "bad.npy")
-    assert not (tmp_path / "c.onnx").exists() and _no_leftovers(tmp_path) == []
+        ex.export(tiny_spec, tmp_path / "c.onnx", quantize="int8", calibration=tmp_path / "bad.npy", check=False)
+    # checked, without other data, on the calibration images (the agreement of random
+    # weights means nothing, hence min_agreement 0 here)
+    r = ex.export(tiny_spec, tmp_path / "c.onnx", quantize="int8", calibration=tmp_path / "calib.npy",
+                  min_agreement=0.0)
+    assert (r["check_inputs"], r["samples"], r["min_agreement"]) == ("calibration images", 5, 0.0)
+    assert _no_leftovers(tmp_path) == []
 
 
 # ---------------------------------------------------------------- safe writes and failures
@@ -415,17 +424,28 @@ def test_saved_model_failure_leaves_no_directory(tiny_spec, tmp_path, monkeypatc
 @pytest.mark.parametrize("kwargs, message", [
     ({"format": "tflite"}, "unknown export format 'tflite'"),
     ({"opset": 7}, "opset must be an integer from 13 to 18 (got 7)"),
-    ({"format": "saved_model", "fp16": True}, "apply to ONNX exports"),
+    ({"format": "saved_model", "fp16": True, "path": "out"}, "apply to ONNX exports"),
     ({"fp16": True, "quantize": "int8"}, "choose one of fp16 and quantize"),
     ({"quantize": "int4"}, "unknown quantization 'int4'"),
     ({"calibration": "x.npy"}, "static quantization only"),
-    ({"format": "keras"}, "needs a path ending in .keras"),
+    ({"format": "keras"}, "the path '{out}' ends in .onnx but the format is 'keras'"),
+    ({"format": "saved_model"}, "the path '{out}' ends in .onnx but the format is 'saved_model'"),
+    ({"min_agreement": 0.9}, "min_agreement (--min-agreement) applies to the fp16 and int8 variants"),
+    ({"fp16": True, "min_agreement": 1.5}, "min_agreement must be a number from 0 to 1 (got 1.5)"),
+    ({"quantize": "int8"}, "an int8 export is checked by its top-1 agreement with float32 on real images"),
+    ({"quantize": "int8_dynamic"}, "pass --check-data DIR|FILE.npz (check_data=), or --no-check"),
+    ({"check": False, "check_data": "d.npz"}, "it has no use with --no-check"),
+    ({"check_data": "nowhere.npz"}, "nowhere.npz: no such file or directory (check data)"),
     ({"via": "onnxmltools"}, "unknown ONNX path via='onnxmltools'; valid: ir, tf2onnx"),
-    ({"format": "saved_model", "external_data": True}, "external data applies to ONNX exports"),
+    ({"format": "saved_model", "external_data": True, "path": "out"}, "external data applies to ONNX exports"),
+    ({"path": "out.tflite"}, "cannot tell the export format from the path '{dir}/out.tflite' (suffix '.tflite')"),
 ])
-def test_bad_options_are_spec_errors(tmp_path, kwargs, message):
-    with pytest.raises(SpecError, match=message.replace("(", r"\(").replace(")", r"\)")) as e:
-        ex.export("resnet50", tmp_path / "out.onnx", **kwargs)
+def test_bad_options_are_spec_errors(tmp_path, kwargs, message, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    message = message.replace("{out}", str(tmp_path / "out.onnx")).replace("{dir}", str(tmp_path))
+    path = tmp_path / kwargs.pop("path", "out.onnx")
+    with pytest.raises(SpecError, match=message.replace("(", r"\(").replace(")", r"\)").replace("|", r"\|")) as e:
+        ex.export("resnet50", path, **kwargs)
     assert e.value.exit_code == 2 and list(tmp_path.iterdir()) == []
 
 
@@ -438,6 +458,34 @@ def test_missing_directory_and_bad_sources_are_spec_errors(tmp_path):
     with pytest.raises(SpecError, match="cannot load as a Keras model"):
         ex.export(tmp_path / "junk.keras", tmp_path / "out.onnx")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["junk.keras"]
+
+
+def test_library_format_follows_the_path_suffix(tmp_path, capsys):
+    """archspec.export("cifar100_cnn", "x.keras") writes a .keras file (it wrote ONNX bytes
+    into x.keras); an unknown suffix without a format, or a format the suffix contradicts, is
+    a SpecError before anything is built; the CLI reads the same rule from the library."""
+    import zipfile
+
+    import keras
+
+    from archspec import cli
+
+    out = tmp_path / "x.keras"
+    r = archspec.export("cifar100_cnn", out, samples=SAMPLES)
+    assert r["format"] == "keras" and r["passed"] and zipfile.is_zipfile(out)
+    assert keras.models.load_model(out).count_params() == 325956
+    assert ex.format_for("m.ONNX") == "onnx" and ex.format_for("sm", "saved_model") == "saved_model"
+    with pytest.raises(SpecError, match=r"cannot tell the export format from the path '.*x\.bin' \(suffix "
+                                        r"'\.bin'\); name a \.onnx or \.keras file, or pass --format") as e:
+        archspec.export("cifar100_cnn", tmp_path / "x.bin")
+    assert e.value.exit_code == 2
+    with pytest.raises(SpecError, match=r"ends in \.keras but the format is 'onnx'"):
+        archspec.export("cifar100_cnn", tmp_path / "y.keras", format="onnx")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.keras"]
+    assert not hasattr(cli, "_export_format")  # one rule, the library's
+    assert cli.main(["export", "cifar100_cnn", "-o", str(tmp_path / "x.bin")]) == 2
+    assert "cannot tell the export format from the path" in capsys.readouterr().err
+    assert not (tmp_path / "x.bin").exists()
 
 
 # ---------------------------------------------------------------- command line

@@ -393,9 +393,12 @@ def test_variants_of_the_ir_export(tmp_path, variant):
     g = net((16, 16, 3), ("conv2d", dict(filters=8, kernel=3, padding="same", activation="relu")),
             ("batch_norm", {}), ("global_pool", {}), ("dense", dict(units=10, activation="softmax")))
     model = keras_model(g)
-    kw = {"fp16": True} if variant == "fp16" else {"quantize": variant}
+    # int8 is checked on real images only (random weights: unchecked here; its check on
+    # trained weights is test_export_trained.py's); fp16 on random inputs within 1e-2
+    kw = {"fp16": True} if variant == "fp16" else {"quantize": variant, "check": False}
     r = ex.export(model, tmp_path / "v.onnx", **kw)
-    assert r["variant"] == variant and r["via"] == "ir" and r["top1_agreement"] >= 0.8
+    assert r["variant"] == variant and r["via"] == "ir"
+    assert r["passed"] is (True if variant == "fp16" else None)
     proto = onnx.load(str(tmp_path / "v.onnx"))
     kinds = {t.data_type for t in proto.graph.initializer}
     want = {onnx.TensorProto.FLOAT16} if variant == "fp16" else {onnx.TensorProto.INT8, onnx.TensorProto.UINT8}

@@ -38,37 +38,48 @@ from typing import Any
 
 from ..errors import ArchspecError, SpecError
 from . import files, source, verify, writers
-from .options import (DEFAULT_OPSET, EXTERNAL_DATA_ABOVE, FORMATS, MAX_OPSET, MIN_OPSET, ONNX_PATHS,
-                      QUANTIZE_MODES, TOLERANCES, check_options)
+from .options import (CHECK_IMAGES, DEFAULT_OPSET, EXTERNAL_DATA_ABOVE, FORMATS, MAX_OPSET, MIN_AGREEMENT, MIN_OPSET,
+                      ONNX_PATHS, QUANTIZE_MODES, TOLERANCES, check_options, format_for)
 from .progress import Progress, short
 
-__all__ = ["export", "FORMATS", "QUANTIZE_MODES", "DEFAULT_OPSET", "MIN_OPSET", "MAX_OPSET", "TOLERANCES",
-           "ONNX_PATHS", "EXTERNAL_DATA_ABOVE"]
+__all__ = ["export", "format_for", "FORMATS", "QUANTIZE_MODES", "DEFAULT_OPSET", "MIN_OPSET", "MAX_OPSET",
+           "TOLERANCES", "ONNX_PATHS", "EXTERNAL_DATA_ABOVE", "MIN_AGREEMENT", "CHECK_IMAGES"]
 
 
-def export(model_or_spec, path: str | os.PathLike, format: str = "onnx", *, opset: int = DEFAULT_OPSET,
+def export(model_or_spec, path: str | os.PathLike, format: str | None = None, *, opset: int = DEFAULT_OPSET,
            check: bool = True, force: bool = False, fp16: bool = False, quantize: str | None = None,
            calibration=None, overrides: list[str] | None = None, progress: Progress | None = None,
-           samples: int = 3, seed: int = 0, via: str = "ir", external_data: bool | None = None) -> dict[str, Any]:
-    """Export a Keras model, a `.keras` file or a spec to ONNX, SavedModel or `.keras`.
+           samples: int = 3, seed: int = 0, via: str = "ir", external_data: bool | None = None,
+           check_data=None, min_agreement: float | None = None) -> dict[str, Any]:
+    """Export a Keras model, a `.keras` file, a run directory or a spec to ONNX, SavedModel
+    or `.keras`.
 
     Args:
-        model_or_spec: a `keras.Model`, a path to a `.keras` file, a spec path, a bundled
-            spec name or a `Spec` (built with random weights first).
+        model_or_spec: a `keras.Model`, a path to a `.keras` file, a run directory of
+            `archspec train` (its best.keras, else final.keras; checked on the run's data), a
+            spec path, a bundled spec name or a `Spec` (built with random weights first).
         path: where to write (a file; a directory for ``saved_model``).
-        format: ``"onnx"``, ``"saved_model"`` or ``"keras"``.
+        format: ``"onnx"``, ``"saved_model"`` or ``"keras"``; None (default): from the
+            suffix of `path` (``.onnx``, ``.keras``; `options.format_for`, the rule the
+            command line uses too). A suffix that names another format is an error.
         opset: ONNX opset (13-18).
-        check: reload the result and compare it with the Keras model on random inputs.
+        check: run the result next to the Keras model and fail (nothing written) when it
+            differs: float32 formats beyond the tolerance; fp16 beyond float16's tolerance or,
+            on real images, below `min_agreement` top-1 agreement; int8 below it.
         force: replace an existing `path`.
-        fp16: ONNX with float16 weights and compute (inputs and outputs stay float32).
+        fp16: ONNX with float16 weights and compute (inputs and outputs stay float32; batch
+            norms folded into their convolutions, nodes that overflow float16 kept float32).
         quantize: ``"int8"`` (static quantization, ONNX Runtime, calibrated on
-            `calibration`) or ``"int8_dynamic"`` (weights only, no calibration).
-        calibration: for ``quantize="int8"``: None (generated random images), a `.npy`
-            file or array of shape (N, H, W, C), or a directory of images (decoded as RGB
-            0-255 and resized to the input size).
+            `calibration`, else on check-data images not checked, else on generated images)
+            or ``"int8_dynamic"`` (weights only, no calibration). Its check needs real
+            images: `check_data`, a run directory's data, or (static) the calibration images.
+        calibration: for ``quantize="int8"``: None, a `.npy` file or array of shape
+            (N, H, W, C), or a directory of images (decoded as RGB 0-255 and resized to the
+            input size).
         overrides: `--set` style overrides, when `model_or_spec` is a spec.
         progress: called with a short message at each step (and every 15 s of a long one).
-        samples: random inputs for the check (variants use at least 16, for top-1 agreement).
+        samples: random inputs for the check when there is no check data (variants use
+            at least 16).
         seed: seeds the random weights (of a spec) and the random inputs.
         via: how ONNX is made: ``"ir"`` (default: emitted from the graph IR and the model's
             weights, no TensorFlow) or ``"tf2onnx"`` (traced by TensorFlow, converted by
@@ -76,35 +87,56 @@ def export(model_or_spec, path: str | os.PathLike, format: str = "onnx", *, opse
         external_data: ONNX weights in an external ``<path>.data`` file beside `path`:
             True, False, or None (default: when the float32 weights exceed
             `EXTERNAL_DATA_ABOVE`, protobuf's 2 GiB limit less a margin).
+        check_data: real images for the check (`checkdata.load`): an ``.npz`` (x_train,
+            y_train[, x_test, y_test]), a CIFAR directory, a folder of class sub-folders, a
+            flat folder of images, or an array (N, H, W, C); at most `CHECK_IMAGES` of its
+            test split. Default: a run directory's data, else random inputs.
+        min_agreement: the top-1 agreement a variant needs on real images (default
+            `MIN_AGREEMENT` of the variant).
 
     Returns:
-        A report: path, format, bytes, seconds, max_abs_diff, tolerance, passed,
-        input_names, output_names, metadata, for ONNX via, opset and external_data (the
-        data file, or None), and for variants variant, float32_bytes, size_ratio,
-        top1_agreement.
+        A report: path, format, bytes, seconds, max_abs_diff, tolerance, passed, checked,
+        check_inputs ("random", or where the images came from), samples, top1_agreement,
+        accuracy (keras, export: with labelled check data), input_names, output_names,
+        metadata, for ONNX via, opset and external_data (the data file, or None), and for
+        variants variant, float32_bytes, size_ratio, min_agreement (when judged), and
+        float32_nodes (fp16: the nodes kept float32, and why).
 
     Raises:
-        SpecError: bad input (unknown format, existing path without force, ...). Exit 2.
-        ArchspecError: the conversion or the parity check failed. Exit 1.
+        SpecError: bad input (unknown format, existing path without force, int8 without
+            images to check it on, ...). Exit 2.
+        ArchspecError: the conversion or the check failed; nothing is written. Exit 1.
     """
     t_start = time.perf_counter()
     say = progress or (lambda msg: None)
+    format = format_for(path, format)
     target = check_options(path, format, opset, force, fp16, quantize, calibration, overrides, samples,
-                           model_or_spec, via, external_data)
+                           model_or_spec, via, external_data, min_agreement)
+    variant = "fp16" if fp16 else quantize
+    data_ref = _check_data_ref(model_or_spec, check_data, check, variant, calibration)
     model, info, t_build = source.resolve_model(model_or_spec, overrides, seed, say)
     if len(model.inputs) != 1:
         raise ArchspecError(f"export supports single-input models (got {len(model.inputs)} inputs)")
     input_name = model.inputs[0].name
     output_names = list(model.output_names)
     input_shape = tuple(model.inputs[0].shape[1:])
-    variant = "fp16" if fp16 else quantize
-    tolerance = None if variant else TOLERANCES.get(source.compute_dtype(model), 1e-4)
+    tolerance = TOLERANCES["float16"] if fp16 else (
+        None if variant else TOLERANCES.get(source.compute_dtype(model), 1e-4))
     metadata = source.metadata(model, info, input_name, input_shape, output_names)
     report: dict[str, Any] = {
         "path": str(target), "format": format, "spec": info.get("spec_name"), "input_names": [input_name],
         "output_names": output_names, "input_shape": [None, *input_shape], "metadata": metadata,
         "tolerance": tolerance, "checked": bool(check),
     }
+    data = None
+    if check and data_ref is not None:
+        data = _load_check_data(data_ref, model, seed, say, calibration)
+    if check:
+        x = data.x if data is not None else source.random_inputs(model, max(samples, 16) if variant else samples,
+                                                                 seed)
+        report["check_inputs"] = data.source if data is not None else "random"
+    else:
+        x = None
     external = False
     if format == "onnx":
         from .via_ir import estimated_bytes, external_data_name
@@ -130,14 +162,15 @@ def export(model_or_spec, path: str | os.PathLike, format: str = "onnx", *, opse
         if format == "onnx":
             writers.write_onnx(model, tmp, opset, input_name, input_shape, output_names, metadata, fp16, quantize,
                                calibration, seed, say, timings, report, via=via, graph=source.graph_of(model),
-                               external=external)
+                               external=external, probe=x,
+                               calib_fallback=data.x_calib if data is not None else None)
         elif format == "saved_model":
             writers.write_saved_model(model, tmp, input_name, input_shape, output_names, metadata, say, timings)
         else:
             writers.write_keras(model, tmp, metadata, say, timings)
-        if check or variant:
-            _check(model, tmp, format, target, input_name, output_names, variant, tolerance, samples, seed, say,
-                   timings, report)
+        if check:
+            _check(model, tmp, format, target, input_name, output_names, variant, tolerance, x, data,
+                   min_agreement, say, timings, report)
         else:
             report["max_abs_diff"] = None
             report["passed"] = None
@@ -163,12 +196,53 @@ def export(model_or_spec, path: str | os.PathLike, format: str = "onnx", *, opse
     return report
 
 
-def _check(model, tmp, format, target, input_name, output_names, variant, tolerance, samples, seed, say,
-           timings, report) -> None:
-    """Run the staged artefact next to Keras; raise (exit 1) when a float export differs."""
+def _check_data_ref(model_or_spec, check_data, check, variant, calibration):
+    """Where the check's real images come from: `check_data`, else a run directory's data,
+    else (static int8) the calibration images ("calibration"), else None (random inputs).
+    Bad combinations are SpecErrors, raised before anything is built."""
+    if check_data is not None and not check:
+        raise SpecError("check data is what the check runs on; it has no use with --no-check (check=False)")
+    if not check:
+        return None
+    if check_data is not None:
+        if isinstance(check_data, (str, os.PathLike)) and not os.path.exists(check_data):
+            raise SpecError(f"{os.fspath(check_data)}: no such file or directory (check data)")
+        return check_data
+    run = source.run_dir(model_or_spec)
+    if run is not None:
+        d = source.run_data(run)
+        if d is not None:
+            if not os.path.exists(d):
+                raise SpecError(f"{run}: the run's data {d} (run.json) is gone; pass --check-data DIR|FILE.npz")
+            return d
+    if variant in ("int8", "int8_dynamic"):
+        if variant == "int8" and calibration is not None:
+            return _CALIBRATION
+        raise SpecError(f"an {variant} export is checked by its top-1 agreement with float32 on real images, and "
+                        "random inputs cannot show it (a near-uniform softmax agrees by chance): pass --check-data "
+                        "DIR|FILE.npz (check_data=), or --no-check (check=False) to export it unchecked")
+    return None
+
+
+_CALIBRATION = object()  # the check runs on the calibration images
+
+
+def _load_check_data(ref, model, seed, say, calibration=None):
+    from . import checkdata, variants
+
+    if ref is _CALIBRATION:  # static int8 with the user's calibration images and no other data
+        return checkdata.CheckData(variants.calibration_data(calibration, model, seed), None, "calibration images")
+    return checkdata.load(ref, model, say=say)
+
+
+def _check(model, tmp, format, target, input_name, output_names, variant, tolerance, x, data, min_agreement,
+           say, timings, report) -> None:
+    """Run the staged artefact next to Keras on `x` (the check data's images, or random
+    inputs); raise (exit 1) when it differs: float formats and fp16 beyond `tolerance`,
+    variants on real images below their minimum top-1 agreement."""
     t0 = time.perf_counter()
-    x = source.random_inputs(model, max(samples, 16) if variant else samples, seed)
-    say("running the Keras model on %d random inputs…" % len(x))
+    what = "random inputs" if data is None else "check images"
+    say(f"running the Keras model on {len(x)} {what}…")
     ref = verify.keras_outputs(model, x)
     say(f"checking with {verify.RUNTIMES[format]}…")
     got = verify.run(format, tmp, x, input_name, output_names)
@@ -177,11 +251,24 @@ def _check(model, tmp, format, target, input_name, output_names, variant, tolera
     report["max_abs_diff"] = max(d["max_abs_diff"] for d in diffs.values())
     report["outputs"] = diffs
     report["samples"] = len(x)
-    if variant:  # a smaller variant is expected to differ: report top-1 agreement instead
-        report["top1_agreement"] = verify.top1(ref[-1], got[-1])
-        report["passed"] = True
-        return
-    problem = verify.mismatch(diffs, tolerance)
-    report["passed"] = problem is None
-    if problem:
-        raise ArchspecError(f"{format} export does not match Keras: {problem}; nothing written to {target}")
+    agreement = verify.top1(ref[-1], got[-1])
+    report["top1_agreement"] = agreement
+    if data is not None and data.y is not None:
+        report["accuracy"] = {"keras": verify.accuracy(ref[-1], data.y), "export": verify.accuracy(got[-1], data.y)}
+    problems = []
+    if tolerance is not None:
+        problem = verify.mismatch(diffs, tolerance)
+        if problem:
+            problems.append(problem)
+    if variant and data is not None:
+        need = MIN_AGREEMENT[variant] if min_agreement is None else float(min_agreement)
+        report["min_agreement"] = need
+        if agreement is None:
+            problems.append(f"no class-score output to compare top-1 on (outputs {output_names})")
+        elif agreement < need:
+            problems.append(f"top-1 agreement with float32 {agreement:.1%} on {len(x)} {what} from "
+                            f"{data.source} (needs {need:.0%})")
+    report["passed"] = not problems
+    if problems:
+        name = f"{format} {variant} export" if variant else f"{format} export"
+        raise ArchspecError(f"{name} does not match Keras: {'; '.join(problems)}; nothing written to {target}")

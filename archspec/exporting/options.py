@@ -21,13 +21,46 @@ MIN_OPSET, MAX_OPSET = 13, 18
 TOLERANCES = {"float32": 1e-4, "float16": 1e-2, "bfloat16": 5e-2}
 #: the name of the metadata document inside `.keras` files and SavedModel assets
 METADATA_FILE = "archspec.json"
+#: the format a path's suffix asks for (`format_for`); any other suffix needs an explicit format
+SUFFIX_FORMATS = {".onnx": "onnx", ".keras": "keras"}
+#: a variant (float16, int8) fails its check when its top-1 agrees with the float32 model's on
+#: fewer than this share of the check images (real data only: see `export`)
+MIN_AGREEMENT = {"fp16": 0.99, "int8": 0.95, "int8_dynamic": 0.95}
+#: at most this many images of the check data are run (evenly spaced over its test split)
+CHECK_IMAGES = 256
+
+
+def format_for(path, format=None) -> str:
+    """The export format: `format` when given, else the one the suffix of `path` names
+    (``.onnx``, ``.keras``). An unknown suffix without a format, or a format that contradicts
+    the suffix (ONNX bytes in ``x.keras``), is a SpecError. The one rule, for the library
+    and the command line alike."""
+    suffix = Path(os.fspath(path)).suffix.lower()
+    implied = SUFFIX_FORMATS.get(suffix)
+    if format is None:
+        if implied is None:
+            raise SpecError(f"cannot tell the export format from the path {os.fspath(path)!r} (suffix "
+                            f"{suffix or 'none'!r}); name a .onnx or .keras file, or pass --format "
+                            f"(format=) {'|'.join(FORMATS)}")
+        return implied
+    if format not in FORMATS:
+        raise SpecError(f"unknown export format {format!r}; valid formats: {', '.join(FORMATS)}")
+    if implied is not None and implied != format:
+        raise SpecError(f"the path {os.fspath(path)!r} ends in {suffix} but the format is {format!r}; "
+                        f"name the file for its format (or leave the format out: it follows the suffix)")
+    return format
 
 
 def check_options(path, format, opset, force, fp16, quantize, calibration, overrides, samples,
-                  model_or_spec, via="ir", external_data=None) -> Path:
-    """Check every option; returns the target path."""
+                  model_or_spec, via="ir", external_data=None, min_agreement=None) -> Path:
+    """Check every option (`format` already from `format_for`); returns the target path."""
     if format not in FORMATS:
         raise SpecError(f"unknown export format {format!r}; valid formats: {', '.join(FORMATS)}")
+    if min_agreement is not None and (isinstance(min_agreement, bool) or not isinstance(min_agreement, (int, float))
+                                      or not 0.0 <= min_agreement <= 1.0):
+        raise SpecError(f"min_agreement must be a number from 0 to 1 (got {min_agreement!r})")
+    if min_agreement is not None and not (fp16 or quantize):
+        raise SpecError("min_agreement (--min-agreement) applies to the fp16 and int8 variants")
     if via not in ONNX_PATHS:
         raise SpecError(f"unknown ONNX path via={via!r}; valid: {', '.join(ONNX_PATHS)}")
     if external_data not in (None, True, False):

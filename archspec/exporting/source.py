@@ -60,13 +60,37 @@ def graph_of(model):
     return _MODEL_GRAPH.get(model)
 
 
+def run_dir(obj) -> Path | None:
+    """`obj` as a run directory of `archspec train` (it holds run.json), else None."""
+    if isinstance(obj, (str, os.PathLike)):
+        p = Path(os.fspath(obj))
+        if p.is_dir() and (p / "run.json").is_file():
+            return p
+    return None
+
+
+def run_data(run: Path) -> str | None:
+    """The data a run directory was trained on (its run.json's ``data``), or None."""
+    try:
+        data = json.loads((run / "run.json").read_text()).get("data")
+    except (OSError, ValueError, AttributeError):
+        raise SpecError(f"{run / 'run.json'}: not a readable run.json") from None
+    return data if isinstance(data, str) else None
+
+
 def resolve_model(obj, overrides, seed, say) -> tuple[Any, dict, float]:
-    """(model, info, seconds): `obj` is a keras.Model, a `.keras` path, or a spec (path,
-    bundled name or Spec) built with `seed` by `archspec.api` (load, resolve, lower, build)."""
+    """(model, info, seconds): `obj` is a keras.Model, a `.keras` path, a run directory of
+    `archspec train` (its best.keras, else final.keras), or a spec (path, bundled name or
+    Spec) built with `seed` by `archspec.api` (load, resolve, lower, build)."""
     k = keras()
     t0 = time.perf_counter()
     if isinstance(obj, k.Model):
         return obj, dict(_MODEL_INFO.get(obj) or {"spec_name": obj.name}), 0.0
+    run = run_dir(obj)
+    if run is not None:
+        from ..training.evaluate import resolve_model as run_model
+
+        obj = run_model(run)[0]
     if isinstance(obj, (str, os.PathLike)) and os.fspath(obj).endswith(".keras"):
         p = Path(os.fspath(obj))
         if not p.is_file():

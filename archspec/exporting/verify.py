@@ -38,19 +38,44 @@ def run_keras(path: Path, x, input_name, output_names):
 RUNTIMES = {"onnx": "onnxruntime", "saved_model": "tf.saved_model.load", "keras": "keras.models.load_model"}
 
 
+#: inputs run at a time (a check of 256 images at 224x224 stays small)
+BATCH = 32
+
+
 def run(format: str, path: Path, x, input_name, output_names):
     """The outputs of the artefact at `path` (of `format`) on `x`."""
     runner = {"onnx": run_onnx, "saved_model": run_saved_model, "keras": run_keras}[format]
-    return runner(path, x, input_name, output_names)
+    if len(x) <= BATCH:
+        return runner(path, x, input_name, output_names)
+    if format == "onnx":  # one session for every batch
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        return _joined(sess.run(output_names, {input_name: x[i:i + BATCH]}) for i in range(0, len(x), BATCH))
+    if format == "keras":
+        return keras_outputs(keras().models.load_model(str(path)), x)
+    return _joined(runner(path, x[i:i + BATCH], input_name, output_names) for i in range(0, len(x), BATCH))
+
+
+def _joined(batches) -> list:
+    import numpy as np
+
+    parts = list(batches)
+    return [np.concatenate([np.asarray(b[k]) for b in parts]) for k in range(len(parts[0]))]
 
 
 def keras_outputs(model, x) -> list:
     import numpy as np
 
-    out = model(x, training=False)
-    if not isinstance(out, (list, tuple)):
-        out = [out]
-    return [np.asarray(o, dtype="float32") for o in out]
+    def one(xb):
+        out = model(xb, training=False)
+        if not isinstance(out, (list, tuple)):
+            out = [out]
+        return [np.asarray(o, dtype="float32") for o in out]
+
+    return _joined(one(x[i:i + BATCH]) for i in range(0, len(x), BATCH))
 
 
 def compare(ref, got, names) -> dict:
@@ -81,6 +106,16 @@ def mismatch(diffs: dict, tolerance: float) -> str | None:
     name, worst = max(bad.items(), key=lambda kv: kv[1]["max_abs_diff"])
     scale = f" x {worst['max_abs_ref']:.3g}" if worst["max_abs_ref"] > 1 else ""
     return f"output {name!r} differs by up to {worst['max_abs_diff']:.3g} (tolerance {tolerance:g}{scale})"
+
+
+def accuracy(scores, labels) -> float | None:
+    """Top-1 accuracy of class scores (N, classes) against integer labels (N,)."""
+    import numpy as np
+
+    scores = np.asarray(scores)
+    if scores.ndim != 2 or scores.shape[-1] < 2 or len(scores) != len(labels):
+        return None
+    return float(np.mean(np.argmax(scores, -1) == np.asarray(labels)))
 
 
 def top1(ref, got) -> float | None:

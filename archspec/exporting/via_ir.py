@@ -305,11 +305,58 @@ class ExternalData:
             self._f.close()
 
 
+# ---------------------------------------------------------------- batch-norm folding
+
+#: the ops a following batch norm folds into (a per-output-channel scale of the kernel)
+FOLDABLE = ("conv2d", "depthwise_conv2d")
+
+
+def foldable_batch_norms(graph: Graph) -> dict[str, str]:
+    """{batch-norm node: the convolution before it} for every batch norm the IR shows to be
+    the only reader of a convolution without its own activation (and that convolution not a
+    graph output): the pairs `fold_batch_norm` merges."""
+    readers: dict[str, list[str]] = {}
+    for n in graph.nodes:
+        for i in n.inputs:
+            readers.setdefault(i, []).append(n.name)
+    nodes = {n.name: n for n in graph.nodes}
+    pairs = {}
+    for n in graph.nodes:
+        if n.op != "batch_norm" or len(n.inputs) != 1:
+            continue
+        conv = nodes.get(n.inputs[0])
+        if (conv is not None and conv.op in FOLDABLE and _act_name(conv.attrs.get("activation")) is None
+                and readers.get(conv.name) == [n.name] and conv.name not in graph.outputs):
+            pairs[n.name] = conv.name
+    return pairs
+
+
+def fold_batch_norm(conv: Node, conv_w: list, bn: Node, bn_w: list) -> tuple[Node, list]:
+    """The convolution `conv` with the batch norm `bn` after it folded in: kernel x s, bias
+    (b - mean) x s + beta, s = gamma / sqrt(variance + epsilon), computed in float64. So no
+    BN statistic reaches the exported graph: a moving variance above float16's 65,504 (a
+    first layer fed 0-255 pixels) cannot be clamped by a float16 cast."""
+    w = [np.asarray(a, np.float64) for a in bn_w]
+    c = w[-1].shape[0]
+    gamma = w.pop(0) if bn.attrs.get("scale", True) else np.ones(c)
+    beta = w.pop(0) if bn.attrs.get("center", True) else np.zeros(c)
+    mean, var = w
+    s = gamma / np.sqrt(var + float(bn.attrs["epsilon"]))
+    kernel = np.asarray(conv_w[0], np.float64)
+    bias = np.asarray(conv_w[1], np.float64) if conv.attrs.get("use_bias", True) else np.zeros(c)
+    if conv.op == "depthwise_conv2d":  # (kh, kw, cin, m): output channel cin_i * m + j
+        kernel = kernel * s.reshape(kernel.shape[2], kernel.shape[3])
+    else:  # (kh, kw, cin / groups, filters)
+        kernel = kernel * s
+    folded = Node(conv.name, conv.op, list(conv.inputs), {**conv.attrs, "use_bias": True}, shape=conv.shape)
+    return folded, [kernel.astype(np.float32), ((bias - mean) * s + beta).astype(np.float32)]
+
+
 # ---------------------------------------------------------------- the conversion
 
 
 def convert(model, opset: int, input_name: str, output_names, graph: Graph | None = None,
-            external: ExternalData | None = None, say=lambda m: None):
+            external: ExternalData | None = None, say=lambda m: None, fold_bn: bool = False):
     """The ONNX ModelProto of `model` (not yet finished: see `onnx_passes.finish`).
 
     Args:
@@ -341,15 +388,27 @@ def convert(model, opset: int, input_name: str, output_names, graph: Graph | Non
     if len(in_shape) == 3:
         x = b.op("Transpose", [input_name], f"{input_name}/nchw", perm=[0, 3, 1, 2])
     tensor[inputs[0].name] = x
+    folds = foldable_batch_norms(graph) if fold_bn else {}
+    folded_into = {conv: bn for bn, conv in folds.items()}
+    by_name = {n.name: n for n in graph.nodes}
+    if folds:
+        say(f"folding {len(folds)} batch norms into their convolutions…")
     for node in graph.nodes:
         if node.op == "input":
+            continue
+        if node.name in folds:  # emitted with its convolution
+            tensor[node.name] = tensor[folds[node.name]]
             continue
         emit = onnx_ops.EMITTERS.get(node.op)
         if emit is None:
             raise ArchspecError(f"layer {node.name!r}: no ONNX emitter for op {node.op!r}")
         xs = [tensor[i] for i in node.inputs]
         try:
-            y = emit(b, node, xs, layer_weights(model, node))
+            weights = layer_weights(model, node)
+            if node.name in folded_into:
+                bn = by_name[folded_into[node.name]]
+                node, weights = fold_batch_norm(node, weights, bn, layer_weights(model, bn))
+            y = emit(b, node, xs, weights)
         except ArchspecError:
             raise
         except Exception as exc:

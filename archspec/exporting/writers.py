@@ -14,12 +14,16 @@ from .source import keras, metadata_doc, tensorflow
 
 
 def write_onnx(model, tmp: Path, opset, input_name, input_shape, output_names, metadata, fp16, quantize,
-               calibration, seed, say, timings, report, via: str = "ir", graph=None, external: bool = False):
+               calibration, seed, say, timings, report, via: str = "ir", graph=None, external: bool = False,
+               probe=None, calib_fallback=None):
     """Convert (`via` "ir": from the graph IR, `via_ir`; "tf2onnx": `via_tf2onnx`), finish,
     check and write to `tmp`, with the variant if one is asked for. With `external`, the
     weights go to the external data file ``<tmp's name>.data`` beside `tmp`. The IR path
     writes the weights to the file as it emits them (`via_ir.StreamedData`, or
-    `ExternalData`), so its conversion time includes the write."""
+    `ExternalData`), so its conversion time includes the write. float16: batch norms folded
+    into their convolutions first (IR path), and the nodes that overflow float16 on the
+    check inputs `probe` kept float32 (`variants.float32_nodes`). int8 static without
+    `calibration`: calibrated on `calib_fallback` (images of the check data) when given."""
     import onnx
 
     from . import via_ir
@@ -32,7 +36,7 @@ def write_onnx(model, tmp: Path, opset, input_name, input_shape, output_names, m
         if streamed:
             sink = via_ir.ExternalData(tmp.with_name(data_name), data_name) if external else via_ir.StreamedData(tmp)
         try:
-            proto = via_ir.convert(model, opset, input_name, output_names, graph, sink, say)
+            proto = via_ir.convert(model, opset, input_name, output_names, graph, sink, say, fold_bn=bool(fp16 or quantize))
             proto = onnx_passes.finish(proto, input_name, output_names, metadata)
             if isinstance(sink, via_ir.ExternalData):
                 sink.finish(proto, tmp)
@@ -52,8 +56,11 @@ def write_onnx(model, tmp: Path, opset, input_name, input_shape, output_names, m
         say("checking with onnx.checker…")
         onnx.checker.check_model(proto)
         t0 = time.perf_counter()
-        say("converting weights and compute to float16…")
-        proto = variants.to_fp16(proto)
+        say("finding the nodes that overflow float16…")
+        keep = variants.float32_nodes(proto, probe, input_name)
+        report["float32_nodes"] = keep
+        say(f"converting weights and compute to float16 ({len(keep)} nodes kept float32)…")
+        proto = variants.to_fp16(proto, keep)
         onnx.checker.check_model(proto)
         timings["fp16"] = time.perf_counter() - t0
         _save(proto, tmp, data_name if external else None)
@@ -64,7 +71,7 @@ def write_onnx(model, tmp: Path, opset, input_name, input_shape, output_names, m
         t0 = time.perf_counter()
         f32 = files.side_file(tmp, "f32")
         onnx.save(proto, str(f32))
-        variants.quantize(f32, tmp, quantize, calibration, model, seed, input_name, say, report)
+        variants.quantize(f32, tmp, quantize, calibration, model, seed, input_name, say, report, calib_fallback)
         q = onnx.load(str(tmp))
         onnx.checker.check_model(q)
         if not q.metadata_props:

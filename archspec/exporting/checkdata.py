@@ -1,0 +1,133 @@
+"""The export check's real images: ``check_data`` (``--check-data``), a run directory's own
+training data, or the user's calibration images, read into the model's input the way
+`archspec evaluate` feeds them (`training.data.evaluation_dataset`: resized to the input
+size, channels converted, float32 pixel values as stored).
+
+Why: random weights on random inputs give a near-uniform softmax, where top-1 "agreement"
+means nothing, and random inputs miss what only real activations show (a float16 overflow,
+an int8 range calibrated on noise). On real images, top-1 agreement with the float32 model
+(and accuracy, when the data has labels) is what a deployment will see.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import SpecError
+from .options import CHECK_IMAGES
+from .progress import short
+
+
+@dataclass
+class CheckData:
+    x: np.ndarray  # (N, H, W, C) float32, the model's input
+    y: np.ndarray | None  # (N,) integer labels, when the data has them
+    source: str  # what it was read from (a path, "array", "calibration")
+    x_calib: np.ndarray | None = None  # images of the same data not in `x` (int8 calibration)
+
+
+def _spread(n: int, k: int) -> np.ndarray:
+    """`k` indices evenly spaced over range(n) (all of them when k >= n)."""
+    if k >= n:
+        return np.arange(n)
+    return np.unique(np.linspace(0, n - 1, k).round().astype(np.int64))
+
+
+def load(ref, model, limit: int = CHECK_IMAGES, say=lambda m: None) -> CheckData:
+    """The check images for `model` from `ref`: an ``.npz`` (x_train, y_train[, x_test,
+    y_test]), a CIFAR directory or a folder of class sub-folders (read by
+    `training.data.open_source`, labels included), a flat folder of images (no labels), or
+    an array (N, H, W, C). At most `limit` images, evenly spaced over the test split (the
+    training split when there is none); calibration images come from the training split,
+    or, without a test split, from the images not checked."""
+    shape = tuple(int(d) for d in model.inputs[0].shape[1:])
+    if isinstance(ref, np.ndarray):
+        return CheckData(_as_input(ref, shape, "check data"), None, "array")
+    if not isinstance(ref, (str, os.PathLike)):
+        raise SpecError(f"check data must be a directory, an .npz file or an array (got {type(ref).__name__})")
+    p = Path(os.fspath(ref))
+    if not p.exists():
+        raise SpecError(f"{p}: no such file or directory (check data)")
+    if p.is_dir() and _flat_images(p):
+        files = _flat_images(p)
+        idx = _spread(len(files), limit)
+        say(f"reading {len(idx)} check images from {p}…")
+        return CheckData(_decode([files[i] for i in idx], shape), None, str(p))
+    from ..training import data as data_mod
+
+    src = data_mod.open_source(p)
+    say(f"reading check images from {p}…")
+    if src.kind == "folder":
+        n = len(src.files)
+        idx = _spread(n, limit)
+        rest = np.setdiff1d(np.arange(n), idx)
+        check = dataclasses.replace(src, files=[src.files[i] for i in idx], labels=[src.labels[i] for i in idx])
+        j = rest[_spread(len(rest), 64)]
+        calib = (dataclasses.replace(src, files=[src.files[i] for i in j], labels=[src.labels[i] for i in j])
+                 if len(j) else None)
+    else:
+        if src.x_test is not None and len(src.x_test):
+            idx = _spread(len(src.x_test), limit)
+            check = dataclasses.replace(src, x_test=src.x_test[idx], y_test=src.y_test[idx])
+            rest_x, rest_y = src.x_train, src.y_train
+        else:
+            idx = _spread(len(src.x_train), limit)
+            check = dataclasses.replace(src, x_test=src.x_train[idx], y_test=src.y_train[idx])
+            keep = np.setdiff1d(np.arange(len(src.x_train)), idx)
+            rest_x, rest_y = src.x_train[keep], src.y_train[keep]
+        calib = None
+        if len(rest_x):
+            j = _spread(len(rest_x), 64)
+            calib = dataclasses.replace(src, x_test=rest_x[j], y_test=rest_y[j])
+    x, y = _through_input(check, shape, data_mod)
+    classes = int(model.outputs[0].shape[-1])
+    if y is not None and len(y) and int(y.max()) >= classes:
+        raise SpecError(f"{p}: the check data has labels up to {int(y.max())} but the model has {classes} classes")
+    x_calib = _through_input(calib, shape, data_mod)[0] if calib is not None else None
+    return CheckData(x, y, str(p), x_calib)
+
+
+def _through_input(src, shape, data_mod):
+    """(images, labels) of `src`'s evaluation split at the model's input, as evaluate reads them."""
+    labels = src.labels if src.kind == "folder" else src.y_test
+    classes = int(np.max(labels)) + 1 if len(labels) else 1
+    ds, y = data_mod.evaluation_dataset(src, shape[:2], shape[2], classes, 64)
+    x = np.concatenate([np.asarray(b, dtype="float32") for b, _ in ds])
+    return x, np.asarray(y, dtype=np.int64)
+
+
+def _flat_images(p: Path) -> list[Path]:
+    from ..training.data import IMAGE_SUFFIXES
+
+    return sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def _decode(files, shape) -> np.ndarray:
+    from .source import tensorflow
+
+    tf = tensorflow()
+    out = []
+    for f in files:
+        try:
+            img = tf.io.decode_image(tf.io.read_file(str(f)), channels=shape[-1], expand_animations=False)
+        except Exception as exc:
+            raise SpecError(f"{f}: cannot decode image ({short(exc)})") from None
+        img = tf.cast(img, tf.float32)
+        if tuple(img.shape[:2]) != tuple(shape[:2]):
+            img = tf.image.resize(img, shape[:2])
+        out.append(np.asarray(img))
+    return np.stack(out)
+
+
+def _as_input(arr, shape, what) -> np.ndarray:
+    arr = np.asarray(arr, dtype="float32")
+    if arr.ndim == 3:
+        arr = arr[None]
+    if arr.ndim != 4 or tuple(arr.shape[1:]) != tuple(shape) or len(arr) == 0:
+        raise SpecError(f"{what} must have shape (N, {', '.join(map(str, shape))}) (got {tuple(arr.shape)})")
+    return arr
