@@ -3,6 +3,8 @@ a hang, code run or a file leaked."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from archspec import cli
@@ -93,3 +95,75 @@ def test_name_templates_are_fields_only(tmp_path, capsys, template):
     assert main(["validate", str(spec)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "name templates take only {field}" in err[0] and err[0].startswith(f"{spec}:4:")
+
+
+# ---------------------------------------------------------------- files that are not specs
+
+SECRET = "root:x:0:0:TOPSECRET:/root:/bin/bash\nuser:x:1000:1000::/home/user:/bin/sh\n"
+
+
+def run_cli(*argv, cwd=None, timeout=60):
+    """The CLI in a subprocess, bounded in time (a hang fails the test instead of the suite)."""
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "archspec", *argv], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def one_error_line(r, exit_code=2) -> str:
+    assert r.returncode == exit_code, (r.returncode, r.stderr[-2000:])
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1, lines
+    return lines[0]
+
+
+@pytest.mark.parametrize("how", ["absolute", "relative", "yaml_link", "proc"])
+def test_extends_never_reads_or_quotes_a_file_that_is_not_a_spec(tmp_path, how):
+    """Issue 18.2: `extends: /etc/passwd` put the file's first line into the error."""
+    secret = tmp_path / "private" / "passwd"
+    secret.parent.mkdir()
+    secret.write_text(SECRET)
+    d = tmp_path / "a" / "b"
+    d.mkdir(parents=True)
+    target = {"absolute": str(secret), "relative": "../../private/passwd", "yaml_link": "link.yaml",
+              "proc": "/proc/self/status"}[how]
+    (d / "link.yaml").symlink_to(secret)
+    spec = d / "s.yaml"
+    spec.write_text(f"format: 1\nextends: {target}\nname: s\n")
+    line = one_error_line(run_cli("validate", str(spec)))
+    assert line.startswith(f"{spec}:2:") and "not a YAML document" in line, line
+    assert "TOPSECRET" not in line and "/bin/bash" not in line and "Name:" not in line
+
+
+def test_a_spec_that_is_a_single_line_of_text_is_not_quoted(tmp_path):
+    p = tmp_path / "passwd.yaml"
+    p.write_text("root:x:0:0:TOPSECRET:/root:/bin/bash\n")
+    line = one_error_line(run_cli("validate", str(p)))
+    assert "expected a mapping" in line and "TOPSECRET" not in line
+
+
+def test_recipe_extends_is_held_to_the_same_rule(tmp_path):
+    secret = tmp_path / "passwd"
+    secret.write_text(SECRET)
+    r = tmp_path / "r.yaml"
+    r.write_text(f"format: 1\nextends: {secret}\nname: r\n")
+    line = one_error_line(run_cli("inspect", "cifar100_cnn", "--recipe", str(r)))
+    assert "not a YAML document" in line and "TOPSECRET" not in line
+
+
+@pytest.mark.parametrize("kind", ["fifo", "dev_zero", "extends_fifo", "directory"])
+def test_only_regular_files_are_read(tmp_path, kind):
+    """Issue 18.5: a FIFO hung forever; a link to /dev/zero read until MemoryError."""
+    fifo = tmp_path / "f.yaml"
+    os.mkfifo(fifo)
+    zero = tmp_path / "z.yaml"
+    zero.symlink_to("/dev/zero")
+    (tmp_path / "d.yaml").mkdir()
+    spec = tmp_path / "s.yaml"
+    spec.write_text("format: 1\nextends: f.yaml\nname: s\n")
+    path = {"fifo": fifo, "dev_zero": zero, "extends_fifo": spec, "directory": tmp_path / "d.yaml"}[kind]
+    line = one_error_line(run_cli("validate", str(path), timeout=60))
+    want = {"fifo": "is a FIFO, not a regular file", "dev_zero": "is a device, not a regular file",
+            "extends_fifo": "is a FIFO, not a regular file", "directory": "is a directory"}[kind]
+    assert want in line, line

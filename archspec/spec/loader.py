@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import os
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -85,17 +86,46 @@ class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
     (when PyYAML has it) composes a spec some 50x faster than the pure-Python parser."""
 
 
-def _read_text(path: Path, source: str) -> str:
+def read_bounded(path: Path, source: str, limit: int = MAX_BYTES, what: str = "a spec") -> bytes:
+    """The bytes of a regular file of at most `limit` bytes. Anything else (a directory, a
+    FIFO, a device such as /dev/zero, a socket) is refused before a byte is read, and the read
+    itself stops after `limit` + 1 bytes whatever the file claims, so it never blocks or
+    fills memory. The file is opened once and checked through that descriptor."""
     try:
-        size = path.stat().st_size
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0))
+    except IsADirectoryError:
+        raise SpecError(f"is a directory, not {what} file", Location(source)) from None
     except OSError as exc:
-        raise SpecError(f"cannot read spec: {exc.strerror or exc}", Location(source)) from None
-    if path.is_dir():
-        raise SpecError("is a directory, not a spec file", Location(source))
-    if size > MAX_BYTES:
-        raise SpecError(f"file too large for a spec ({size} bytes > {MAX_BYTES})", Location(source))
-    data = path.read_bytes()
-    return _decode(data, source)
+        raise SpecError(f"cannot read {what}: {exc.strerror or exc}", Location(source)) from None
+    try:
+        st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
+            raise SpecError(f"is a directory, not {what} file", Location(source))
+        if not stat.S_ISREG(st.st_mode):
+            kind = ("a FIFO" if stat.S_ISFIFO(st.st_mode) else "a device" if stat.S_ISCHR(st.st_mode)
+                    or stat.S_ISBLK(st.st_mode) else "a socket" if stat.S_ISSOCK(st.st_mode) else "not a file")
+            raise SpecError(f"is {kind}, not a regular file; expected {what} file", Location(source))
+        if st.st_size > limit:
+            raise SpecError(f"file too large for {what} ({st.st_size} bytes > {limit})", Location(source))
+        chunks, total = [], 0
+        while total <= limit:
+            try:
+                chunk = os.read(fd, min(1 << 16, limit + 1 - total))
+            except OSError as exc:
+                raise SpecError(f"cannot read {what}: {exc.strerror or exc}", Location(source)) from None
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+        if total > limit:
+            raise SpecError(f"file too large for {what} (> {limit} bytes)", Location(source))
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def _read_text(path: Path, source: str) -> str:
+    return _decode(read_bounded(path, source), source)
 
 
 def _decode(data: bytes, source: str) -> str:
@@ -152,7 +182,7 @@ def loads(text: str | bytes, source: str = "<string>") -> RawSpec:
     if node is None:
         raise SpecError("empty spec; expected a mapping with at least 'name' and 'input'", Location(source, 1, 1))
     if not isinstance(node, yaml.MappingNode):
-        kind = "a list" if isinstance(node, yaml.SequenceNode) else f"a scalar ({node.value!r})"
+        kind = "a list" if isinstance(node, yaml.SequenceNode) else "a single value"  # its text is not quoted
         raise SpecError(f"expected a mapping at the top level (got {kind})", _loc(source, node.start_mark))
     _check_size(node, source)
     raw = RawSpec(data={}, source=source)
@@ -320,9 +350,16 @@ def display_source(path: Path) -> str:
         return str(path)
 
 
-def load_file(ref: str | os.PathLike, relative_to: Path | None = None, find=find_spec) -> tuple[RawSpec, Path]:
+def load_file(ref: str | os.PathLike, relative_to: Path | None = None, find=find_spec,
+              extended: bool = False) -> tuple[RawSpec, Path]:
+    """Find, read and parse one document. An `extended` one (named by `extends:`) must be a
+    .yaml/.yml file, also once links are followed, so that `extends: /etc/passwd` (or a
+    .yaml link to it) is refused before anything of it is read."""
     path = find(ref, relative_to)
     source = display_source(path)
+    if extended and Path(os.path.realpath(path)).suffix.lower() not in (".yaml", ".yml"):
+        raise SpecError("not a YAML document (a spec or recipe file ends in .yaml or .yml"
+                        + (", also where its link points" if path.is_symlink() else "") + ")", Location(source))
     return loads(_read_text(path, source), source), path
 
 
@@ -373,7 +410,7 @@ def _apply_extends(raw: RawSpec, path: Path, chain: list[Path], find=find_spec) 
         raise SpecError(f"must be the name or path of a spec (got {parent_ref!r})",
                         raw.locate(("extends",)), "extends")
     try:
-        base_raw, base_path = load_file(parent_ref, relative_to=path.parent, find=find)
+        base_raw, base_path = load_file(parent_ref, relative_to=path.parent, find=find, extended=True)
     except SpecError as exc:
         if exc.location is not None and exc.location.line is None:
             raise SpecError(f"cannot extend {parent_ref!r}: {exc.message}", raw.locate(("extends",)),
