@@ -1,10 +1,14 @@
 """Export a compiled network for deployment: ONNX, SavedModel, `.keras`.
 
 Every export is verified by running it (unless ``check=False``): the written artefact is
-reloaded (ONNX Runtime, ``tf.saved_model.load``, ``keras.models.load_model``), run on a
-few random inputs next to the Keras model, and the largest difference reported. Above the
-tolerance (1e-4 for float32, relative to the output's magnitude when that exceeds 1) the
-export fails and leaves nothing at the path. Writes are atomic: everything is produced
+reloaded (ONNX Runtime, ``tf.saved_model.load``, ``keras.models.load_model``) and run next
+to the Keras model on the check inputs: real images (``check_data``, a run directory's own
+data, or static int8's calibration images; `checkdata`) or else random inputs. It fails,
+leaving nothing at the path, above the tolerance (1e-4 for float32, 1e-2 for fp16, relative
+to the output's magnitude when that exceeds 1), or, for a variant on real images, below its
+minimum top-1 agreement with the float32 model (`MIN_AGREEMENT`). Random inputs prove the
+conversion only (random weights give a near-uniform softmax, where agreement is chance), so
+an int8 export without real images is refused. Writes are atomic: everything is produced
 under a temporary name next to the target, checked there, then renamed into place; an
 existing path is only replaced with ``force=True``.
 
@@ -20,7 +24,8 @@ The package, by concern:
   tf2onnx, with the workarounds only that path needs (grouped convolutions, large Dense
   kernels, Erfc);
 - `onnx_passes`: named passes over the ONNX model, each tested on its own;
-- `variants`: float16 and int8;
+- `checkdata`: the check's real images, read as `archspec evaluate` reads data;
+- `variants`: float16 (with the nodes that overflow it kept float32) and int8;
 - `writers`: each format written to its staging path;
 - `verify`: running the artefact and comparing it with Keras;
 - `files`: staging, atomic rename, clean-up;
