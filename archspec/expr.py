@@ -19,10 +19,6 @@ from .scaling import make_divisible
 
 EXPR = re.compile(r"\$\{([^{}]*)\}")
 
-FUNCTIONS = {
-    "min": min, "max": max, "round": round, "int": int, "ceil": math.ceil, "floor": math.floor,
-    "make_divisible": make_divisible,
-}
 _BINOPS = {
     ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
     ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod, ast.Pow: operator.pow,
@@ -37,15 +33,36 @@ class ExprError(ValueError):
 
 def _number(v, what: str):
     if isinstance(v, bool) or not isinstance(v, (int, float)):
-        raise ExprError(f"{what} must be a number (got {v!r})")
-    return v
+        raise ExprError(f"{what} must be a real number (got {_short(v)})")
+    return _check(v)
+
+
+def _short(v) -> str:
+    r = repr(v)
+    return r if len(r) <= 40 else r[:40] + "..."
 
 
 def _check(v):
+    """Every value an expression touches (constants, names, operands, results) is a finite
+    real number of at most 1e15 in size, so no operation can run long or grow large."""
+    if isinstance(v, complex):
+        raise ExprError(f"not a real number ({_short(v)})")
     if isinstance(v, (int, float)) and not isinstance(v, bool):
         if isinstance(v, float) and not math.isfinite(v) or abs(v) > _MAX_ABS:
-            raise ExprError(f"value out of range ({v!r})")
+            raise ExprError(f"value out of range ({_short(v)}; at most 1e15 in size)")
     return v
+
+
+def _round(x, ndigits=None):
+    if ndigits is not None and (not isinstance(ndigits, int) or abs(ndigits) > 15):
+        raise ExprError(f"ndigits must be an integer from -15 to 15 (got {_short(ndigits)})")
+    return round(x) if ndigits is None else round(x, ndigits)
+
+
+FUNCTIONS = {
+    "min": min, "max": max, "round": _round, "int": int, "ceil": math.ceil, "floor": math.floor,
+    "make_divisible": make_divisible,
+}
 
 
 def _eval(node, env: dict) -> Any:
@@ -53,8 +70,8 @@ def _eval(node, env: dict) -> Any:
         return _eval(node.body, env)
     if isinstance(node, ast.Constant):
         if isinstance(node.value, bool) or not isinstance(node.value, (int, float)):
-            raise ExprError(f"only numbers are allowed as constants (got {node.value!r})")
-        return node.value
+            raise ExprError(f"only numbers are allowed as constants (got {_short(node.value)})")
+        return _check(node.value)
     if isinstance(node, ast.Name):
         if node.id not in env:
             known = ", ".join(sorted(k for k in env if not k.startswith("_"))) or "none"
@@ -90,6 +107,11 @@ def _eval(node, env: dict) -> Any:
             return _check(FUNCTIONS[node.func.id](*args))
         except (TypeError, ValueError, OverflowError) as exc:
             raise ExprError(f"{node.func.id}(): {exc}") from None
+    if isinstance(node, (ast.BinOp, ast.UnaryOp)):
+        op = {ast.BitXor: "^", ast.BitAnd: "&", ast.BitOr: "|", ast.LShift: "<<", ast.RShift: ">>",
+              ast.Invert: "~", ast.Not: "not", ast.MatMult: "@"}.get(type(node.op), type(node.op).__name__)
+        raise ExprError(f"operator {op} is not allowed (numbers, names, + - * / // % **, parentheses and "
+                        f"{', '.join(FUNCTIONS)} only; for a power write **)")
     raise ExprError(f"{type(node).__name__} is not allowed in an expression "
                     f"(numbers, names, + - * / // % **, parentheses and {', '.join(FUNCTIONS)} only)")
 

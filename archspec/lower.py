@@ -7,6 +7,7 @@ and turns a shape problem into a located `SpecError` that names the layer.
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 
@@ -17,6 +18,12 @@ from .spec.loader import RawSpec, format_path
 
 MAX_LAYERS = 20_000  # the largest bundled network has under 1,000 (EfficientNet-B7: 816)
 MAX_NAME = 200  # characters in a layer name (keras has no limit; file systems and ONNX tools do)
+# What a network may need, checked while lowering so that validate refuses what could not be
+# built (instead of an out-of-memory error at build): 2**31 weights (8 GiB in float32; the
+# largest bundled network, VGG-19, has 144M) and 2**31 activation values for one image
+# (EfficientNet-B7 at 600x600 has 1.05G).
+MAX_PARAMS = 1 << 31
+MAX_ACTIVATIONS = 1 << 31
 
 
 def layer_name_problem(name: str) -> str | None:
@@ -63,6 +70,8 @@ class Builder:
         self.uses: list[tuple[str, tuple]] = []  # (defined type, path of its use), innermost last
         self.lenient_refs = lenient_refs
         self.missing_refs: list[RefError] = []
+        self.params = 0  # running totals, bounded by MAX_PARAMS and MAX_ACTIVATIONS
+        self.activations = 0
 
     # ------------------------------------------------------------ bookkeeping
     @property
@@ -124,6 +133,16 @@ class Builder:
                 infer(node, [self.index[i].shape for i in inputs])
             except ShapeError as exc:
                 raise self.error(str(exc)) from None
+        self.params += node.params
+        self.activations += math.prod(d for d in node.shape if isinstance(d, int))
+        if self.params > MAX_PARAMS:
+            raise self.error(f"the network needs more than {MAX_PARAMS:,} weights ({self.params:,} by layer {name!r}, "
+                             f"{node.params:,} of them its own); too large to build (filters, units or kernel "
+                             f"sizes too large?)")
+        if self.activations > MAX_ACTIVATIONS:
+            raise self.error(f"the network computes more than {MAX_ACTIVATIONS:,} values for one image "
+                             f"({self.activations:,} by layer {name!r}, output {node.shape}); too large to build "
+                             f"(input size, padding or widths too large?)")
         self.nodes.append(node)
         self.index[name] = node
         for b in self.stack:

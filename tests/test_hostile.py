@@ -167,3 +167,56 @@ def test_only_regular_files_are_read(tmp_path, kind):
     want = {"fifo": "is a FIFO, not a regular file", "dev_zero": "is a device, not a regular file",
             "extends_fifo": "is a FIFO, not a regular file", "directory": "is a directory"}[kind]
     assert want in line, line
+
+
+# ---------------------------------------------------------------- numbers: bounded, real, finite
+
+def defined_filters(tmp_path, expr: str):
+    p = tmp_path / "e.yaml"
+    p.write_text("format: 1\nname: t\ninput: {shape: [8, 8, 3]}\ndefine:\n  b:\n    params: {f: 4}\n"
+                 f"    body: [{{type: conv, name: \"{{name}}_c\", filters: \"{expr}\", kernel: 3, padding: same}}]\n"
+                 "stages: [{name: s, blocks: [{type: b}]}]\n")
+    return p
+
+
+@pytest.mark.parametrize("expr,message", [
+    ("${round(7, -(10**9))}", "ndigits must be an integer from -15 to 15"),  # ran for minutes
+    ("${(-8)**0.5}", "not a real number"),                                    # a complex layer width
+    ("${1e309}", "value out of range (inf"),                                  # an unchecked inf
+    ("${10**39}", "value out of range"),
+    ("${10^39}", "operator ^ is not allowed"),
+    ("${8*10**7}", "must be <= 1048576 (got 80000000)"),                       # validated, then OOM
+])
+def test_expressions_are_bounded_real_and_finite(tmp_path, capsys, expr, message):
+    """Issue 18.6: operands were not checked, only results (and not for complex numbers)."""
+    p = defined_filters(tmp_path, expr)
+    assert main(["validate", str(p)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"{p}:7:") and message in err[0], err
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("filters", "1000000000000", "must be <= 1048576"), ("kernel", "80000000", "must be <= 1048576"),
+    ("filters", "1e12", "YAML reads '1e12' as text: write 1.0e+12"),
+    ("kernel", "64", "more than 2,147,483,648 weights"),  # 64 * 64 * 3 * 2**20 = 12.9G: each within bounds
+])
+def test_sizes_have_documented_upper_limits(tmp_path, capsys, field, value, message):
+    p = tmp_path / "s.yaml"
+    fields = {"filters": "4" if field == "filters" or value != "64" else "1048576", "kernel": "3"} | {field: value}
+    p.write_text("format: 1\nname: t\ninput: {shape: [8, 8, 3]}\n"
+                 f"stem: [{{type: conv, name: c, filters: {fields['filters']}, kernel: {fields['kernel']}, "
+                 "padding: same}]\n")
+    assert main(["validate", str(p)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"{p}:4:") and message in err[0], err
+    assert "remove the quotes" not in err[0]  # there were none
+
+
+def test_a_network_too_large_to_build_is_refused_by_validate(capsys):
+    """Issue 18.11: image_size 3000x3000 validated, then ResourceExhaustedError at build."""
+    assert main(["validate", "resnet50", "--set", "input.shape=[3000,3000,3]"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "more than 2,147,483,648 values for one image" in err[0]
+    # the largest published network of the zoo at its own size still passes (B7 at 600: 1.05G values)
+    assert main(["validate", "efficientnet", "--set", "input.shape=[600,600,3]", "--set", "scaling.width=2.0",
+                 "--set", "scaling.depth=3.1"]) == 0

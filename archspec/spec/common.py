@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, ClassVar, Literal, Union
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
@@ -14,8 +15,20 @@ def _no_text(v):
     return v
 
 
+_EXPONENT = re.compile(r"\s*([-+]?\d+(?:\.\d*)?)[eE]([-+]?)(\d+)\s*")
+
+
 def _number(v):
     if isinstance(v, str):
+        m = _EXPONENT.fullmatch(v)
+        if m:  # YAML 1.1 reads 1e12, 1e-5 and 1.0e12 as text, quoted or not
+            mant = m.group(1) if "." in m.group(1) else m.group(1) + ".0"
+            raise ValueError(f"must be a number, but YAML reads {v.strip()!r} as text: write "
+                             f"{mant}e{m.group(2) or '+'}{m.group(3)} (YAML's exponent needs a '.' and a sign)")
+        try:
+            float(v)
+        except ValueError:
+            raise ValueError(f"must be a number, not a string (got {v!r})") from None
         raise ValueError(f"must be a number, not a string (got {v!r}); remove the quotes")
     if isinstance(v, bool):
         raise ValueError(f"must be a number, not true/false (got {v!r})")
@@ -25,9 +38,16 @@ def _number(v):
 Int = Annotated[int, BeforeValidator(_number)]
 Float = Annotated[float, BeforeValidator(_number)]
 Bool = Annotated[bool, BeforeValidator(_no_text)]
+# Upper bounds, so that no count or size reaches Keras that it could not build (or that would
+# fill memory first): every positive count or size of a spec or a recipe (filters, units,
+# classes, kernel, stride, pool, input sides, repeats, batch size, epochs...) is at most
+# MAX_COUNT; a non-negative one (paddings, a seed) at most MAX_NONNEG (a numpy seed's range).
+# What a whole network needs is bounded by the lowering (archspec.lower.MAX_PARAMS, MAX_ACTIVATIONS).
+MAX_COUNT = 1 << 20  # 1,048,576
+MAX_NONNEG = (1 << 32) - 1
 # constraints next to the type (not around the validator), so the JSON Schema keeps them
-PosInt = Annotated[int, Field(gt=0), BeforeValidator(_number)]
-NonNegInt = Annotated[int, Field(ge=0), BeforeValidator(_number)]
+PosInt = Annotated[int, Field(gt=0, le=MAX_COUNT), BeforeValidator(_number)]
+NonNegInt = Annotated[int, Field(ge=0, le=MAX_NONNEG), BeforeValidator(_number)]
 PosFloat = Annotated[float, Field(gt=0), BeforeValidator(_number)]
 Rate = Annotated[float, Field(ge=0, lt=1), BeforeValidator(_number)]
 Identifier = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.\-{}]+$")]
