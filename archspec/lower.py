@@ -22,6 +22,7 @@ MAX_NAME = 200  # characters in a layer name (keras has no limit; file systems a
 # built (instead of an out-of-memory error at build): 2**31 weights (8 GiB in float32; the
 # largest bundled network, VGG-19, has 144M) and 2**31 activation values for one image
 # (EfficientNet-B7 at 600x600 has 1.05G).
+MAX_DEFINE_DEPTH = 32  # defined blocks inside defined blocks (the bundled specs nest 2)
 MAX_PARAMS = 1 << 31
 MAX_ACTIVATIONS = 1 << 31
 
@@ -316,6 +317,10 @@ class Builder:
             params["stride"] = 1
         env = {**params, "in_channels": self.channels(x), "in_shape": list(self.shape(x))}
         body_path = ("define", use.type, "body")
+        if len(self.uses) >= MAX_DEFINE_DEPTH:
+            chain = " -> ".join(t for t, _ in self.uses[:3]) + " -> ... -> " + use.type
+            raise SpecError(f"defined blocks nested more than {MAX_DEFINE_DEPTH} deep ({chain})",
+                            self.raw.locate(path) if self.raw else None, format_path(path))
         self.uses.append((use.type, path))
         try:
             try:

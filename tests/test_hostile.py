@@ -220,3 +220,20 @@ def test_a_network_too_large_to_build_is_refused_by_validate(capsys):
     # the largest published network of the zoo at its own size still passes (B7 at 600: 1.05G values)
     assert main(["validate", "efficientnet", "--set", "input.shape=[600,600,3]", "--set", "scaling.width=2.0",
                  "--set", "scaling.depth=3.1"]) == 0
+
+
+def test_a_long_chain_of_defined_blocks_is_a_located_error(tmp_path, capsys):
+    """Issue 18.9: a chain of 331 define: blocks was a RecursionError traceback."""
+    def chain(n: int) -> str:
+        text = ["format: 1", "name: t", "input: {shape: [8, 8, 3]}", "define:",
+                "  d0:\n    params: {}\n    body: [{type: conv, name: \"{name}_c\", filters: 4, kernel: 1}]"]
+        text += [f"  d{i}:\n    params: {{}}\n    body: [{{type: d{i - 1}}}]" for i in range(1, n)]
+        return "\n".join(text + [f"stages: [{{name: s, blocks: [{{type: d{n - 1}}}]}}]"]) + "\n"
+
+    p = tmp_path / "chain.yaml"
+    p.write_text(chain(331))
+    assert main(["validate", str(p)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"{p}:") and "defined blocks nested more than 32 deep" in err[0]
+    p.write_text(chain(32))  # at the limit: fine
+    assert main(["validate", str(p)]) == 0
