@@ -101,3 +101,86 @@ def test_an_image_folder_gives_the_same_batches_decoded_per_batch_or_cached(tmp_
         np.testing.assert_allclose(xa, xb, atol=1e-4)
         np.testing.assert_array_equal(ya, yb)
     assert any("decoding 12 images into memory" in m for m in said)
+
+
+# ---------------------------------------------------------------- the one data check
+
+
+def _cifar(root, labels, data=None):
+    """A CIFAR-10 python directory with one training batch of `labels`."""
+    import pickle
+
+    root.mkdir()
+    n = len(labels)
+    data = np.zeros((n, 3072), np.uint8) if data is None else data
+    with open(root / "data_batch_1", "wb") as f:
+        pickle.dump({b"data": data, b"labels": list(labels)}, f)
+    with open(root / "batches.meta", "wb") as f:
+        pickle.dump({b"label_names": [f"c{k}".encode() for k in range(10)]}, f)
+    return root
+
+
+def test_negative_or_non_integer_cifar_labels_are_refused_by_name(tmp_path):
+    from archspec.errors import SpecError
+    from archspec.training.data import open_source
+
+    with pytest.raises(SpecError) as e:
+        open_source(_cifar(tmp_path / "neg", [0, 1, 2, -1, 4]))
+    assert e.value.one_line() == f"{tmp_path / 'neg' / 'data_batch_1'}: labels[3] is -1: a label must be a class index >= 0"
+    with pytest.raises(SpecError, match=r"labels must be integer class indices"):
+        open_source(_cifar(tmp_path / "float", [0, 1.5, 2]))
+    with pytest.raises(SpecError, match=r"data has 3 images but labels 2 labels"):
+        open_source(_cifar(tmp_path / "short", [0, 1], np.zeros((3, 3072), np.uint8)))
+
+
+@pytest.mark.parametrize("key, bad", [("x_train", np.nan), ("x_test", np.inf)])
+def test_nan_or_infinite_pixels_are_refused_by_image(tmp_path, key, bad):
+    from archspec.errors import SpecError
+    from archspec.training.data import open_source
+
+    arrays = {"x_train": np.ones((6, 4, 4), "float32"), "y_train": np.arange(6) % 3,
+              "x_test": np.ones((3, 4, 4, 1), "float32"), "y_test": np.arange(3)}
+    arrays[key][2 if key == "x_train" else 1, 1, 2] = bad
+    np.savez(tmp_path / "d.npz", **arrays)
+    with pytest.raises(SpecError) as e:
+        open_source(tmp_path / "d.npz")
+    i = 2 if key == "x_train" else 1
+    assert e.value.one_line() == f"{tmp_path / 'd.npz'}: {key}[{i}] has NaN or infinite pixel values"
+    arrays[key][...] = 1
+    arrays["y_train"] = np.array([0, 1, 2, 0, -3, 1])
+    np.savez(tmp_path / "d.npz", **arrays)
+    with pytest.raises(SpecError, match=r"y_train\[4\] is -3"):
+        open_source(tmp_path / "d.npz")
+
+
+def test_bad_cifar_labels_stop_training_before_the_run_directory(tmp_path, capsys):
+    from archspec.cli import main
+
+    data = _cifar(tmp_path / "cifar", [0, 1, -2, 3])
+    code = main(["train", "cifar100_cnn", "--recipe", "cifar100", "--set", "head.classes=10", "--data", str(data),
+                 "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "labels[2] is -2" in err, err
+    assert not (tmp_path / "run").exists()
+
+
+def test_every_source_goes_through_the_one_check(tmp_path, monkeypatch):
+    """npz, CIFAR and image folder: the same function checks labels and images."""
+    from PIL import Image
+
+    from archspec.training import data
+
+    seen = []
+    real = data.check_examples
+
+    def spy(where, *args, **kwargs):
+        seen.append(str(where))
+        return real(where, *args, **kwargs)
+    monkeypatch.setattr(data, "check_examples", spy)
+    np.savez(tmp_path / "d.npz", x_train=np.zeros((2, 4, 4), "uint8"), y_train=np.array([0, 1]))
+    data.open_source(tmp_path / "d.npz")
+    data.open_source(_cifar(tmp_path / "cifar", [0, 1]))
+    (tmp_path / "folder" / "a").mkdir(parents=True)
+    Image.new("L", (4, 4)).save(tmp_path / "folder" / "a" / "x.png")
+    data.open_source(tmp_path / "folder")
+    assert seen == [str(tmp_path / "d.npz"), str(tmp_path / "cifar" / "data_batch_1"), str(tmp_path / "folder")]
