@@ -222,3 +222,63 @@ class EpochTensorBoard(keras.callbacks.TensorBoard):
         if getattr(self, "_should_write_train_graph", False):
             super().on_train_batch_end(batch, None)
 
+
+class LossGuard(keras.callbacks.Callback):
+    """Stops a run whose training loss explodes, after the batch where it does.
+
+    The rule ("explodes"): after every batch and at the end of every epoch, the training
+    loss Keras reports (the running mean of the epoch so far) is checked; it has exploded
+    when it is NaN or infinite, or larger than `FACTOR` (1,000) times `reference`: the loss
+    of a uniform guess, ln(classes) for softmax and logit heads, ln 2 for sigmoid heads
+    (times the sum of the loss weights when there are auxiliary outputs). An untrained
+    network whose inputs are scaled as it expects starts near that loss, and a mean loss
+    1,000 times higher is never a state training recovers from usefully: the learning rate
+    is too high, or the inputs are not scaled as the spec expects (its `input.preprocessing`).
+    Reading the loss per batch costs nothing more: Keras converts the logs for every batch.
+
+    The epoch counts as incomplete (`state["nan"]` is the epoch, which `RunCallback`, after
+    this one in the list, reads: no history row, no checkpoint), so the run directory keeps
+    its last complete epoch; `state["diverged"]` says why, for the loop's message.
+
+    Args:
+        reference: the uniform guess's loss.
+        classes: the classifier's width (for the message).
+        state: the loop's shared state.
+    """
+
+    FACTOR = 1000.0
+
+    def __init__(self, reference: float, classes: int, state: dict):
+        super().__init__()
+        self.reference, self.classes, self.state = reference, classes, state
+        self.first = None
+        self.epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._check((logs or {}).get("loss"), f"epoch {self.epoch + 1}, batch {batch + 1}")
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._check((logs or {}).get("loss"), f"epoch {epoch + 1}")
+
+    def _check(self, loss, where: str) -> None:
+        if loss is None or self.state.get("nan") is not None:
+            return
+        loss = float(loss)
+        if self.first is None:
+            self.first = loss
+        if not math.isfinite(loss):
+            what = f"the loss became NaN or infinite in {where} (it started at {self.first:.3g})"
+        elif loss > self.FACTOR * self.reference:
+            what = (f"the loss exploded in {where}: it rose from {self.first:.3g} to {loss:.3g}, over "
+                    f"{self.FACTOR:g}x the {self.reference:.3g} of a uniform guess over {self.classes} classes")
+        else:
+            return
+        why = (f"{what}. The learning rate is too high (--recipe-set optimizer.learning_rate=...) or the inputs are "
+               f"not scaled as the spec expects (its input.preprocessing, e.g. [{{type: rescaling, scale: "
+               f"0.00392156862745098}}] for 0..255 pixels)")
+        self.state["nan"] = self.epoch
+        self.state["diverged"] = why
+        self.model.stop_training = True

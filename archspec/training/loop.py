@@ -292,6 +292,24 @@ def metric_objects(recipe, classes: int):
     return out
 
 
+def loss_object(recipe, activation: str | None):
+    """The loss of a classifier head: categorical cross-entropy on softmax probabilities,
+    or on logits (`from_logits`) for a linear head; binary cross-entropy per class (one-hot
+    targets, each class a yes/no) for a sigmoid head."""
+    import keras
+
+    smoothing = recipe.loss.label_smoothing
+    if activation == "sigmoid":
+        return keras.losses.BinaryCrossentropy(label_smoothing=smoothing)
+    return keras.losses.CategoricalCrossentropy(from_logits=activation in (None, "linear"), label_smoothing=smoothing)
+
+
+def chance_loss(activation: str | None, classes: int) -> float:
+    """The loss of a uniform guess under `loss_object`: ln(classes), or ln 2 per class for a
+    sigmoid head (the reference of `callbacks.LossGuard`)."""
+    return math.log(2.0) if activation == "sigmoid" else math.log(max(classes, 2))
+
+
 def augmenter(recipe, size: tuple[int, int], seed: int) -> Callable | None:
     """A function (images, one-hot labels) -> (images, labels) applying the recipe's
     augmentation to a training batch, or None when there is none."""
@@ -451,6 +469,10 @@ def _train(spec_ref, recipe_ref, data, out, *, overrides, recipe_overrides, epoc
     src = data_mod.open_source(data)
     if not spec.head.include_top:
         raise SpecError("training needs the spec's classifier: head.include_top is false")
+    if spec.taps:  # feature outputs take no labels: the run trains (and saves) the classifier alone
+        say(f"taps ({spec.taps if isinstance(spec.taps, str) else ', '.join(spec.taps)}) are not trained: the run's "
+            f"models output the classifier only")
+        spec = spec.model_copy(update={"taps": []})
     graph = lower_spec(spec)
     fixed = next((n.name for n in graph.nodes if n.op in ("flatten", "reshape")), None)
     size = data_mod.check_against_spec(src, spec.head.classes, spec.input.shape, recipe.data.image_size, fixed)
@@ -548,7 +570,7 @@ def _fit(kb, graph, spec, recipe, src, out: Path, phases, size, weights, resume,
             base_lr = (ph["phase"].learning_rate or recipe.optimizer.learning_rate) * replicas
             with strategy.scope():
                 opt = make_optimizer(recipe, base_lr, recipe.precision)
-                loss = keras.losses.CategoricalCrossentropy(label_smoothing=recipe.loss.label_smoothing)
+                loss = loss_object(recipe, spec.head.classifier_activation)
                 mets = metric_objects(recipe, classes)
                 model.compile(optimizer=opt, loss=[loss] * outputs if outputs > 1 else loss,
                               loss_weights=loss_weights,
@@ -603,6 +625,10 @@ def _fit(kb, graph, spec, recipe, src, out: Path, phases, size, weights, resume,
                                  save_checkpoint=lambda n, manager=manager: save_checkpoint(manager, n),
                                  write_best=write_best)
             callbacks = [run_cb]
+            from .callbacks import LossGuard  # first: RunCallback must see an exploded epoch as incomplete
+
+            callbacks.insert(0, LossGuard(chance_loss(spec.head.classifier_activation, classes)
+                                          * (sum(loss_weights) if loss_weights else 1.0), classes, state))
             if recipe.callbacks.tensorboard is not None:
                 from .callbacks import EpochTensorBoard
 
@@ -624,10 +650,12 @@ def _fit(kb, graph, spec, recipe, src, out: Path, phases, size, weights, resume,
                     break
             completed = int(epoch_var.numpy())
             if state["nan"] is not None:
+                why = state.get("diverged") or (f"the loss became NaN or infinite in epoch {state['nan'] + 1}; lower "
+                                                f"the learning rate (--recipe-set optimizer.learning_rate=...)")
                 raise DivergedError(
-                    f"the loss became NaN or infinite in epoch {state['nan'] + 1}; training stopped. The last "
-                    f"good checkpoint is kept: {manager.latest_checkpoint or 'none (no epoch completed)'}; lower the "
-                    f"learning rate (--recipe-set optimizer.learning_rate=...) and start over")
+                    f"{why}; training stopped. The last good checkpoint is kept: "
+                    f"{manager.latest_checkpoint or 'none (no epoch completed)'}; start over (--force) once the "
+                    f"cause is changed")
             if state["interrupted"]:
                 done = run_cb.step_in_epoch
                 step_var.assign(done)
