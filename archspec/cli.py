@@ -184,12 +184,14 @@ def cmd_list(args) -> int:
 
 
 def cmd_schema(args) -> int:
+    from .spec.schema import editor_schema
+
     if args.recipe:
         from .training.recipe import Recipe as model
     else:
         from .spec.schema import Spec as model
 
-    text = json.dumps(model.model_json_schema(by_alias=True), indent=2) + "\n"
+    text = json.dumps(editor_schema(model), indent=2) + "\n"
     if args.output:
         write_text_atomic(check_output(args.output, args.force), text)
         print(f"wrote {args.output}", file=sys.stderr)

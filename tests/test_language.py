@@ -2,6 +2,7 @@
 defined blocks with expressions, the new primitives, scaling of defined blocks, and the
 located errors of each. (Keras agreement for these is in test_language_build.py.)"""
 
+import json
 import subprocess
 import sys
 import textwrap
@@ -509,23 +510,60 @@ def test_resolving_twice_changes_nothing(tmp_path):
     assert [(n.name, n.attrs, n.shape) for n in g1.nodes] == [(n.name, n.attrs, n.shape) for n in g2.nodes]
 
 
+def cli_schema(*extra) -> dict:
+    """What `archspec schema` prints (what an editor checks a file with)."""
+    import contextlib
+    import io
+
+    from archspec.cli import main
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(["schema", *extra]) == 0
+    return json.loads(out.getvalue())
+
+
 @pytest.fixture(scope="module")
 def schema_validator():
     import jsonschema
 
-    from archspec.spec.schema import Spec
-
-    return jsonschema.Draft202012Validator(Spec.model_json_schema())
+    return jsonschema.Draft202012Validator(cli_schema())
 
 
 @pytest.mark.parametrize("name", __import__("archspec.spec.loader", fromlist=["x"]).bundled_names())
 def test_json_schema_accepts_every_bundled_spec(name, schema_validator):
     """`archspec schema` is what editors check specs with: it must accept every bundled
-    spec as written (extends applied), defined blocks and expressions included."""
-    from archspec.spec import load_raw
+    spec as the file is written (issue 18: the 7 that use `extends:` were rejected for
+    lacking 'input'), and with extends applied, defined blocks and expressions included."""
+    import yaml
 
-    errors = [f"{list(e.absolute_path)}: {e.message[:200]}" for e in schema_validator.iter_errors(load_raw(name).data)]
-    assert errors == []
+    from archspec.spec import load_raw
+    from archspec.spec.loader import bundled_spec_dir
+
+    as_written = yaml.safe_load((bundled_spec_dir() / f"{name}.yaml").read_text())
+    for doc in (as_written, load_raw(name).data):
+        errors = [f"{list(e.absolute_path)}: {e.message[:200]}" for e in schema_validator.iter_errors(doc)]
+        assert errors == []
+
+
+@pytest.mark.parametrize("name", ["cifar100", "finetune"])
+def test_json_schema_accepts_every_bundled_recipe(name):
+    import jsonschema
+    import yaml
+
+    from archspec.package_data import package_data
+
+    doc = yaml.safe_load((package_data("recipes") / f"{name}.yaml").read_text())
+    validator = jsonschema.Draft202012Validator(cli_schema("--recipe"))
+    assert [e.message[:200] for e in validator.iter_errors(doc)] == []
+    # and it is not a schema that accepts anything
+    assert list(validator.iter_errors({**doc, "epochs": 0, "nope": 1}))
+
+
+def test_json_schema_needs_input_only_without_extends(schema_validator):
+    assert list(schema_validator.iter_errors({"name": "x", "stem": []}))  # no input, no extends
+    assert not list(schema_validator.iter_errors({"name": "x", "extends": "resnet50", "head": {"classes": 10}}))
+    assert list(schema_validator.iter_errors({"name": "x", "extends": "resnet50", "input": {}}))  # shape
 
 
 def test_json_schema_rejects_what_the_cli_rejects():

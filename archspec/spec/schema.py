@@ -146,3 +146,18 @@ class Spec(Strict):
         if not (self.stem or self.stages or self.head.layers):
             raise ValueError("the network has no layers: give a stem, stages or head.layers")
         return self
+
+
+def editor_schema(model: type = Spec) -> dict:
+    """The JSON Schema of a document as a person writes it (what `archspec schema` prints
+    for editors): a document with `extends:` is completed by the one it extends, so only
+    its own keys are checked and the top-level required keys apply only without it. (The
+    required keys inside a section still apply: `input:` written in a child has its
+    `shape`.)"""
+    schema = model.model_json_schema(by_alias=True)
+    required = [k for k in schema.pop("required", []) if k != "name"]
+    schema["required"] = ["name"] if "name" in model.model_fields and model.model_fields["name"].is_required() \
+        else []
+    if required:
+        schema["anyOf"] = [{"required": ["extends"]}, {"required": required}]
+    return schema
