@@ -71,6 +71,7 @@ class Builder:
         self.uses: list[tuple[str, tuple]] = []  # (defined type, path of its use), innermost last
         self.lenient_refs = lenient_refs
         self.missing_refs: list[RefError] = []
+        self.classifiers = 0  # classifier blocks lowered (the users of head.classes)
         self.params = 0  # running totals, bounded by MAX_PARAMS and MAX_ACTIVATIONS
         self.activations = 0
 
@@ -553,6 +554,12 @@ def _lower(spec, raw: RawSpec | None = None, lenient: bool = False, keep: bool =
         for k, b in enumerate(head.layers):
             p = ("head", "layers", k)
             final = g.run_block(b, final, name_of(b.name or f"head_{b.type}{k + 1}", p), p, top=True)
+        head_raw = raw.data.get("head") if raw is not None else None
+        given = isinstance(head_raw, dict) and "classes" in head_raw
+        if given and not g.classifiers and not lenient:
+            raise SpecError(f"is {head.classes}, but the head has no classifier block to give it to "
+                            f"(add {{type: classifier}} to head.layers, or remove head.classes)",
+                            raw.locate(("head", "classes")), "head.classes")
     elif head.pooling in ("avg", "max"):
         pool_name = head.pooling_name or f"{head.pooling}_pool"
         g.begin_block(pool_name, "global_pool", ("head", "pooling"))

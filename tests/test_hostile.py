@@ -237,3 +237,18 @@ def test_a_long_chain_of_defined_blocks_is_a_located_error(tmp_path, capsys):
     assert len(err) == 1 and err[0].startswith(f"{p}:") and "defined blocks nested more than 32 deep" in err[0]
     p.write_text(chain(32))  # at the limit: fine
     assert main(["validate", str(p)]) == 0
+
+
+@pytest.mark.parametrize("how", ["spec", "set"])
+def test_head_classes_without_a_classifier_is_an_error_not_ignored(tmp_path, capsys, how):
+    """Issue 18.15: head.classes was silently ignored on a spec without a classifier."""
+    p = tmp_path / "nc.yaml"
+    head = "head: {classes: 7, layers: [{type: global_pool, name: gap}]}" if how == "spec" else \
+        "head: {layers: [{type: global_pool, name: gap}]}"
+    p.write_text(f"format: 1\nname: t\ninput: {{shape: [8, 8, 3]}}\nstem: [{{type: conv, name: c, filters: 4}}]\n{head}\n")
+    argv = ["validate", str(p)] + (["--set", "head.classes=7"] if how == "set" else [])
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "head.classes: is 7, but the head has no classifier block" in err[0]
+    assert err[0].startswith(f"{p}:5:" if how == "spec" else "--set")
+    assert main(["validate", str(p)] if how == "set" else ["validate", "cifar100_cnn", "--set", "head.classes=7"]) == 0

@@ -325,6 +325,7 @@ class Classifier(BlockBase):
 @register(Classifier)
 def lower_classifier(g, b: Classifier, x: str, name: str) -> str:
     head = g.spec.head
+    g.classifiers += 1
     fn = head.classifier_activation
     if head.dropout > 0:
         x = g.add("dropout", g.fmt(b.dropout_name, name), [x], rate=head.dropout, noise_shape=None)
