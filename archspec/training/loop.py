@@ -127,7 +127,11 @@ class RunLock:
         self.out, self.fh = Path(out), None
 
     def acquire(self) -> "RunLock":
-        fh = open(self.out / LOCK, "a+")
+        try:
+            fh = open(self.out / LOCK, "a+")
+        except OSError as exc:
+            raise SpecError(f"cannot lock the run directory ({LOCK}): {exc.strerror or exc}",
+                            Location(str(self.out))) from None
         try:
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
