@@ -412,7 +412,8 @@ def _apply_extends(raw: RawSpec, path: Path, chain: list[Path], find=find_spec) 
     try:
         base_raw, base_path = load_file(parent_ref, relative_to=path.parent, find=find, extended=True)
     except SpecError as exc:
-        if exc.location is not None and exc.location.line is None:
+        not_a_spec = exc.message.startswith(("expected a mapping", "empty spec", "not a text file"))
+        if exc.location is not None and exc.location.line is None or not_a_spec:
             raise SpecError(f"cannot extend {parent_ref!r}: {exc.message}", raw.locate(("extends",)),
                             "extends") from None
         raise
