@@ -179,6 +179,9 @@ def _spatial(op: str, name: str, shape: tuple, kernel, strides, padding, dilatio
     if len(shape) != 3:
         raise ShapeError(f"{op} needs a (H, W, C) input (got shape {tuple(shape)})")
     (kh, kw), (sh, sw), (dh, dw) = _pair(kernel), _pair(strides), _pair(dilation)
+    if max(sh, sw) > 1 and max(dh, dw) > 1:  # keras' convolutions refuse it when the layer is made
+        raise ShapeError(f"layer {name!r} ({op}): a stride above 1 cannot be combined with a dilation above 1 "
+                         f"(Keras refuses it); got stride {strides} and dilation {dilation}")
     h = conv_output_size(shape[0], kh, sh, padding, dh)
     w = conv_output_size(shape[1], kw, sw, padding, dw)
     if h <= 0 or w <= 0:

@@ -252,3 +252,23 @@ def test_head_classes_without_a_classifier_is_an_error_not_ignored(tmp_path, cap
     assert len(err) == 1 and "head.classes: is 7, but the head has no classifier block" in err[0]
     assert err[0].startswith(f"{p}:5:" if how == "spec" else "--set")
     assert main(["validate", str(p)] if how == "set" else ["validate", "cifar100_cnn", "--set", "head.classes=7"]) == 0
+
+
+@pytest.mark.parametrize("stride,dilation", [(2, 2), ([1, 2], [2, 1]), (1, 2), (2, 1)])
+def test_validate_refuses_the_conv_keras_refuses(tmp_path, capsys, stride, dilation):
+    """Issue 18.11: stride 2 with dilation 2 validated and inspected, then Keras' ValueError at build."""
+    import keras
+
+    try:
+        keras.layers.Conv2D(4, 3, strides=stride, dilation_rate=dilation)
+        keras_ok = True
+    except ValueError:
+        keras_ok = False
+    p = tmp_path / "d.yaml"
+    p.write_text("format: 1\nname: t\ninput: {shape: [16, 16, 3]}\n"
+                 f"stem: [{{type: conv, name: c, filters: 4, stride: {stride}, dilation: {dilation}}}]\n")
+    rc = main(["validate", str(p)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == (0 if keras_ok else 2), err
+    if not keras_ok:
+        assert len(err) == 1 and err[0].startswith(f"{p}:4:") and "cannot be combined with a dilation" in err[0]
