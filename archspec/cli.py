@@ -10,6 +10,7 @@ predict, report --model).
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import sys
@@ -947,9 +948,27 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - the guard: anything not archspec's own is one line, exit 1
         if args.debug:
             raise
-        print(f"archspec: internal error: {internal_error_words(exc)}; rerun with --debug for the traceback",
-              file=sys.stderr)
+        resource = resource_words(exc)
+        if resource:
+            print(f"archspec: error: {resource}", file=sys.stderr)
+        else:
+            print(f"archspec: internal error: {internal_error_words(exc)}; rerun with --debug for the traceback",
+                  file=sys.stderr)
         return 1
+
+
+def resource_words(exc: BaseException) -> str | None:
+    """What the machine ran out of, in words, for the failures no check can foresee: memory
+    (MemoryError, a backend's ResourceExhaustedError / out-of-memory) or disk space."""
+    name, msg = type(exc).__name__, " ".join(str(exc).split())
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC or "No space left on device" in msg:
+        where = f" writing {exc.filename}" if isinstance(exc, OSError) and exc.filename else ""
+        return f"no space left on the device{where}; free some space and run again (a run resumes with --resume)"
+    if isinstance(exc, MemoryError) or name in ("ResourceExhaustedError", "OutOfMemoryError") or \
+            name == "XlaRuntimeError" and "RESOURCE_EXHAUSTED" in msg:
+        return ("out of memory; the model or the batch is too large for this machine (reduce the input size, the "
+                "widths or data.batch_size; `archspec inspect` shows the weights and activations it needs)")
+    return None
 
 
 def internal_error_words(exc: BaseException, limit: int = 300) -> str:

@@ -14,7 +14,7 @@ from archspec.cli import main
 # ---------------------------------------------------------------- the guard at the top
 
 
-@pytest.mark.parametrize("exc", [ValueError("bad\nvalue " + "x" * 2000), KeyError("k"), MemoryError(),
+@pytest.mark.parametrize("exc", [ValueError("bad\nvalue " + "x" * 2000), KeyError("k"),
                                  RecursionError("maximum recursion depth exceeded")])
 def test_guard_turns_any_unexpected_exception_into_one_line_exit_1(monkeypatch, capsys, exc):
     def boom(args):
@@ -272,3 +272,30 @@ def test_validate_refuses_the_conv_keras_refuses(tmp_path, capsys, stride, dilat
     assert rc == (0 if keras_ok else 2), err
     if not keras_ok:
         assert len(err) == 1 and err[0].startswith(f"{p}:4:") and "cannot be combined with a dilation" in err[0]
+
+
+@pytest.mark.parametrize("kind", ["MemoryError", "ResourceExhaustedError", "ENOSPC"])
+def test_out_of_memory_or_disk_is_one_line(tmp_path, monkeypatch, capsys, kind):
+    """Issue 18.10/18.11: what validate cannot foresee (the machine's memory, its disk: TF's
+    checkpoint save raises ResourceExhaustedError for a full disk) is one line, exit 1."""
+    import errno
+
+    import archspec.api as api
+
+    exc = {"MemoryError": MemoryError(),
+           "ResourceExhaustedError": type("ResourceExhaustedError", (Exception,), {})(
+               "OOM when allocating tensor with shape[1000000,1000000]"),
+           "ENOSPC": type("ResourceExhaustedError", (Exception,), {})(
+               "model.ckpt-1.data-00000-of-00001.tempstate123; No space left on device")}[kind]
+    kb = api._keras_build()
+
+    def boom(*a, **k):
+        raise exc
+
+    monkeypatch.setattr(kb, "timed_build", boom)
+    out = tmp_path / "m.keras"
+    assert main(["build", "cifar100_cnn", "-o", str(out)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    want = "archspec: error: no space left on the device" if kind == "ENOSPC" else "archspec: error: out of memory;"
+    assert err[-1].startswith(want) and "internal error" not in err[-1], err
+    assert not out.exists()
