@@ -61,3 +61,37 @@ def native_stderr_filtered():
             kept = [line for line in tmp.read().decode("utf-8", "replace").splitlines() if not NOISE.search(line)]
             if kept:
                 print("\n".join(kept), file=sys.stderr)
+
+
+@contextlib.contextmanager
+def python_loggers_quiet(*names: str, level: int | None = None):
+    """Run the block with the Python loggers `names` ("" is the root logger) at ERROR and
+    above: libraries that log advice about their internals at WARNING through `logging`
+    (ONNX Runtime's quantizer on the root logger: 22-55 ``WARNING:root`` lines an int8
+    export; TensorFlow's ``tf.function retracing`` notices while Keras loads weights). Their
+    errors still show; ``--debug`` keeps everything."""
+    import logging
+
+    if not enabled():
+        yield
+        return
+    level = logging.ERROR if level is None else level
+    loggers = [logging.getLogger(n) if n else logging.getLogger() for n in names]
+    saved = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(level)
+    try:
+        yield
+    finally:
+        for lg, lv in zip(loggers, saved):
+            lg.setLevel(lv)
+
+
+def quantizer_quiet():
+    """ONNX Runtime's quantizer's advice (root logger and its own)."""
+    return python_loggers_quiet("", "onnxruntime", "onnxruntime.quantization")
+
+
+def tf_retracing_quiet():
+    """TensorFlow's retracing notices (its Python logger, and absl's that it writes through)."""
+    return python_loggers_quiet("tensorflow", "absl")

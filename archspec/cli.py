@@ -82,12 +82,17 @@ def progress(msg: str) -> None:
 
 
 def check_output(path: str | os.PathLike, force: bool) -> Path:
-    p = Path(path)
-    if p.exists() and not force:
-        raise SpecError("exists; pass --force to replace it", _where(p))
-    if not p.parent.exists():
-        raise SpecError(f"directory {str(p.parent)!r} does not exist", _where(p))
-    return p
+    """An output path checked before any work by the one writer's rules (`archspec.atomic`:
+    the parent directory must exist, an existing file needs --force, a bad path is one line,
+    exit 2); returns the path to write (a symbolic link's target)."""
+    from .atomic import check_output as check
+
+    return check(path, force, option="--force")
+
+
+def write_output(path: Path, text: str, force: bool) -> None:
+    """`text` into `path` through the one writer: atomic, fsync'ed, one line for an OS error."""
+    write_text_atomic(path, text, force=force, option="--force")
 
 
 def _where(p: Path):
@@ -194,7 +199,7 @@ def cmd_schema(args) -> int:
 
     text = json.dumps(editor_schema(model), indent=2) + "\n"
     if args.output:
-        write_text_atomic(check_output(args.output, args.force), text)
+        write_output(check_output(args.output, args.force), text, args.force)
         print(f"wrote {args.output}", file=sys.stderr)
     else:
         sys.stdout.write(text)
@@ -212,10 +217,17 @@ def cmd_build(args) -> int:
     progress(f"building {graph.name} ({len(graph.nodes)} layers, {graph.params:,} params)")
     from .api import _keras_build
 
+    if args.weights and args.weights.endswith(".keras"):  # a garbage or truncated file: one line, before the build
+        from .exporting.source import check_keras_archive
+
+        check_keras_archive(args.weights, "Keras weights")
     kb = _keras_build()
     model, seconds = kb.timed_build(graph, precision=args.precision, seed=args.seed)  # counts checked there
     if args.weights:
-        kb.load_weights(model, args.weights)
+        from ._quiet import tf_retracing_quiet
+
+        with tf_retracing_quiet():
+            kb.load_weights(model, args.weights)
     from .training.loop import save_keras  # export's .keras writer: the file says which spec it is
 
     save_keras(model, out, graph)
@@ -233,13 +245,17 @@ def cmd_build(args) -> int:
 
 def cmd_export(args) -> int:
     from .api import export
+    from .atomic import OutputExists
 
     quantize = {"int8": "int8", "int8-dynamic": "int8_dynamic"}.get(args.quantize) if args.quantize else None
-    r = export(args.spec, args.output, format=args.format, opset=args.opset, check=not args.no_check,
-               force=args.force, fp16=args.fp16, quantize=quantize, calibration=args.calibration,
-               overrides=args.set or None, progress=progress, samples=args.samples, seed=args.seed, via=args.via,
-               external_data=True if args.external_data else None, check_data=args.check_data,
-               min_agreement=args.min_agreement)
+    try:
+        r = export(args.spec, args.output, format=args.format, opset=args.opset, check=not args.no_check,
+                   force=args.force, fp16=args.fp16, quantize=quantize, calibration=args.calibration,
+                   overrides=args.set or None, progress=progress, samples=args.samples, seed=args.seed,
+                   via=args.via, external_data=True if args.external_data else None, check_data=args.check_data,
+                   min_agreement=args.min_agreement)
+    except OutputExists as exc:  # the library words it force=True
+        raise exc.reworded("--force") from None
     if args.json:
         print_json(r)
         return 0
@@ -368,8 +384,8 @@ def cmd_scale(args) -> int:
         # the sweep above printed the warnings already
         scaled = _apply_scaling(spec, phis[0] if phis else None, None if phis else presets[0], warn=False)
         row = report["rows"][0]
-        write_text_atomic(out, scaling.dump_spec(scaled, f"archspec scale {args.spec} {row['label']}: "
-                                                         f"{row['source']}\nresolved and self-contained"))
+        write_output(out, scaling.dump_spec(scaled, f"archspec scale {args.spec} {row['label']}: "
+                                                    f"{row['source']}\nresolved and self-contained"), args.force)
         report["output"] = str(out)
     if args.plot:
         plot = _plot_output(args.plot, args.force)
@@ -378,7 +394,7 @@ def cmd_scale(args) -> int:
         shown = report
         if phis and not presets and scaling.preset_names(spec):  # the official points beside the formula's
             shown = scaling.sweep(spec, phis, scaling.preset_names(spec))
-        write_text_atomic(plot, scaling_plot(shown) if plot.suffix == ".svg" else sweep_html(shown))
+        write_output(plot, scaling_plot(shown) if plot.suffix == ".svg" else sweep_html(shown), args.force)
         report["plot"] = str(plot)
     if args.json:
         print_json(report)
@@ -481,7 +497,7 @@ def cmd_report(args) -> int:
     else:
         name, text = html_report(args.spec, args.set, model=args.model, phases=_phases(args))
     out = out or check_output(f"{name}.html", args.force)
-    write_text_atomic(out, text)
+    write_output(out, text, args.force)
     print(f"wrote {out} ({len(text.encode()) / 1e3:.0f} kB, self-contained: open it in any browser, offline)")
     return 0
 
@@ -607,7 +623,8 @@ def cmd_diff(args) -> int:
     elif args.html:
         from .render import render
 
-        write_text_atomic(out, render("diff.html.j2", d=d, human=human, signed=diffing.signed, shape_str=shape_str))
+        write_output(out, render("diff.html.j2", d=d, human=human, signed=diffing.signed, shape_str=shape_str),
+                     args.force)
         print(d["summary"])
         print(f"wrote: {out}")
     else:
@@ -630,7 +647,7 @@ def cmd_codegen(args) -> int:
     if out is None:
         sys.stdout.write(text)
         return 0
-    write_text_atomic(out, text)
+    write_output(out, text, args.force)
     print(f"wrote {out} ({len(text.splitlines())} lines)", file=sys.stderr)
     return 0
 

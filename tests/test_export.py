@@ -356,7 +356,7 @@ def test_int8_with_user_calibration_npy_and_images(tiny_spec, tmp_path):
 def test_existing_path_is_not_replaced_without_force(tiny_spec, tmp_path):
     out = tmp_path / "t.onnx"
     out.write_bytes(b"precious")
-    with pytest.raises(SpecError, match="exists; pass --force") as e:
+    with pytest.raises(SpecError, match="exists; pass force=True") as e:  # the library's wording
         ex.export(tiny_spec, out)
     assert e.value.exit_code == 2 and out.read_bytes() == b"precious"
     r = ex.export(tiny_spec, out, force=True, samples=SAMPLES)

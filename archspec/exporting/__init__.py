@@ -28,7 +28,7 @@ The package, by concern:
 - `variants`: float16 (with the nodes that overflow it kept float32) and int8;
 - `writers`: each format written to its staging path;
 - `verify`: running the artefact and comparing it with Keras;
-- `files`: staging, atomic rename, clean-up;
+- `archspec.atomic` (the one writer of every output): staging, fsync, atomic rename, clean-up;
 - `progress`: heartbeat lines during long steps.
 
 TensorFlow, Keras, tf2onnx, onnx and onnxruntime are imported inside functions only;
@@ -42,7 +42,8 @@ import time
 from typing import Any
 
 from ..errors import ArchspecError, SpecError
-from . import files, source, verify, writers
+from .. import atomic
+from . import source, verify, writers
 from .options import (CHECK_IMAGES, DEFAULT_OPSET, EXTERNAL_DATA_ABOVE, FORMATS, MAX_OPSET, MIN_AGREEMENT, MIN_OPSET,
                       ONNX_PATHS, QUANTIZE_MODES, TOLERANCES, check_options, format_for)
 from .progress import Progress, short
@@ -150,15 +151,18 @@ def export(model_or_spec, path: str | os.PathLike, format: str | None = None, *,
         report["via"] = via
         external = bool(external_data) if external_data is not None else estimated_bytes(model) > EXTERNAL_DATA_ABOVE
         data_target = target.with_name(external_data_name(target))
-        if external and (data_target.exists() or data_target.is_symlink()) and not force:
-            raise SpecError(f"{data_target} exists; pass --force (force=True) to replace it")
+        if external:
+            data_target = atomic.check_output(data_target, force)
         if external and quantize:
             raise SpecError("int8 quantization of a model with external data is not supported")
         report["external_data"] = None
     if variant:
         report["variant"] = variant
 
-    stage = tmp = files.staging_name(target, format)
+    atomic.remove_stale(target)  # what a killed export left beside it
+    if external:
+        atomic.remove_stale(data_target)
+    stage = tmp = atomic.staging_path(target, ".keras" if format == "keras" else "")
     if external:  # the model and its data file under their final names in a staging directory
         stage.mkdir()
         tmp = stage / target.name
@@ -179,23 +183,26 @@ def export(model_or_spec, path: str | os.PathLike, format: str | None = None, *,
         else:
             report["max_abs_diff"] = None
             report["passed"] = None
-        report["bytes"] = files.size(stage)
+        report["bytes"] = atomic.size(stage)
         if variant and "float32_bytes" in report:
             report["size_ratio"] = report["bytes"] / report["float32_bytes"]
         say(f"writing {target}")
         if external:
-            files.commit(tmp.with_name(data_target.name), data_target, force)
-        files.commit(tmp, target, force)
+            atomic.commit(tmp.with_name(data_target.name), data_target, force)
+        atomic.commit(tmp, target, force)
     except (ArchspecError, KeyboardInterrupt):
-        files.remove(stage)
+        atomic.remove(stage)
         raise
+    except OSError as exc:  # a full disk, a read-only file system: one line naming the output
+        atomic.remove(stage)
+        raise atomic.os_error(target, exc) from None
     except Exception as exc:
-        files.remove(stage)
+        atomic.remove(stage)
         raise ArchspecError(f"{format} export failed: {type(exc).__name__}: {short(exc)}") from exc
     finally:
-        files.remove_side_files(tmp)
+        writers.remove_side_files(tmp)
         if external:
-            files.remove(stage)
+            atomic.remove(stage)
     report["timings"] = {k: round(v, 3) for k, v in timings.items()}
     report["seconds"] = round(time.perf_counter() - t_start, 3)
     return report

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from ..atomic import check_output
 from ..errors import SpecError
 
 FORMATS = ("onnx", "saved_model", "keras")
@@ -86,11 +87,9 @@ def check_options(path, format, opset, force, fp16, quantize, calibration, overr
         raise SpecError(f"export path must name a file or directory (got {os.fspath(path)!r})")
     if format == "keras" and target.suffix != ".keras":
         raise SpecError(f"a .keras export needs a path ending in .keras (got {target})")
-    if not target.parent.is_dir():
-        raise SpecError(f"{target.parent}: no such directory")
-    if (target.exists() or target.is_symlink()) and not force:
-        raise SpecError(f"{target} exists; pass --force (force=True) to replace it")
-    return target
+    # the one writer's rules (archspec.atomic): parent must exist, no replacing without force,
+    # bad paths one line (exit 2); a symbolic link is written through
+    return check_output(target, force, directory=format == "saved_model")
 
 
 def _is_spec(obj) -> bool:

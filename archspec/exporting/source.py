@@ -95,6 +95,7 @@ def resolve_model(obj, overrides, seed, say) -> tuple[Any, dict, float]:
         p = Path(os.fspath(obj))
         if not p.is_file():
             raise SpecError(f"{p}: no such file")
+        check_keras_archive(p)
         say(f"loading {p}…")
         try:
             model = k.models.load_model(p)
@@ -112,6 +113,26 @@ def resolve_model(obj, overrides, seed, say) -> tuple[Any, dict, float]:
     _MODEL_INFO[model] = info
     _MODEL_GRAPH[model] = graph
     return model, info, time.perf_counter() - t0
+
+
+def check_keras_archive(path, what: str = "a Keras model") -> None:
+    """A `.keras` file is a zip archive holding the model's config or weights; anything else
+    (garbage, a truncated download, another format under the suffix) is a SpecError naming
+    the file (exit 2), instead of Keras' BadZipFile traceback or 'File not found'."""
+    p = Path(os.fspath(path))
+    if not p.is_file():
+        raise SpecError(f"{p}: no such file")
+    try:
+        with zipfile.ZipFile(p) as z:
+            names = set(z.namelist())
+    except zipfile.BadZipFile:
+        raise SpecError(f"{p}: cannot load as {what}: not a .keras file (not a complete zip archive: "
+                        f"truncated, or another format)") from None
+    except OSError as exc:
+        raise SpecError(f"{p}: cannot load as {what}: {exc.strerror or type(exc).__name__}") from None
+    if not names & {"config.json", "model.weights.h5"}:
+        raise SpecError(f"{p}: cannot load as {what}: not a .keras file (the archive holds no config.json or "
+                        f"model.weights.h5)")
 
 
 def _read_keras_info(p: Path) -> dict | None:

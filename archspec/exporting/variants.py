@@ -108,9 +108,12 @@ def quantize(src: Path, dst: Path, mode, calibration, model, seed, input_name, s
     from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType, quantize_dynamic,
                                           quantize_static)
 
+    from .._quiet import quantizer_quiet
+
     if mode == "int8_dynamic":
         say("quantizing weights to int8 (dynamic)…")
-        quantize_dynamic(str(src), str(dst), weight_type=QuantType.QUInt8)
+        with quantizer_quiet():
+            quantize_dynamic(str(src), str(dst), weight_type=QuantType.QUInt8)
         return
     if calibration is None and fallback is not None and len(fallback):
         data, what = fallback, "check data (images not checked)"
@@ -127,7 +130,7 @@ def quantize(src: Path, dst: Path, mode, calibration, model, seed, input_name, s
         def get_next(self):
             return next(self._it, None)
 
-    with Heartbeat(say, f"quantizing to int8 (static, {len(data)} calibration images)…"):
+    with Heartbeat(say, f"quantizing to int8 (static, {len(data)} calibration images)…"), quantizer_quiet():
         quantize_static(str(src), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
 

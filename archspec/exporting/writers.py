@@ -7,7 +7,8 @@ import time
 import zipfile
 from pathlib import Path
 
-from . import files, onnx_passes, variants
+from .. import atomic
+from . import onnx_passes, variants
 from .options import METADATA_FILE
 from .progress import Heartbeat
 from .source import keras, metadata_doc, tensorflow
@@ -69,7 +70,7 @@ def write_onnx(model, tmp: Path, opset, input_name, input_shape, output_names, m
         say("checking with onnx.checker…")
         onnx.checker.check_model(proto)
         t0 = time.perf_counter()
-        f32 = files.side_file(tmp, "f32")
+        f32 = side_file(tmp, "f32")
         onnx.save(proto, str(f32))
         variants.quantize(f32, tmp, quantize, calibration, model, seed, input_name, say, report, calib_fallback)
         q = onnx.load(str(tmp))
@@ -133,3 +134,17 @@ def write_keras(model, tmp: Path, metadata, say, timings):
     with zipfile.ZipFile(tmp, "a") as z:
         z.writestr(METADATA_FILE, json.dumps(metadata_doc(metadata), indent=2))
     timings["convert"] = time.perf_counter() - t0
+
+
+def side_file(tmp: Path, what: str) -> Path:
+    """A scratch file beside the staging file (removed by `remove_side_files`; a killed
+    process's are removed by `atomic.remove_stale`, which knows them by the staging name)."""
+    return tmp.with_name(f"{tmp.name}.{what}.onnx")
+
+
+def remove_side_files(tmp: Path) -> None:
+    for f in tmp.parent.glob(f"{tmp.name}.*.onnx"):
+        atomic.remove(f)
+    # onnxruntime's calibrator writes augmented models next to the source
+    for f in tmp.parent.glob(f"{tmp.name}*augmented*"):
+        atomic.remove(f)
