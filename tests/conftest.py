@@ -9,6 +9,16 @@ sys.path.insert(0, str(Path(__file__).parent))
 import gc
 
 import pytest
+from hypothesis import HealthCheck, settings
+
+# The fuzz tests' example counts, for every file that fuzzes: "ci" keeps the suite short; the
+# long campaign (run before resolving an issue that fuzzing covers):
+#     HYPOTHESIS_PROFILE=long python -m pytest tests/test_fuzz*.py --hypothesis-show-statistics
+settings.register_profile("ci", max_examples=30, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+settings.register_profile("long", max_examples=3000, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 def _rss_gib() -> float:

@@ -10,10 +10,9 @@ The default example counts keep CI short; a long campaign:
 
 from __future__ import annotations
 
-import os
 
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from archspec.api import analyze, lower_spec
@@ -21,11 +20,7 @@ from archspec.errors import SpecError
 from archspec.spec import validate
 from archspec.spec.loader import bundled_names, bundled_spec_dir, loads
 
-settings.register_profile("ci", max_examples=30, deadline=None,
-                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-settings.register_profile("long", max_examples=3000, deadline=None,
-                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+# example counts: the profiles of conftest.py (HYPOTHESIS_PROFILE=long for the long campaign)
 
 TEXTS = {n: (bundled_spec_dir() / f"{n}.yaml").read_text() for n in bundled_names()}
 

@@ -20,9 +20,8 @@ import signal
 import subprocess
 import sys
 
-import pytest
 import yaml
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import event, given
 from hypothesis import strategies as st
 
 from archspec.api import analyze, lower_spec
@@ -31,11 +30,7 @@ from archspec.expr import ExprError, render
 from archspec.spec import validate
 from archspec.spec.loader import loads
 
-settings.register_profile("ci", max_examples=40, deadline=None,
-                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-settings.register_profile("long", max_examples=3000, deadline=None,
-                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+# example counts: the profiles of conftest.py (HYPOTHESIS_PROFILE=long for the long campaign)
 
 WATCHDOG_S = 20  # far above any honest example (a few ms); only a hang reaches it
 
