@@ -813,7 +813,8 @@ def build_parser() -> argparse.ArgumentParser:
                "--set head.classes=100 --set input.shape=[32,32,3]\n  archspec train vgg16 --recipe finetune "
                "--data cats_vs_dogs/ --out runs/ft --set head.classes=2 --weights vgg16.h5\n"
                "  archspec train --resume runs/r18\n  tensorboard --logdir runs/r18/tensorboard")
-    sp.add_argument("spec", nargs="?", metavar="SPEC", help="a spec file or bundled name (not with --resume)")
+    sp.add_argument("spec", nargs="?", metavar="SPEC", help="a spec file or bundled name (with --resume: optional, "
+                                                            "and refused unless it is the run's own spec)")
     sp.add_argument("--recipe", metavar="R", help="a recipe file or bundled name (cifar100, finetune)")
     sp.add_argument("--data", metavar="PATH", help="the training data (with --resume: default the run's)")
     sp.add_argument("--out", metavar="RUN_DIR", help="the run directory to create")
@@ -826,8 +827,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="override a value of the recipe, e.g. optimizer.learning_rate=0.01")
     sp.add_argument("--epochs", type=int, help="the recipe's epochs (a recipe without phases)")
     sp.add_argument("--batch-size", type=int, help="the recipe's data.batch_size (per replica)")
-    sp.add_argument("--weights", metavar="FILE", help="initial weights (.weights.h5, or a keras.applications .h5 "
-                                                      "by layer name)")
+    sp.add_argument("--weights", metavar="FILE", help="initial weights (.weights.h5, .keras, or a keras.applications "
+                                                      ".h5 by layer name): every layer in the file must have the "
+                                                      "spec's shapes; a classifier of another width is re-initialised")
     sp.add_argument("--distribute", choices=["none", "mirrored", "multi_worker"], default=None,
                     help="tf.distribute: MirroredStrategy over the local GPUs, or MultiWorkerMirroredStrategy from "
                          "TF_CONFIG; the global batch is batch_size x replicas and the learning rate is scaled by "

@@ -96,7 +96,15 @@ class RunCallback(keras.callbacks.Callback):
         self.epoch_var.assign(epoch + 1)
         self.step_var.assign(0)
         self.step_in_epoch = 0
-        self.save_checkpoint(epoch + 1)
+        try:
+            self.save_checkpoint(epoch + 1)
+        except BaseException:  # a full disk: the epoch is not complete, its row goes (the checkpoint is the truth)
+            self.history.pop()
+            try:
+                loop.write_history(self.run, self.history)
+            except Exception:  # noqa: BLE001 - a resume drops a row past the checkpoint anyway
+                pass
+            raise
         value = row.get(self.monitor)
         if value is not None and value == value:
             maximize = self.recipe.callbacks.checkpoint.mode == "max" or (

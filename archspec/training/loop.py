@@ -40,6 +40,7 @@ replicas (the linear scaling rule).
 from __future__ import annotations
 
 import csv
+import errno
 import fcntl
 import io
 import json
@@ -130,8 +131,9 @@ class RunLock:
         try:
             fh = open(self.out / LOCK, "a+")
         except OSError as exc:
-            raise SpecError(f"cannot lock the run directory ({LOCK}): {exc.strerror or exc}",
-                            Location(str(self.out))) from None
+            from .rundir import os_error
+
+            raise os_error(self.out, exc, f"cannot lock the run directory ({LOCK})") from None
         try:
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -216,7 +218,9 @@ def prepare_run_dir(out: Path, *, force: bool, resume: bool, inputs: list = ()) 
         raise SpecError("exists; pass --force to start over (its contents are deleted) or --resume to continue",
                         where) from None
     except OSError as exc:
-        raise SpecError(f"cannot create the run directory: {exc.strerror or exc}", where) from None
+        from .rundir import os_error
+
+        raise os_error(out, exc, "cannot create the run directory") from None
     return RunLock(out).acquire()
 
 
@@ -229,23 +233,16 @@ def remove_stale_temporaries(out: Path) -> None:
 
 
 def read_history(out: Path) -> list[dict]:
-    f = out / HISTORY
-    if not f.is_file():
-        return []
-    with open(f, newline="") as fh:
-        return [{k: _cell(k, v) for k, v in row.items()} for row in csv.DictReader(fh)]
+    """RUN/history.csv, checked (`rundir.read_history`: a damaged file is one line naming it)."""
+    from .rundir import read_history as read
 
-
-def _cell(key: str, value: str):
-    if key == "phase":
-        return value
-    if value == "":
-        return None
-    return int(value) if key == "epoch" else float(value)
+    return read(out)
 
 
 def write_history(out: Path, rows: list[dict]) -> None:
     if not rows:
+        if (out / HISTORY).is_file():  # no complete epoch (left): no row either
+            write_text_atomic(out / HISTORY, "")
         return
     keys = list(dict.fromkeys(k for r in rows for k in r))
     buf = io.StringIO()
@@ -413,7 +410,8 @@ def train(spec_ref, recipe_ref, data: str | os.PathLike | None, out: str | os.Pa
     directory is locked (`RunLock`) from the moment it is made or reopened to the end.
 
     Args:
-        spec_ref: a spec path, bundled name or Spec (ignored with `resume`: the run's own).
+        spec_ref: a spec path, bundled name or Spec (with `resume`: None, or the run's own
+            spec, compared by the sha256 of the resolved spec; another is refused).
         recipe_ref: a recipe path or bundled name (ignored with `resume`).
         data: an image folder, a CIFAR directory or an .npz (with `resume`: default the run's).
         out: the run directory (must not exist unless `force` or `resume`; missing parents are
@@ -421,7 +419,9 @@ def train(spec_ref, recipe_ref, data: str | os.PathLike | None, out: str | os.Pa
         overrides: `--set` overrides of the spec.
         recipe_overrides: `--recipe-set` overrides of the recipe.
         epochs, batch_size: shortcuts for the recipe's `epochs` and `data.batch_size`.
-        weights: initial weights (.weights.h5, or a keras.applications .h5 by layer name).
+        weights: initial weights (.weights.h5, .keras, or a keras.applications .h5 by layer
+            name), checked before the run directory is made: every layer the file holds must
+            have the model's shapes, except the classifier (re-initialised, and said so).
         resume: continue `out` from its latest checkpoint.
         force: start over in an existing `out` (its contents are deleted): only a run
             directory (run.json) or an empty one, never one holding the data, the spec, the
@@ -449,22 +449,32 @@ def _train(spec_ref, recipe_ref, data, out, *, overrides, recipe_overrides, epoc
     from . import data as data_mod
     from .recipe import frozen_layers, load_recipe
 
+    from . import rundir
+
     out = Path(out)
     if resume:
+        if overrides and spec_ref is None:
+            raise SpecError("--set changes a spec, and a resumed run continues its own (RUN/spec.yaml): leave "
+                            "--set out, or start a new run with --out", rundir.where(out))
         held.append(prepare_run_dir(out, force=False, resume=True))
         remove_stale_temporaries(out)
-        run = json.loads((out / "run.json").read_text())
+        run = rundir.read_run_json(out)
         spec = load(str(out / "spec.yaml"))
+        if spec_ref is not None:  # a SPEC with --resume: accepted only when it is the run's own
+            _check_same_spec(spec_ref, overrides, spec, run, out, load)
         recipe, recipe_raw = load_recipe(str(out / "recipe.yaml"))
         data = data or run["data"]
         epochs = run.get("epochs")
         distribute = distribute or run.get("distribute")
     else:
+        rundir.check_new_run_path(out)  # a link to nothing, a parent that is a file, a name too long
         if out.exists() or out.is_symlink():  # refused before any work; emptied (with force) once all is checked
             if not force:
                 raise SpecError("exists; pass --force to start over (its contents are deleted) or --resume to "
-                                "continue", Location(str(out)))
+                                "continue", rundir.where(out))
             check_replaceable(out, [data, spec_ref, recipe_ref, weights])
+        if weights:  # garbage, a truncated file, another format: one line, before anything is made
+            rundir.check_weights_file(weights)
         spec = load(spec_ref, overrides) if not hasattr(spec_ref, "model_dump") else spec_ref
         extra = ([f"data.batch_size={batch_size}"] if batch_size else [])
         recipe, recipe_raw = load_recipe(recipe_ref, list(recipe_overrides or []) + extra)
@@ -488,6 +498,11 @@ def _train(spec_ref, recipe_ref, data, out, *, overrides, recipe_overrides, epoc
     for i, ph in enumerate(phases):  # unknown layers in freeze rules: refused before anything runs
         frozen_layers(graph, spec, ph["phase"], recipe_raw, i)
     check_distribute(distribute)
+    kb = _keras_build()
+    if weights and not resume:  # the shapes of the weights against the network, before the run directory
+        with _quiet_tf():
+            rundir.load_initial_weights(kb, kb.build_model(graph, seed=recipe.seed), weights,
+                                        rundir.classifier_layers(graph), lambda m: None)
     if not resume:
         held.append(prepare_run_dir(out, force=force, resume=False, inputs=[data, spec_ref, recipe_ref, weights]))
         from ..compound import dump_spec
@@ -499,12 +514,52 @@ def _train(spec_ref, recipe_ref, data, out, *, overrides, recipe_overrides, epoc
                                                                                 f"recipe {recipe.name}"))
         write_json(out / "classes.json", src.class_names)
         write_json(out / "run.json", {"data": str(Path(data).resolve()), "epochs": epochs, "distribute": distribute,
-                                      "spec": spec.name, "recipe": recipe.name, "weights": weights,
+                                      "spec": spec.name, "spec_sha256": graph.meta.get("spec_sha256"),
+                                      "recipe": recipe.name, "weights": weights,
                                       "image_size": list(size), "phases": [
                                           {k: v for k, v in p.items() if k != "phase"} for p in phases]})
-    kb = _keras_build()
     return _fit(kb, graph, spec, recipe, src, out, phases, size, weights if not resume else None, resume,
                 distribute, say, verbose)
+
+
+def _quiet_tf():
+    import contextlib
+
+    try:
+        from .._quiet import tf_retracing_quiet
+    except ImportError:
+        return contextlib.nullcontext()
+    return tf_retracing_quiet()
+
+
+def trained_spec(spec, image_size=None):
+    """The spec a run trains and writes to RUN/spec.yaml: without taps, its input at the
+    recipe's image size."""
+    if spec.taps:
+        spec = spec.model_copy(update={"taps": []})
+    if image_size is not None and tuple(image_size) != tuple(spec.input.shape[:2]):
+        spec = spec.model_copy(update={"input": spec.input.model_copy(
+            update={"shape": (image_size[0], image_size[1], spec.input.shape[2])})})
+    return spec
+
+
+def _check_same_spec(spec_ref, overrides, own, run: dict, out: Path, load) -> None:
+    """`train SPEC --resume RUN`: SPEC (with --set) must resolve to the spec the run was
+    trained with (the sha256 run.json recorded, else its spec.yaml's); a run never continues
+    another network."""
+    from ..resolving import resolve
+    from ..spec import spec_hash
+    from .rundir import where
+
+    given = spec_ref if hasattr(spec_ref, "model_dump") else load(spec_ref, overrides)
+    mine = spec_hash(resolve(trained_spec(given, run.get("image_size"))))
+    recorded = run.get("spec_sha256") or spec_hash(resolve(own))
+    if mine != recorded:
+        shown_ref = spec_ref if isinstance(spec_ref, (str, os.PathLike)) else given.name
+        raise SpecError(f"is not the spec run {out} was trained with ({given.name}, sha256 {mine[:12]}; the run's: "
+                        f"{run.get('spec') or own.name}, sha256 {recorded[:12]}): a resumed run continues its own "
+                        f"spec (RUN/spec.yaml); leave SPEC out, or start a new run with --out",
+                        where(os.fspath(shown_ref)))
 
 
 def _fit(kb, graph, spec, recipe, src, out: Path, phases, size, weights, resume, distribute, say, verbose) -> dict:
@@ -525,8 +580,9 @@ def _fit(kb, graph, spec, recipe, src, out: Path, phases, size, weights, resume,
         model = kb.build_model(graph, precision=None if recipe.precision == "float32" else recipe.precision,
                                seed=recipe.seed)
         if weights:  # pretrained weights by layer name; a classifier of another width keeps its initial ones
-            kb.load_weights(model, weights, skip_mismatch=True)
-            say(f"initial weights from {weights}")
+            from .rundir import classifier_layers, load_initial_weights
+
+            load_initial_weights(kb, model, weights, classifier_layers(graph), say)
     pipes = data_mod.datasets(src, recipe, size, spec.input.shape[2], classes, outputs, global_batch, recipe.seed,
                               augmenter(recipe, size, recipe.seed), say)
     if pipes.val is None:
@@ -543,7 +599,9 @@ def _fit(kb, graph, spec, recipe, src, out: Path, phases, size, weights, resume,
     main_out = graph.outputs[0]
     monitor = _monitor(recipe.callbacks.checkpoint.monitor, pipes)
     history = read_history(out) if resume else []
-    run = json.loads((out / "run.json").read_text())
+    from .rundir import read_run_json
+
+    run = read_run_json(out)
     stopped = set(run.get("stopped_early", []))
     state: dict[str, Any] = {"interrupted": False, "nan": None}
     ckpt_dir = str(out / "checkpoints")
@@ -724,9 +782,26 @@ def save_checkpoint(manager, epochs: int | None) -> None:
     ckpt-N follows epoch N), or one past the latest when that is taken (an interrupted
     epoch's checkpoint took it). TensorFlow writes a checkpoint's files one after another,
     so writing over one that exists could leave it half old, half new."""
+    import tensorflow as tf
+
+    from .rundir import shown
+
     last = manager.latest_checkpoint
     number = int(last.rsplit("-", 1)[1]) + 1 if last else 1
-    manager.save(checkpoint_number=max(number, epochs or 0))
+    try:
+        manager.save(checkpoint_number=max(number, epochs or 0))
+    except (tf.errors.OpError, OSError) as exc:  # a full disk, a read-only file system, I/O
+        msg = " ".join(str(getattr(exc, "message", None) or exc).split())
+        full = isinstance(exc, tf.errors.ResourceExhaustedError) or "No space left" in msg or (
+            isinstance(exc, OSError) and exc.errno == errno.ENOSPC)
+        what = "no space left on the device" if full else f"{type(exc).__name__}: {msg[:160]}"
+        kept = f"the last complete one, {Path(last).name}, is kept" if last else "there is none before it"
+        run = Path(manager.directory).parent
+        raise ArchspecError(f"{shown(manager.directory)}: cannot save the checkpoint ({what}); {kept} and the "
+                            f"run's files agree with it. Free some space and continue with: archspec train "
+                            f"--resume {shown(run)}" if full else
+                            f"{shown(manager.directory)}: cannot save the checkpoint ({what}); {kept} and the "
+                            f"run's files agree with it") from None
 
 
 def _has_variable(checkpoint: str, name: str) -> bool:
