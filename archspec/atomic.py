@@ -103,7 +103,20 @@ def check_output(path, force: bool, *, directory: bool = False, option: str = "f
         raise SpecError("is a file; this output is a directory (name a new path)", Location(shown(p)))
     if not force:
         raise OutputExists(p, option)
+    if directory and not _replaceable_directory(target):
+        raise SpecError("is a directory that is neither a SavedModel (no saved_model.pb) nor empty: replacing it "
+                        "would delete what it holds; name a new path", Location(shown(p)))
     return target
+
+
+def _replaceable_directory(d: Path) -> bool:
+    """What `force` may replace with a directory output: a SavedModel or an empty directory
+    (never, say, a data set or the working directory named by mistake)."""
+    try:
+        entries = [e.name for e in os.scandir(d)]
+    except OSError:
+        return False
+    return not entries or "saved_model.pb" in entries or "saved_model.pbtxt" in entries
 
 
 def _isdir(st) -> bool:

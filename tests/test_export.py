@@ -6,6 +6,7 @@ convolutions, multi-output feature extractors, safe writes and failure behaviour
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -368,10 +369,25 @@ def test_existing_path_is_not_replaced_without_force(tiny_spec, tmp_path):
 def test_force_replaces_an_existing_saved_model_directory(tiny_spec, tmp_path):
     out = tmp_path / "sm"
     out.mkdir()
+    (out / "saved_model.pb").write_text("an older export")
     (out / "stale.txt").write_text("old")
     r = ex.export(tiny_spec, out, "saved_model", force=True, samples=SAMPLES)
-    assert r["passed"] and not (out / "stale.txt").exists() and (out / "saved_model.pb").is_file()
+    assert r["passed"] and not (out / "stale.txt").exists() and (out / "saved_model.pb").stat().st_size > 20
     assert _no_leftovers(tmp_path) == []
+
+
+def test_force_never_replaces_a_directory_that_is_not_a_saved_model(tiny_spec, tmp_path):
+    """--force on a data set or any other directory named by mistake deleted it (as train's
+    --force did, issue 17.6): only a SavedModel or an empty directory is replaced."""
+    out = tmp_path / "mydata"
+    out.mkdir()
+    (out / "learn.npz").write_text("the user's data")
+    with pytest.raises(SpecError, match="neither a SavedModel"):
+        ex.export(tiny_spec, out, "saved_model", force=True, samples=SAMPLES)
+    assert (out / "learn.npz").read_text() == "the user's data" and sorted(os.listdir(out)) == ["learn.npz"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert ex.export(tiny_spec, empty, "saved_model", force=True, samples=SAMPLES)["passed"]
 
 
 def test_parity_failure_exits_1_and_leaves_nothing(tiny_spec, tmp_path, monkeypatch):
