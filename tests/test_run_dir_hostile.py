@@ -269,6 +269,23 @@ def test_resume_refuses_another_spec_and_accepts_its_own(d, done, tmp_path, caps
     assert "1 epochs complete" in capsys.readouterr().err
 
 
+def test_resume_refuses_another_recipe_or_weights_and_accepts_its_own(d, done, tmp_path, capsys):
+    """`train --resume RUN --recipe R` ignored R (and --recipe-set, --batch-size, --weights)."""
+    run = copy_run(done, tmp_path)
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file() and p.name != ".lock"}
+    (d / "r_lr.yaml").write_text(RECIPE.replace("learning_rate: 0.01", "learning_rate: 0.5"))
+    assert "learning_rate: 0.5" in (d / "r_lr.yaml").read_text()
+    one_line(capsys, main(["train", "--resume", str(run), "--recipe", str(d / "r_lr.yaml")]), 2,
+             "not the recipe run", "leave --recipe")
+    one_line(capsys, main(["train", "--resume", str(run), "--recipe-set", "optimizer.learning_rate=0.5"]), 2,
+             "not the recipe run")
+    one_line(capsys, main(["train", "--resume", str(run), "--batch-size", "7"]), 2, "not the recipe run")
+    one_line(capsys, main(["train", "--resume", str(run), "--weights", str(run / "final.keras")]), 2,
+             "--weights starts a new run")
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file() and p.name != ".lock"} == before
+    assert main(["train", "--resume", str(run), "--recipe", str(d / "r.yaml"), "--json"]) == 0
+
+
 # ---------------------------------------------------------------- item 15: temporaries of a killed process
 
 

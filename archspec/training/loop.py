@@ -463,6 +463,18 @@ def _train(spec_ref, recipe_ref, data, out, *, overrides, recipe_overrides, epoc
         if spec_ref is not None:  # a SPEC with --resume: accepted only when it is the run's own
             _check_same_spec(spec_ref, overrides, spec, run, out, load)
         recipe, recipe_raw = load_recipe(str(out / "recipe.yaml"))
+        if recipe_ref is not None or recipe_overrides or batch_size:  # accepted only when it is the run's own
+            extra = [f"data.batch_size={batch_size}"] if batch_size else []
+            given, _ = load_recipe(recipe_ref if recipe_ref is not None else str(out / "recipe.yaml"),
+                                   list(recipe_overrides or []) + extra)
+            if _recipe_data(given) != _recipe_data(recipe):
+                what = recipe_ref if recipe_ref is not None else "--recipe-set/--batch-size"
+                raise SpecError(f"{what} is not the recipe run {out} was trained with (RUN/recipe.yaml): a resumed "
+                                f"run continues its own recipe; leave --recipe, --recipe-set and --batch-size out, "
+                                f"or start a new run with --out", rundir.where(out))
+        if weights:
+            raise SpecError("--weights starts a new run from those weights; a resumed run continues from its own "
+                            "checkpoint: leave --weights out, or start a new run with --out", rundir.where(out))
         data = data or run["data"]
         epochs = run.get("epochs")
         distribute = distribute or run.get("distribute")
