@@ -502,6 +502,7 @@ def _train(spec_ref, recipe_ref, data, out, *, overrides, recipe_overrides, epoc
     graph = lower_spec(spec)
     fixed = next((n.name for n in graph.nodes if n.op in ("flatten", "reshape")), None)
     size = data_mod.check_against_spec(src, spec.head.classes, spec.input.shape, recipe.data.image_size, fixed)
+    data_mod.check_split(src, recipe.data.validation_split)  # a split leaving nothing to train on hung
     if tuple(size) != tuple(spec.input.shape[:2]):  # fed at data.image_size: the network is built for it
         spec = spec.model_copy(update={"input": spec.input.model_copy(
             update={"shape": (size[0], size[1], spec.input.shape[2])})})
