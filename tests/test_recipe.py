@@ -110,3 +110,67 @@ def test_schema_recipe_and_report_recipe(tmp_path, capsys):
     assert main(["report", "vgg16", "--set", "head.classes=2", "--recipe", "finetune", "-o", str(html)]) == 0
     text = html.read_text()
     assert "Training phases" in text and f"{VGG16_CONV_BASE - VGG16_BLOCK5:,}" in text
+
+
+# ---------------------------------------------------------------- hostile recipes (issue 18, item 12)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("seed=4294967296", "seed: must be <= 4294967295 (got 4294967296)"),
+    ("data.batch_size=1.0e+20", "data.batch_size: must be <= 1048576 (got 1e+20)"),
+    ("data.image_size=[2147483648,32]", "data.image_size[0]: must be <= 1048576 (got 2147483648)"),
+    ("callbacks.early_stopping={monitor: nope}", "callbacks.early_stopping.monitor: unknown metric 'nope': the "
+     "recipe's metrics (top1, top5) and loss give loss, top1, top5, val_loss, val_top1, val_top5"),
+    ("callbacks.checkpoint.monitor=val_tpo1", "callbacks.checkpoint.monitor: unknown metric 'val_tpo1' (did you mean "
+     "'val_top1'?): the recipe's metrics (top1, top5) and loss give loss, top1, top5, val_loss, val_top1, val_top5"),
+    ("data.batchsize=3", "data.batchsize: unknown key 'batchsize' (did you mean 'batch_size'?); data takes: "
+     "image_size, batch_size, validation_split, shuffle_buffer, cache"),
+    ("optimiser={name: adam}", "optimiser: unknown key 'optimiser' (did you mean 'optimizer'?); a recipe's top "
+     "level takes: format, name, description, extends, data, augmentation, optimizer, schedule, loss, metrics, "
+     "epochs, precision, jit_compile, seed, callbacks, phases"),
+])
+def test_hostile_recipe_values_are_one_located_line_worded_for_recipes(capsys, override, message):
+    """Huge numbers say the bound they break (1.0e+20 was 'unable to parse input string as an
+    integer'); a monitor that is no metric of the recipe is refused before anything runs (it
+    was a Keras ValueError after the run directory was written); unknown keys list what the
+    recipe takes there (a recipe was told about a spec's 'head' and 'input')."""
+    assert main(["inspect", "cifar100_cnn", "--recipe", "cifar100", "--recipe-set", override]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"--recipe-set {override}: {message}"
+
+
+def test_recipe_file_errors_are_worded_for_recipes(tmp_path):
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("# nothing\n")
+    with pytest.raises(SpecError) as e:
+        load_recipe(str(empty))
+    assert e.value.one_line() == f"{empty}:1:1: empty recipe; expected a mapping with at least 'format: 1' and 'name'"
+    typo = tmp_path / "typo.yaml"
+    typo.write_text("format: 1\nname: t\nhed: 1\nphases:\n  - {name: a, epochs: 1, freeze: {untill: x}}\n")
+    with pytest.raises(SpecError) as e:
+        load_recipe(str(typo))
+    assert e.value.lines() == [
+        f"{typo}:3:1: hed: unknown key 'hed'; a recipe's top level takes: format, name, description, extends, data, "
+        f"augmentation, optimizer, schedule, loss, metrics, epochs, precision, jit_compile, seed, callbacks, phases",
+        f"{typo}:5:34: phases[0].freeze.untill: unknown key 'untill' (did you mean 'until'?); phases[0].freeze "
+        f"takes: until, from, stages"]
+
+
+def test_a_monitor_of_the_recipes_own_metrics_is_accepted():
+    recipe, _ = load_recipe("cifar100", ["metrics=[top1]", "callbacks.early_stopping={monitor: val_top1}",
+                                         "callbacks.checkpoint.monitor=loss"])
+    assert recipe.callbacks.early_stopping.monitor == "val_top1"
+    with pytest.raises(SpecError, match=r"unknown metric 'top5' \(did you mean 'top1'\?\)"):
+        load_recipe("cifar100", ["metrics=[top1]", "callbacks.checkpoint.monitor=top5"])
+
+
+def test_an_unknown_monitor_stops_train_before_the_run_directory(tmp_path, capsys):
+    import numpy as np
+
+    np.savez(tmp_path / "d.npz", x_train=np.zeros((4, 32, 32, 3), "uint8"), y_train=np.arange(4) % 2)
+    assert main(["train", "cifar100_cnn", "--recipe", "cifar100", "--set", "head.classes=2", "--data",
+                 str(tmp_path / "d.npz"), "--out", str(tmp_path / "run"), "--recipe-set",
+                 "callbacks.early_stopping={monitor: nope}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "callbacks.early_stopping.monitor: unknown metric 'nope'" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "run").exists()

@@ -14,16 +14,32 @@ from __future__ import annotations
 import difflib
 import os
 from pathlib import Path
-from typing import Literal, Union
+from typing import Annotated, Literal, Union
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import BaseModel, BeforeValidator, Field, ValidationError, model_validator
 
-from ..errors import SpecError
+from ..errors import SpecError, SpecErrors
 from ..graph import Graph
-from ..spec.common import Bool, Float, NonNegInt, PosFloat, PosInt, Rate, Strict
+from ..spec.common import MAX_COUNT, MAX_NONNEG, Bool, Float, PosFloat, Rate, Strict
+from ..spec.common import NonNegInt as _NonNegInt
+from ..spec.common import PosInt as _PosInt
 from ..spec.loader import RawSpec, apply_overrides, find_document, format_path, load_with_extends
 
 Fraction = Rate  # in [0, 1)
+
+
+def _at_most(bound: int):
+    """A float past any integer's range (``1.0e+20``) said as the bound it breaks, rather
+    than as pydantic's 'unable to parse input string as an integer, exceeded maximum size'."""
+    def check(v):
+        if isinstance(v, float) and not isinstance(v, bool) and abs(v) >= 2**63 and abs(v) != float("inf"):
+            raise ValueError(f"must be <= {bound} (got {v:g})")
+        return v
+    return check
+
+
+PosInt = Annotated[_PosInt, BeforeValidator(_at_most(MAX_COUNT))]
+NonNegInt = Annotated[_NonNegInt, BeforeValidator(_at_most(MAX_NONNEG))]
 
 
 class Data(Strict):
@@ -194,15 +210,147 @@ def find_recipe(ref: str | os.PathLike, relative_to: Path | None = None) -> Path
 
 
 def load_recipe(ref: str | os.PathLike, overrides: list[str] | None = None) -> tuple[Recipe, RawSpec]:
-    """Load and validate a recipe (path or bundled name) with `--recipe-set` overrides."""
+    """Load and validate a recipe (path or bundled name) with `--recipe-set` overrides;
+    every problem is a located error worded for recipes (the keys a recipe takes, the
+    metrics a monitor can watch)."""
     from ..spec import spec_errors
 
-    raw = apply_overrides(load_with_extends(ref, find=find_recipe), list(overrides or []), flag="--recipe-set")
+    try:
+        raw = apply_overrides(load_with_extends(ref, find=find_recipe), list(overrides or []), flag="--recipe-set")
+    except SpecError as exc:
+        raise _for_recipes(exc) from None
     try:
         recipe = Recipe.model_validate(raw.data)
     except ValidationError as exc:
-        raise spec_errors(exc, raw) from None
+        raise _for_recipes(spec_errors(exc, raw), exc, raw.data) from None
+    check_monitors(recipe, raw)
     return recipe, raw
+
+
+# the loader's words for specs, as they read for a recipe
+_SPEC_WORDS = (("empty spec; expected a mapping with at least 'name' and 'input'",
+                "empty recipe; expected a mapping with at least 'format: 1' and 'name'"),
+               ("expected a YAML spec", "expected a YAML recipe"), ("for a spec", "for a recipe"),
+               ("not a spec file", "not a recipe file"), ("of a spec (got", "of a recipe (got"),
+               ("expected a spec file", "expected a recipe file"), ("read a spec", "read a recipe"))
+
+
+def _for_recipes(exc: SpecError, validation: ValidationError | None = None, data=None) -> SpecError:
+    """A loader or validation error reworded for a recipe: the spec's words replaced, and an
+    unknown key answered with the keys the recipe takes at that place (and the closest)."""
+    from ..spec import _data_path
+
+    labels = {m.__name__ for m in _all_models(Recipe)}  # a union member's name (FreezeUntil) is no key
+
+    def clean(path: tuple) -> tuple:
+        return tuple(p for p in path if p not in labels)
+
+    unknown: dict[str, str] = {}
+    unions: set[str] = set()
+    for e in (validation.errors() if validation is not None else []):
+        if e["type"] == "extra_forbidden":
+            path = clean(_data_path(tuple(e["loc"]), data))
+            unknown[format_path(path)] = unknown_recipe_key(path)
+            if len(_models_at(path[:-1])) > 1:  # a union (freeze): its other members' missing keys are noise
+                unions.add(format_path(path[:-1]))
+
+    def fix(e: SpecError) -> SpecError:
+        msg, path = e.message, e.path
+        if path:
+            path = ".".join(p for p in path.split(".") if p not in labels)
+        if path in unknown and msg.startswith("unknown key"):
+            msg = unknown[path]
+        for spec_words, recipe_words in _SPEC_WORDS:
+            msg = msg.replace(spec_words, recipe_words)
+        return SpecError(msg, e.location, path)
+
+    if isinstance(exc, SpecErrors):
+        fixed, seen = [], set()
+        for e in map(fix, exc.errors):
+            if (e.message == "required key is missing" and (e.path or "").rpartition(".")[0] in unions
+                    or e.path in unions and e.message.startswith("must be one of")):
+                continue
+            if (e.path, e.message) not in seen:
+                seen.add((e.path, e.message))
+                fixed.append(e)
+        return SpecErrors(fixed)
+    return fix(exc)
+
+
+def _all_models(model: type[BaseModel], seen=None) -> set[type[BaseModel]]:
+    seen = set() if seen is None else seen
+    if model not in seen:
+        seen.add(model)
+        for f in model.model_fields.values():
+            for m in _models(f.annotation):
+                _all_models(m, seen)
+    return seen
+
+
+def _models(ann) -> list[type[BaseModel]]:
+    import typing
+
+    if isinstance(ann, type) and issubclass(ann, BaseModel):
+        return [ann]
+    return [m for a in typing.get_args(ann) for m in _models(a)]
+
+
+def _keys(model: type[BaseModel]) -> list[str]:
+    return [f.alias or name for name, f in model.model_fields.items()]
+
+
+def _models_at(path: tuple) -> list[type[BaseModel]]:
+    """The recipe models that can sit at `path` (several for a union)."""
+    models: list[type[BaseModel]] = [Recipe]
+    for part in path:
+        if isinstance(part, int):
+            continue
+        nxt = []
+        for m in models:
+            fields = {f.alias or n: f for n, f in m.model_fields.items()}
+            if part in fields:
+                nxt += _models(fields[part].annotation)
+        models = list(dict.fromkeys(nxt))
+    return models
+
+
+def unknown_recipe_key(path: tuple) -> str:
+    """'unknown key' at `path` of a recipe, with the keys that place takes and the closest."""
+    key = path[-1] if path else "?"
+    models = _models_at(path[:-1])
+    keys = list(dict.fromkeys(k for m in models for k in _keys(m)))
+    shown = key if isinstance(key, str) and key.isprintable() and len(key) <= 100 else str(key)[:100]
+    if not keys:
+        return f"unknown key {shown!r}"
+    close = difflib.get_close_matches(str(key), keys, n=1, cutoff=0.6)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    where = format_path(path[:-1]) or "a recipe's top level"
+    return f"unknown key {shown!r}{hint}; {where} takes: {', '.join(keys)}"
+
+
+def monitors(recipe: Recipe) -> list[str]:
+    """What a checkpoint or early stopping can monitor: the loss and the recipe's metrics,
+    on the training data or (val_) on the validation data (without validation data, a
+    val_ name watches the training figure)."""
+    names = ["loss", *dict.fromkeys(recipe.metrics)]
+    return names + [f"val_{n}" for n in names]
+
+
+def check_monitors(recipe: Recipe, raw: RawSpec | None = None) -> None:
+    """callbacks.checkpoint.monitor and callbacks.early_stopping.monitor name a figure the
+    recipe produces (before: an unknown one was a Keras error after the run had started)."""
+    known = monitors(recipe)
+    cbs = recipe.callbacks
+    for key, cb in (("checkpoint", cbs.checkpoint), ("early_stopping", cbs.early_stopping)):
+        if cb is None or cb.monitor in known:
+            continue
+        path = ("callbacks", key, "monitor")
+        close = difflib.get_close_matches(cb.monitor, known, n=1, cutoff=0.6)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        got = cb.monitor if cb.monitor.isprintable() and len(cb.monitor) <= 100 else cb.monitor[:100]
+        raise SpecError(f"unknown metric {got!r}{hint}: the recipe's metrics ({', '.join(recipe.metrics) or 'none'}) "
+                        f"and loss give {', '.join(known)}", raw.locate(path) if raw is not None else None,
+                        format_path(path))
 
 
 # ---------------------------------------------------------------- phases against a network
