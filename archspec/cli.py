@@ -458,7 +458,7 @@ def cmd_evaluate(args) -> int:
         return 0
     print(f"{r['model']} on {r['data']} ({r['images']:,} images)")
     print(f"loss {r['loss']:.4f}   top-1 {r['top1']:.2%}   top-5 {r['top5']:.2%}\n")
-    rows = [[c["class"], c["name"], c["images"], "-" if c["accuracy"] is None else f"{c['accuracy']:.2%}"]
+    rows = [[c["class"], _shown(c["name"]), c["images"], "-" if c["accuracy"] is None else f"{c['accuracy']:.2%}"]
             for c in r["per_class"] if c["images"]]
     print(table(rows, ["class", "name", "images", "accuracy"], "lllr"))
     if args.confusion:
@@ -466,17 +466,39 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def _at_least_one(text: str) -> int:
+    """argparse type of a count: an integer >= 1 (`--top 0` printed nothing, `--top -1`
+    every class but one, both with exit 0)."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1 (got {text!r})") from None
+    if not 1 <= n <= 1 << 20:
+        raise argparse.ArgumentTypeError(f"expected an integer from 1 to {1 << 20:,} (got {n})")
+    return n
+
+
+def _shown(name) -> str:
+    """A class name from data printed on a terminal: as written when printable, else escaped."""
+    name = str(name)
+    return name if name.isprintable() else ascii(name)
+
+
 def cmd_predict(args) -> int:
     from .training.evaluate import predict
 
     r = predict(args.model, args.images, top=args.top)
+    given = len(r[0]["top"]) if r else args.top
+    if given < args.top:
+        print(f"archspec: note: --top {args.top} is more than the model's {given} classes: all {given} are given",
+              file=sys.stderr)
     if args.json:
         print_json(r)
         return 0
     for item in r:
-        print(item["image"])
+        print(_shown(item["image"]))
         for t in item["top"]:
-            print(f"  {t['probability']:7.2%}  {t['name']} ({t['class']})")
+            print(f"  {t['probability']:7.2%}  {_shown(t['name'])} ({t['class']})")
     return 0
 
 
@@ -842,8 +864,10 @@ def build_parser() -> argparse.ArgumentParser:
                                     "the data (all of it when it has none).")
     sp.add_argument("model", metavar="RUN_DIR|MODEL")
     sp.add_argument("--data", required=True, metavar="PATH")
-    sp.add_argument("--batch-size", type=int, default=64)
-    sp.add_argument("--confusion", metavar="FILE.csv", help="write the confusion matrix (rows: true, columns: predicted)")
+    sp.add_argument("--batch-size", type=_at_least_one, default=64, metavar="N", help="images per batch (default 64)")
+    sp.add_argument("--confusion", metavar="FILE.csv", help="write the confusion matrix (rows: true, columns: "
+                    "predicted) as CSV; every class name is quoted, and one a spreadsheet would read "
+                    "as a formula (starting with = + - @, a tab or CR) starts with a single quote")
     sp.add_argument("--force", action="store_true", help="replace an existing --confusion file")
     sp.add_argument("--json", action="store_true", help="loss, top1, top5, per_class, confusion as JSON")
     sp.set_defaults(func=cmd_evaluate)
@@ -853,7 +877,9 @@ def build_parser() -> argparse.ArgumentParser:
                                     "classes.json (the training data's folder or CIFAR names).")
     sp.add_argument("model", metavar="RUN_DIR|MODEL")
     sp.add_argument("images", nargs="+", metavar="IMAGE")
-    sp.add_argument("--top", type=int, default=5)
+    sp.add_argument("--top", type=_at_least_one, default=5, metavar="K",
+                    help="the K most likely classes of each image (default 5; K >= 1; a K above the model's "
+                         "classes gives all of them, with a note)")
     sp.add_argument("--json", action="store_true")
     sp.set_defaults(func=cmd_predict)
 

@@ -320,3 +320,58 @@ def test_bundled_finetune_recipe_learns_the_digits_with_vgg16(tmp_path, capsys):
                  "--json"]) == 0
     metrics = json.loads(capsys.readouterr().out)
     assert metrics["epochs_completed"] == 4 and metrics["val_top1"] >= 0.3
+
+
+# ---------------------------------------------------------------- names are data; counts are counts (issue 18.4, 18.15)
+
+HOSTILE_NAMES = ["=1+2", 'a,b"c', "line\nbreak", "@SUM(A1)", "-3", "+cmd", "\tt", "\rr", "five", "six"]
+
+
+def test_confusion_csv_quotes_names_and_neutralises_formulas(digits, softmax_run, tmp_path, capsys):
+    """Class names went into the CSV unquoted: '=1+2' was a spreadsheet formula, 'a,b"c' and
+    a newline broke the rows. Read back with csv.reader: one row per class, names as
+    written (formula starts behind a single quote), counts equal to the JSON matrix."""
+    import csv
+
+    run = tmp_path / "run"
+    run.mkdir()
+    shutil.copy(softmax_run / "best.keras", run / "best.keras")
+    (run / "classes.json").write_text(json.dumps(HOSTILE_NAMES))
+    x, y = test_images(digits)
+    np.savez(tmp_path / "plain.npz", x_train=x, y_train=y)  # no class_names: labels are the model's indices
+    out = tmp_path / "cm.csv"
+    assert main(["evaluate", str(run), "--data", str(tmp_path / "plain.npz"), "--confusion", str(out), "--json"]) == 0
+    ev = json.loads(capsys.readouterr().out)
+    with open(out, newline="") as f:
+        rows = list(csv.reader(f))
+    guarded = ["'" + n if n[0] in "=+-@\t\r" else n for n in HOSTILE_NAMES]
+    assert guarded == ["'=1+2", 'a,b"c', "line\nbreak", "'@SUM(A1)", "'-3", "'+cmd", "'\tt", "'\rr", "five", "six"]
+    assert rows[0] == ["true\\predicted", *guarded]
+    assert len(rows) == 11 and [r[0] for r in rows[1:]] == guarded
+    assert [[int(v) for v in r[1:]] for r in rows[1:]] == ev["confusion"]
+    assert np.array_equal(np.array(ev["confusion"]).sum(axis=1), np.bincount(y, minlength=10))
+    assert main(["evaluate", str(run), "--data", str(tmp_path / "plain.npz")]) == 0
+    table = capsys.readouterr().out
+    assert "'line\\nbreak'" in table and "line\nbreak" not in table  # the terminal gets it escaped too
+
+
+@pytest.mark.parametrize("top", ["0", "-1", "x"])
+def test_predict_top_must_be_at_least_one(softmax_run, tmp_path, capsys, top):
+    """--top 0 printed nothing and --top -1 every class but one, both with exit 0."""
+    with pytest.raises(SystemExit) as e:
+        main(["predict", str(softmax_run), str(tmp_path / "a.png"), "--top", top])
+    assert e.value.code == 2
+    assert "argument --top: expected an integer" in capsys.readouterr().err
+
+
+def test_predict_top_above_the_classes_gives_all_of_them_with_a_note(digits, softmax_run, tmp_path, capsys):
+    from PIL import Image
+
+    x, _ = test_images(digits)
+    Image.fromarray(x[0]).save(tmp_path / "a.png")
+    assert main(["predict", str(softmax_run), str(tmp_path / "a.png"), "--top", "25", "--json"]) == 0
+    out = capsys.readouterr()
+    top = json.loads(out.out)[0]["top"]
+    assert sorted(t["class"] for t in top) == list(range(10))
+    assert sum(t["probability"] for t in top) == pytest.approx(1.0, abs=1e-5)
+    assert out.err.strip() == "archspec: note: --top 25 is more than the model's 10 classes: all 10 are given"

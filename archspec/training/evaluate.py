@@ -31,8 +31,33 @@ def resolve_model(ref: str | os.PathLike) -> tuple[Path, list[str] | None]:
         raise SpecError("expected a run directory of archspec train or a .keras file" if p.exists() else
                         "no such file or directory", Location(str(p)))
     names_file = model.parent / "classes.json"
-    names = json.loads(names_file.read_text()) if names_file.is_file() else None
+    names = read_class_names(names_file) if names_file.is_file() else None
     return model, names
+
+
+def read_class_names(path: Path) -> list[str]:
+    """A run's classes.json: a list of distinct class names, read bounded (a hostile file is
+    one located error, never a traceback or a read of gigabytes)."""
+    from ..spec.common import MAX_COUNT
+    from ..spec.loader import read_bounded
+
+    text = read_bounded(path, str(path), limit=64 << 20, what="a classes.json")
+    try:
+        names = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise SpecError(f"not a JSON list of class names ({type(exc).__name__})", Location(str(path))) from None
+    if (not isinstance(names, list) or not all(isinstance(n, str) for n in names) or len(names) > MAX_COUNT
+            or len(set(names)) != len(names)):
+        raise SpecError(f"expected a list of at most {MAX_COUNT:,} distinct class names (strings)",
+                        Location(str(path)))
+    return names
+
+
+def csv_cell(text: str) -> str:
+    """A name as a spreadsheet cell: text that a spreadsheet would read as a formula (it
+    starts with = + - @, a tab or a carriage return) gets a leading single quote. Quoting of
+    commas, quotes and newlines is the csv module's."""
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
 
 
 def _load(model_path: Path):
@@ -134,6 +159,8 @@ def evaluate(model_ref, data, *, batch_size: int = 64, confusion_csv: str | os.P
     """
     from . import data as data_mod
 
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or not 1 <= batch_size <= 1 << 20:
+        raise SpecError(f"--batch-size must be an integer from 1 to {1 << 20:,} (got {batch_size!r})")
     model_path, names = resolve_model(model_ref)
     src = data_mod.open_source(data)
     model = _load(model_path)
@@ -166,11 +193,17 @@ def evaluate(model_ref, data, *, batch_size: int = 64, confusion_csv: str | os.P
     per_class = [{"class": i, "name": label_names[i], "images": int(cm[i].sum()),
                   "accuracy": float(cm[i, i] / cm[i].sum()) if cm[i].sum() else None} for i in range(classes)]
     if confusion_csv is not None:
+        import csv
+        import io
+
         from ..atomic import write_text_atomic
 
-        lines = ["true\\predicted," + ",".join(label_names[:classes])]
-        lines += [label_names[i] + "," + ",".join(str(v) for v in cm[i]) for i in range(classes)]
-        write_text_atomic(Path(confusion_csv), "\n".join(lines) + "\n")
+        buf = io.StringIO()
+        # every name quoted (commas, quotes, CR and LF inside stay in their cell), counts as numbers
+        w = csv.writer(buf, lineterminator="\n", quoting=csv.QUOTE_NONNUMERIC)
+        w.writerow(["true\\predicted", *(csv_cell(n) for n in label_names[:classes])])
+        w.writerows([csv_cell(label_names[i]), *(int(v) for v in cm[i])] for i in range(classes))
+        write_text_atomic(Path(confusion_csv), buf.getvalue())
     return {"model": str(model_path), "data": str(data), "images": int(len(y)), "head": activation, "loss": loss,
             "top1": top1, "top5": top5, "per_class": per_class, "confusion": cm.tolist(),
             **({"confusion_csv": str(confusion_csv)} if confusion_csv else {})}
@@ -179,7 +212,10 @@ def evaluate(model_ref, data, *, batch_size: int = 64, confusion_csv: str | os.P
 def predict(model_ref, images: list[str], *, top: int = 5) -> list[dict]:
     """The top-k classes of each image (names from the run's classes.json when known), with
     their probability: the softmax (of the logits, for a linear head), or each class's own
-    sigmoid probability for a sigmoid head (which need not add up to 1)."""
+    sigmoid probability for a sigmoid head (which need not add up to 1). `top` is at least
+    1; above the number of classes, every class is given (the CLI says so)."""
+    if isinstance(top, bool) or not isinstance(top, int) or top < 1:
+        raise SpecError(f"--top must be an integer >= 1 (got {top!r})")
     model_path, names = resolve_model(model_ref)
     try:
         from PIL import Image
