@@ -20,7 +20,6 @@ import numpy as np
 
 from ..errors import SpecError
 from .options import CHECK_IMAGES
-from .progress import short
 
 
 @dataclass
@@ -108,20 +107,9 @@ def _flat_images(p: Path) -> list[Path]:
 
 
 def _decode(files, shape) -> np.ndarray:
-    from .source import tensorflow
+    from ..training.data import read_images  # the check reads images as training does
 
-    tf = tensorflow()
-    out = []
-    for f in files:
-        try:
-            img = tf.io.decode_image(tf.io.read_file(str(f)), channels=shape[-1], expand_animations=False)
-        except Exception as exc:
-            raise SpecError(f"{f}: cannot decode image ({short(exc)})") from None
-        img = tf.cast(img, tf.float32)
-        if tuple(img.shape[:2]) != tuple(shape[:2]):
-            img = tf.image.resize(img, shape[:2])
-        out.append(np.asarray(img))
-    return np.stack(out)
+    return read_images(files, shape[-1], tuple(shape[:2]))
 
 
 def _as_input(arr, shape, what) -> np.ndarray:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ..errors import SpecError
 from . import onnx_passes
-from .progress import Heartbeat, short
+from .progress import Heartbeat
 from .source import random_inputs
 
 
@@ -163,17 +163,9 @@ def calibration_data(calibration, model, seed, n: int = 16):
 
 
 def _load_images(d: Path, shape):
-    import numpy as np
-    import tensorflow as tf
+    from ..training.data import IMAGE_SUFFIXES, read_images  # calibration reads images as training does
 
-    files = sorted(f for f in d.iterdir() if f.suffix.lower() in (".jpg", ".jpeg", ".png", ".bmp", ".gif"))
+    files = sorted(f for f in d.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
-        raise SpecError(f"{d}: no images (.jpg, .png, .bmp, .gif) for calibration")
-    out = []
-    for f in files:
-        try:
-            img = tf.io.decode_image(tf.io.read_file(str(f)), channels=shape[-1], expand_animations=False)
-        except Exception as exc:
-            raise SpecError(f"{f}: cannot decode image ({short(exc)})") from None
-        out.append(tf.image.resize(tf.cast(img, tf.float32), shape[:2]).numpy())
-    return np.stack(out)
+        raise SpecError(f"{d}: no images ({', '.join(IMAGE_SUFFIXES)}) for calibration")
+    return read_images(files, shape[-1], tuple(shape[:2]), d)

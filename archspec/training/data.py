@@ -692,6 +692,14 @@ def _converter(channels: int, size: tuple[int, int]):
     return to_float
 
 
+def read_images(files: list, channels: int, size: tuple[int, int], root=None) -> np.ndarray:
+    """Image files checked (`_check_images`: every bad one reported) and decoded by training's
+    own decoder, at `size` with `channels`: what export's check and calibration images read."""
+    files = [str(f) for f in files]
+    _check_images(files, root)
+    return decode_all(files, channels, size)
+
+
 def decode_all(files: list[str], channels: int, size: tuple[int, int], say=lambda m: None) -> np.ndarray:
     """Every image of `files` decoded, at `size`, into one float32 array (`data.cache`)."""
     import tensorflow as tf
