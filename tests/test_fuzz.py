@@ -14,6 +14,7 @@ from __future__ import annotations
 import yaml
 from hypothesis import given
 from hypothesis import strategies as st
+import mutate
 
 from archspec.api import analyze, lower_spec
 from archspec.errors import SpecError
@@ -58,31 +59,13 @@ VALUES = st.one_of(
 )
 
 
-def _paths(data, prefix=()):
-    out = [prefix]
-    if isinstance(data, dict):
-        for k, v in data.items():
-            out += _paths(v, prefix + (k,))
-    elif isinstance(data, list):
-        for i, v in enumerate(data):
-            out += _paths(v, prefix + (i,))
-    return out
-
-
-def _set(data, path, value):
-    node = data
-    for p in path[:-1]:
-        node = node[p]
-    node[path[-1]] = value
-
-
 @given(name=st.sampled_from(sorted(TEXTS)), seed=st.data())
 def test_mutated_bundled_specs_values(name, seed):
     """A value somewhere in a bundled spec replaced by another of any type."""
     data = yaml.safe_load(TEXTS[name])
-    paths = [p for p in _paths(data) if p]
+    paths = [p for p in mutate.paths(data) if p]
     path = seed.draw(st.sampled_from(paths))
-    _set(data, path, seed.draw(VALUES))
+    mutate.set_at(data, path, seed.draw(VALUES))
     check(yaml.safe_dump(data, allow_unicode=True))
 
 

@@ -30,6 +30,7 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+import mutate
 
 from archspec.cli import main
 from archspec.errors import SpecError
@@ -39,7 +40,7 @@ LONG = os.environ.get("HYPOTHESIS_PROFILE") == "long"
 
 
 def budget(ci: int, long: int) -> settings:
-    """Per-test settings (not a global profile: tests/test_fuzz.py loads its own)."""
+    """Per-test counts (these tests are costlier than the language fuzz: their own ci/long numbers)."""
     return settings(max_examples=long if LONG else ci, deadline=None, derandomize=not LONG,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                            HealthCheck.function_scoped_fixture])
@@ -95,17 +96,6 @@ KEYS = ["seed", "epochs", "data.batch_size", "data.image_size", "data.validation
         "data.batchsize", "precision", "format", "name", "extends"]
 
 
-def _paths(data, prefix=()):
-    out = [prefix]
-    if isinstance(data, dict):
-        for k, v in data.items():
-            out += _paths(v, prefix + (k,))
-    elif isinstance(data, list):
-        for i, v in enumerate(data):
-            out += _paths(v, prefix + (i,))
-    return out
-
-
 def mutated_recipe(draw, name: str) -> str:
     """A bundled recipe with a value replaced, a key dropped, or lines damaged."""
     text = RECIPES[name]
@@ -127,7 +117,7 @@ def mutated_recipe(draw, name: str) -> str:
                 lines[i] = lines[i][2:]
         return "\n".join(lines)
     data = yaml.safe_load(text)
-    paths = [p for p in _paths(data) if p and p != ("format",)]
+    paths = [p for p in mutate.paths(data) if p and p != ("format",)]
     path = draw(st.sampled_from(paths))
     node = data
     for p in path[:-1]:
