@@ -469,10 +469,10 @@ def test_external_data(tmp_path, monkeypatch, how):
     sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     np.testing.assert_allclose(sess.run(None, {"x": x})[0], np.asarray(model(x)),
                                atol=2e-2 if how == "asked-fp16" else TOL)
-    # an existing data file is not replaced without --force (even when the model file is
-    # gone); with it, both are
+    # an existing data file is not replaced without force (even when the model file is
+    # gone); with it, both are (the library says force=True, the CLI --force)
     out.unlink()
-    with pytest.raises(archspec.SpecError, match=r"big.onnx.data exists; pass --force"):
+    with pytest.raises(archspec.SpecError, match=r"big.onnx.data: exists; pass force=True"):
         ex.export(model, out, samples=1, **kw)
     r2 = ex.export(model, out, samples=1, force=True, **kw)
     assert r2["external_data"] == str(data) and out.is_file()

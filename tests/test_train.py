@@ -130,8 +130,11 @@ def test_digits_npz_learns_and_evaluates(digits, tmp_path, capsys):
     assert ev["loss"] == pytest.approx(metrics["val_loss"], rel=1e-4)
     cm = np.array(ev["confusion"])
     assert cm.sum() == 297 and np.trace(cm) / cm.sum() == pytest.approx(ev["top1"])
-    lines = conf.read_text().splitlines()
-    assert len(lines) == 11 and lines[0].startswith("true\\predicted")
+    import csv
+
+    rows = list(csv.reader(conf.read_text().splitlines()))
+    assert len(rows) == 11 and rows[0][0] == "true\\predicted"
+    assert np.array_equal(np.array([[int(v) for v in r[1:]] for r in rows[1:]]), cm)  # the CSV holds the matrix
     # the run directory cannot be overwritten by accident
     assert main(["train", str(digits / "spec.yaml"), "--recipe", str(digits / "quick.yaml"), "--data",
                  str(digits / "digits.npz"), "--out", str(run)]) == 2
