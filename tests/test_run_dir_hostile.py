@@ -305,3 +305,11 @@ def test_temporaries_of_a_killed_process_are_removed_on_the_next_start(d, done, 
     capsys.readouterr()
     assert [p.name for p in run.iterdir() if ".tmp-" in p.name] == []
     assert (run / "final.keras").is_file()
+
+
+def test_a_crop_padding_beyond_the_image_is_refused_before_the_run(d, tmp_path, capsys):
+    """Issue 18.11: crop_padding=1000000 ran out of memory after the run directory was made."""
+    out = tmp_path / "run"
+    code = train(d, out, "--recipe-set", "augmentation.crop_padding=1000000")
+    one_line(capsys, code, 2, "augmentation.crop_padding: is 1000000, more than the images' size 8x8")
+    assert not out.exists()

@@ -507,6 +507,14 @@ def _train(spec_ref, recipe_ref, data, out, *, overrides, recipe_overrides, epoc
         spec = spec.model_copy(update={"input": spec.input.model_copy(
             update={"shape": (size[0], size[1], spec.input.shape[2])})})
         graph = lower_spec(spec)
+    pad = recipe.augmentation.crop_padding
+    if pad and pad > max(size):  # a million-pixel pad was an out-of-memory error after the run directory
+        from ..spec.loader import format_path
+
+        path = ("augmentation", "crop_padding")
+        raise SpecError(f"is {pad}, more than the images' size {size[0]}x{size[1]} (a pad beyond the image only "
+                        f"adds zeros; the notes pad 32x32 CIFAR images by 4)",
+                        recipe_raw.locate(path) if recipe_raw is not None else None, format_path(path))
     phases = plan(recipe, epochs)
     for i, ph in enumerate(phases):  # unknown layers in freeze rules: refused before anything runs
         frozen_layers(graph, spec, ph["phase"], recipe_raw, i)
