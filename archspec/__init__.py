@@ -20,9 +20,8 @@ import importlib.util
 import sys
 
 from .api import analyze, build, export, load, lower_spec, resolve, train
-from .errors import ArchspecError, SpecError
-
-__version__ = "0.1.0"
+from .core.errors import ArchspecError, SpecError
+from .core.version import __version__
 __all__ = ["load", "resolve", "analyze", "build", "export", "lower_spec", "train", "ArchspecError", "SpecError",
            "__version__"]
 
@@ -30,7 +29,7 @@ __all__ = ["load", "resolve", "analyze", "build", "export", "lower_spec", "train
 def _register_layers_when_keras_loads() -> None:
     if "keras" in sys.modules:
         try:
-            importlib.import_module("archspec.keras_build")
+            importlib.import_module("archspec.backends.keras.build")
         except Exception:  # pragma: no cover - a broken keras install surfaces later, with a message
             pass
         return
@@ -48,7 +47,7 @@ def _register_layers_when_keras_loads() -> None:
             def exec_module(module):
                 original(module)
                 try:
-                    importlib.import_module("archspec.keras_build")
+                    importlib.import_module("archspec.backends.keras.build")
                 except Exception:  # pragma: no cover
                     pass
 

@@ -1,16 +1,18 @@
-"""The public API: load, resolve, analyze, build, export. Heavy imports happen inside
-`build` and `export` only."""
+"""The public API, a facade: each function is one call into the layer that owns it (see
+docs/architecture.md). Nothing below imports it. Heavy imports (Keras, TensorFlow, ONNX)
+happen inside `build`, `export` and `train` only."""
 
 from __future__ import annotations
 
 import os
-import sys
-from typing import Any
 
-from .errors import ArchspecError, MissingDependency
-from .graph import Graph
-from .spec import Spec
-from .spec import load as _load_spec
+from .ir.graph import Graph
+from .ir.pipeline import analyze, lower_spec
+from .language import Spec
+from .language import load as _load_spec
+
+__all__ = ["load", "resolve", "lower_spec", "analyze", "build", "export", "train"]
+
 
 def load(ref: str | os.PathLike, overrides: list[str] | None = None) -> Spec:
     """Load and validate a spec by path or bundled name, with `--set`-style overrides."""
@@ -24,75 +26,12 @@ def resolve(spec: Spec) -> Spec:
     return _resolve(spec)
 
 
-def lower_spec(spec: "str | os.PathLike | Spec", overrides: list[str] | None = None) -> Graph:
-    """Spec (or a path / bundled name) -> resolved -> Graph IR with located errors."""
-    from .lower import lower
-    from .resolving import resolve as _resolve
-
-    from .spec import raw_of, spec_hash
-
-    if not isinstance(spec, Spec):
-        spec, raw = _load_spec(spec, overrides)
-    elif overrides:
-        raise ArchspecError("overrides apply to a spec file; pass the path or name instead of a Spec")
-    else:
-        raw = raw_of(spec)  # a Spec from archspec.load keeps its document, so errors keep file:line:col
-    resolved = _resolve(spec)
-    graph = lower(resolved, raw)
-    # what was built, exactly (export writes it into the artefact's metadata)
-    graph.meta["spec_sha256"] = spec_hash(resolved)
-    graph.meta["reference"] = resolved.reference or None
-    return graph
-
-
-def analyze(spec: "str | os.PathLike | Spec | Graph", overrides: list[str] | None = None) -> dict[str, Any]:
-    """Shapes, parameters and MACs of every layer and block, without any framework.
-
-    Returns a dict with `name, input_shape, output_shape, params, trainable_params,
-    non_trainable_params, macs, layers, blocks`.
-    """
-    g = spec if isinstance(spec, Graph) else lower_spec(spec, overrides)
-    outs = [g.node(o) for o in g.outputs]
-    inp = g.inputs[0]
-    return {
-        "name": g.name,
-        "input_shape": list(inp.shape),
-        "output_shape": list(outs[-1].shape) if len(outs) == 1 else [list(o.shape) for o in outs],
-        "outputs": [{"name": o.name, "shape": list(o.shape)} for o in outs],
-        "taps": list(g.meta.get("taps", [])),
-        "params": g.params,
-        "trainable_params": g.trainable_params,
-        "non_trainable_params": g.params - g.trainable_params,
-        "macs": g.macs,
-        "macs_note": "multiply-accumulates of conv, depthwise-conv and dense layers (what papers call FLOPs)",
-        "layers": [n.to_dict() for n in g.nodes],
-        "blocks": g.block_rows(),
-    }
-
-
-def _keras_build():
-    from . import _quiet
-
-    try:
-        if "archspec.keras_build" in sys.modules:
-            from . import keras_build
-        else:
-            _quiet.prepare_environment()
-            with _quiet.native_stderr_filtered():
-                from . import keras_build
-
-                keras_build.warm_up()
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise MissingDependency(
-            f"building needs TensorFlow/Keras 3 ({exc}); install with: pip install 'archspec'") from None
-    return keras_build
-
-
 def build(spec: "str | os.PathLike | Spec | Graph", overrides: list[str] | None = None, *,
           precision: str | None = None, seed: int | None = None):
     """Compile a spec to a `keras.Model` (layer names as the spec gives them)."""
-    g = spec if isinstance(spec, Graph) else lower_spec(spec, overrides)
-    return _keras_build().build_model(g, precision=precision, seed=seed)
+    from .backends import keras as keras_backend
+
+    return keras_backend.build_model(spec, overrides, precision=precision, seed=seed)
 
 
 def export(model_or_spec, path: str | os.PathLike, format: str | None = None, **kwargs):

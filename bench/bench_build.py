@@ -25,7 +25,7 @@ def main() -> None:
     import keras
 
     import archspec
-    from archspec.keras_build import build_model
+    from archspec.backends.keras.build import build_model
 
     refs = {"resnet50": keras.applications.ResNet50, "resnet101": keras.applications.ResNet101,
             "resnet152": keras.applications.ResNet152}

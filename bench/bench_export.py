@@ -7,7 +7,7 @@ on the same already-built model with the same weights.
 
 For each model and each path, one fresh subprocess builds the model (fan-in-scaled random
 weights, tests/parity.py `randomize`, seed 0; a ``name:preset`` is scaled by
-`archspec.compound.apply_preset` first), then exports it unchecked (timed: the conversion
+`archspec.resolving.compound.apply_preset` first), then exports it unchecked (timed: the conversion
 alone, `export`'s ``timings["convert"]``, and the whole export with the onnx.checker and
 the write), reports its peak resident memory (VmHWM), then runs the file in ONNX Runtime
 next to Keras; so each path's peak is
@@ -82,7 +82,8 @@ def child(model_ref: str, via: str, out: str) -> None:
 
     import archspec
     import archspec.exporting as ex
-    from archspec import compound
+    from archspec.resolving import compound
+    from archspec.backends.keras import files
     from archspec.exporting import source, verify
 
     name, _, preset = model_ref.partition(":")
@@ -94,7 +95,7 @@ def child(model_ref: str, via: str, out: str) -> None:
         model = source.resolve_model(name, None, 0, lambda m: None)[0]
     randomize(model, seed=0)
     build_s = time.perf_counter() - t0
-    x = source.random_inputs(model, 2, 0)
+    x = files.random_inputs(model, 2, 0)
     ref = verify.keras_outputs(model, x)  # (Keras' first call happens before the measurement)
     before = _status_mb("VmRSS")
     reset = _reset_peak()

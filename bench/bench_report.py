@@ -21,7 +21,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=5)
     args = ap.parse_args()
     import archspec
-    from archspec.report import html_report
+    from archspec.views.report import html_report
 
     html_report("two_branch")  # warm: imports, templates compiled
     print(f"# {platform.machine()}, Python {platform.python_version()}, median of {args.repeat}")

@@ -40,7 +40,7 @@ def test_jax_backend_matches_tensorflow(name, tmp_path):
     import archspec
     from parity import randomize
 
-    if name not in __import__("archspec.spec.loader", fromlist=["x"]).bundled_names():
+    if name not in __import__("archspec.language.loader", fromlist=["x"]).bundled_names():
         pytest.fail(f"bundled spec {name} is missing")
     m = archspec.build(name, SPECS[name], seed=0)
     if name != "efficientnet":  # with random BN statistics EfficientNet's outputs stop depending on the input

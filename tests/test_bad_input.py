@@ -9,8 +9,8 @@ import time
 import pytest
 
 from archspec.cli import main
-from archspec.errors import SpecError
-from archspec.spec import load
+from archspec.core.errors import SpecError
+from archspec.language import load
 
 GOOD = """\
 format: 1

@@ -127,7 +127,7 @@ def test_custom_layers_reload_whatever_the_import_order(tmp_path):
 def test_lrn_matches_tensorflow():
     import tensorflow as tf
 
-    from archspec.keras_build import LocalResponseNormalization
+    from archspec.backends.keras.build import LocalResponseNormalization
 
     x = np.random.default_rng(0).normal(size=(2, 5, 5, 12)).astype("float32") * 10
     ours = LocalResponseNormalization(depth=5, k=2.0, alpha=1e-4, beta=0.75)(x)

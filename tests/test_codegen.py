@@ -17,8 +17,8 @@ import pytest
 
 from archspec.api import lower_spec
 from archspec.cli import main
-from archspec.codegen import generate
-from archspec.spec.loader import bundled_names
+from archspec.backends.codegen import generate
+from archspec.language.loader import bundled_names
 
 NAMES = bundled_names()
 
@@ -127,7 +127,7 @@ def test_overrides_and_graphs():
     assert "`archspec codegen two_branch --set head.classes=7 --set stem[0].filters=16`" in text
     g = lower_spec("two_branch")
     assert generate(g) == generate("two_branch")
-    from archspec.errors import ArchspecError
+    from archspec.core.errors import ArchspecError
 
     with pytest.raises(ArchspecError, match="head.classes=3"):
         generate(g, ["head.classes=3"])

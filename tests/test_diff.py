@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from archspec import diff as diffing
+from archspec.views import diff as diffing
 from archspec.api import lower_spec
 from archspec.cli import main
 

@@ -21,11 +21,13 @@ import onnx  # noqa: E402
 
 import archspec  # noqa: E402
 import archspec.exporting as ex  # noqa: E402
-from archspec.exporting import source, verify, via_tf2onnx  # noqa: E402
-from archspec.spec import spec_hash  # noqa: E402
+from archspec.backends.keras import files
+from archspec.exporting import source, verify
+from archspec.backends.onnx import via_tf2onnx  # noqa: E402
+from archspec.language import spec_hash  # noqa: E402
 
-from archspec.errors import ArchspecError, SpecError  # noqa: E402
-from archspec.spec.loader import bundled_names  # noqa: E402
+from archspec.core.errors import ArchspecError, SpecError  # noqa: E402
+from archspec.language.loader import bundled_names  # noqa: E402
 
 SLOW = {"vgg16", "vgg19", "densenet169", "densenet201", "xception", "convnext_tiny", "se_resnet50",
         "resnext50_32x4d", "resnet50_yaml", "resnet34", "resnet50_cifar100", "mobilenet_v3_large"}
@@ -143,7 +145,7 @@ def test_bundled_spec_exports_to_onnx(name, tmp_path):
     assert r_ir["via"] == "ir" and r_ir["passed"] and r_ir["output_names"] == r["output_names"]
     for oname, o in r_ir["outputs"].items():
         assert o["max_abs_diff"] <= 1e-5 * max(1.0, o["max_abs_ref"]), (oname, o)
-    x_cross = source.random_inputs(model, SAMPLES, 7)
+    x_cross = files.random_inputs(model, SAMPLES, 7)
     for oname, a, b in zip(r["output_names"], verify.run_onnx(out, x_cross, "input_layer", r["output_names"]),
                            verify.run_onnx(ir_out, x_cross, "input_layer", r["output_names"])):
         np.testing.assert_allclose(b, a, atol=1e-5 * max(1.0, float(np.abs(a).max())), rtol=0, err_msg=oname)
@@ -152,7 +154,7 @@ def test_bundled_spec_exports_to_onnx(name, tmp_path):
           f"bytes={r_ir['bytes']:,}")
     # the comparison means something: the outputs (on the check's own inputs) are finite,
     # not one-hot, and the export's differences are tiny next to their spread
-    x = source.random_inputs(model, SAMPLES, 0)
+    x = files.random_inputs(model, SAMPLES, 0)
     outs = model(x, training=False)
     for oname, o in zip(r["output_names"], outs if len(model.outputs) > 1 else [outs]):
         o = np.asarray(o)
@@ -414,7 +416,7 @@ def test_parity_failure_exits_1_and_leaves_nothing(tiny_spec, tmp_path, monkeypa
 
 @pytest.mark.parametrize("via", ["ir", "tf2onnx"])
 def test_conversion_failure_exits_1_and_leaves_nothing(tiny_spec, tmp_path, monkeypatch, via):
-    from archspec.exporting import via_ir
+    from archspec.backends.onnx import via_ir
 
     def boom(*a, **k):
         raise RuntimeError(f"{via} fell over")

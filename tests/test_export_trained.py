@@ -24,8 +24,8 @@ from sklearn.metrics import accuracy_score  # noqa: E402
 
 import archspec  # noqa: E402
 import archspec.exporting as ex  # noqa: E402
-from archspec.errors import ArchspecError, SpecError  # noqa: E402
-from archspec.exporting import variants, via_ir  # noqa: E402
+from archspec.core.errors import ArchspecError, SpecError  # noqa: E402
+from archspec.backends.onnx import variants, via_ir  # noqa: E402
 
 SPEC = textwrap.dedent("""\
     format: 1

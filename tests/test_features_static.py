@@ -4,7 +4,7 @@ out, the output is the last feature map before the head (pooled or not)."""
 import pytest
 
 from archspec.api import analyze, lower_spec
-from archspec.spec.loader import bundled_names
+from archspec.language.loader import bundled_names
 
 
 @pytest.mark.parametrize("name", bundled_names())

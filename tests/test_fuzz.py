@@ -17,9 +17,9 @@ from hypothesis import strategies as st
 import mutate
 
 from archspec.api import analyze, lower_spec
-from archspec.errors import SpecError
-from archspec.spec import validate
-from archspec.spec.loader import bundled_names, bundled_spec_dir, loads
+from archspec.core.errors import SpecError
+from archspec.language import validate
+from archspec.language.loader import bundled_names, bundled_spec_dir, loads
 
 # example counts: the profiles of conftest.py (HYPOTHESIS_PROFILE=long for the long campaign)
 
@@ -107,7 +107,7 @@ def test_deep_nesting(depth, kind):
 def test_overrides_with_extreme_numbers(name, value, key):
     """Huge or tiny multipliers and sizes: a result or a located error, quickly (a network
     past archspec's size bound is refused instead of being lowered for hours)."""
-    from archspec.spec import load_raw
+    from archspec.language import load_raw
 
     try:
         analyze(lower_spec(validate(load_raw(name, [f"{key}={value}"]))))

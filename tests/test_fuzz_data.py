@@ -33,7 +33,7 @@ from hypothesis import strategies as st
 import mutate
 
 from archspec.cli import main
-from archspec.errors import SpecError
+from archspec.core.errors import SpecError
 from archspec.training.recipe import bundled_recipe_dir, bundled_recipes
 
 LONG = os.environ.get("HYPOTHESIS_PROFILE") == "long"
@@ -156,7 +156,7 @@ WORKER = r"""
 import contextlib, io, json, resource, sys
 resource.setrlimit(resource.RLIMIT_AS, (6 << 30, 6 << 30))
 from archspec.cli import main
-from archspec.errors import SpecError
+from archspec.core.errors import SpecError
 from archspec.training.data import open_source
 for line in sys.stdin:
     case = json.loads(line)

@@ -25,10 +25,10 @@ from hypothesis import event, given
 from hypothesis import strategies as st
 
 from archspec.api import analyze, lower_spec
-from archspec.errors import SpecError
-from archspec.expr import ExprError, render
-from archspec.spec import validate
-from archspec.spec.loader import loads
+from archspec.core.errors import SpecError
+from archspec.language.expr import ExprError, render
+from archspec.language import validate
+from archspec.language.loader import loads
 
 # example counts: the profiles of conftest.py (HYPOTHESIS_PROFILE=long for the long campaign)
 
@@ -167,7 +167,7 @@ def test_defined_blocks_with_hostile_values(spec):
         event("valid" if g is not None else "refused")
         if g is None:
             return
-        from archspec.codegen import generate
+        from archspec.backends.codegen import generate
 
         code = generate(g)
     assert_code_holds_names_as_data(code, [n.name for n in g.nodes])

@@ -10,7 +10,7 @@ import yaml
 
 import archspec
 from archspec.cli import main
-from archspec.spec import loader
+from archspec.language import loader
 
 
 @pytest.mark.parametrize("composer", ["libyaml", "python"])
@@ -93,7 +93,7 @@ def test_tensorflow_native_start_up_lines_are_quiet_by_default(tmp_path):
     lines = [l for l in out.stderr.splitlines() if l.strip()]
     assert lines and all(l.startswith("archspec:") for l in lines), lines
     # the filter drops only the known notices: anything else written to fd 2 comes back
-    from archspec._quiet import NOISE
+    from archspec.core.quiet import NOISE
 
     assert NOISE.search("W0000 00:00:1795378887.000783   24309 cuda_platform.cc:52] failed call to cuInit")
     assert not NOISE.search("Traceback (most recent call last):")
@@ -101,7 +101,7 @@ def test_tensorflow_native_start_up_lines_are_quiet_by_default(tmp_path):
 
 
 def test_filtered_stderr_keeps_every_other_line(capfd, monkeypatch):
-    from archspec import _quiet
+    from archspec.core import quiet as _quiet
 
     monkeypatch.delenv("ARCHSPEC_DEBUG", raising=False)
     with _quiet.native_stderr_filtered():
@@ -193,8 +193,8 @@ def test_cli_and_json_schema_agree_on_numbers(value, ok, capsys):
     """The CLI used to accept `filters: "256"` that the schema (and an editor) rejects."""
     import jsonschema
 
-    from archspec.spec import load_raw
-    from archspec.spec.schema import Spec
+    from archspec.language import load_raw
+    from archspec.language.schema import Spec
 
     override = f"stages[0].blocks[0].filters={value}"
     cli_ok = main(["validate", "resnet50", "--set", override]) == 0
@@ -236,11 +236,11 @@ def test_build_seed_is_local_and_leaves_global_rngs_alone():
 
 def test_out_of_tree_block_family_registers_through_an_entry_point(tmp_path):
     """The block union was frozen from in-package modules only; a package can now add a
-    family through the `archspec.blocks` entry point group."""
+    family through the `archspec.language.blocks` entry point group."""
     (tmp_path / "my_blocks.py").write_text(textwrap.dedent('''
         from typing import Literal
-        from archspec.blocks.registry import register
-        from archspec.spec.common import BlockBase, PosInt
+        from archspec.language.blocks.registry import register
+        from archspec.language.common import BlockBase, PosInt
 
         class Twice(BlockBase):
             width_fields = ("filters",)
@@ -259,7 +259,7 @@ def test_out_of_tree_block_family_registers_through_an_entry_point(tmp_path):
     spec = tmp_path / "s.yaml"
     spec.write_text("format: 1\nname: s\ninput: {shape: [8, 8, 3]}\n"
                     "stages: [{name: s, blocks: [{type: twice, filters: 4}]}]\n")
-    code = ("import archspec; from archspec.blocks import REGISTRY, PLUGIN_MODULES; "
+    code = ("import archspec; from archspec.language.blocks import REGISTRY, PLUGIN_MODULES; "
             "r = archspec.analyze(%r); print(PLUGIN_MODULES, 'twice' in REGISTRY, r['params'], "
             "[l['name'] for l in r['layers']][1:])" % str(spec))
     import os
@@ -270,6 +270,6 @@ def test_out_of_tree_block_family_registers_through_an_entry_point(tmp_path):
     # 3x3x3x4 + 4 and 3x3x4x4 + 4 parameters
     assert out.stdout.strip() == "['my_blocks'] True 260 ['s_block1_a', 's_block1_b']"
     # and the JSON Schema knows the new type
-    code2 = "import json, archspec.spec.schema as s; print('Twice' in json.dumps(s.Spec.model_json_schema()))"
+    code2 = "import json, archspec.language.schema as s; print('Twice' in json.dumps(s.Spec.model_json_schema()))"
     out2 = subprocess.run([sys.executable, "-c", code2], capture_output=True, text=True, env=env, cwd=tmp_path)
     assert out2.stdout.strip() == "True", out2.stderr

@@ -10,9 +10,9 @@ import textwrap
 import pytest
 
 from archspec.api import analyze, lower_spec
-from archspec.errors import SpecError
-from archspec.expr import ExprError, evaluate, render
-from archspec.spec import loads, validate
+from archspec.core.errors import SpecError
+from archspec.language.expr import ExprError, evaluate, render
+from archspec.language import loads, validate
 
 HEAD = """\
 format: 1
@@ -486,7 +486,7 @@ def test_inspect_densenet_sized_defined_network_stays_fast():
 
 
 def test_schema_covers_define_and_composition():
-    from archspec.spec.schema import Spec
+    from archspec.language.schema import Spec
 
     text = str(Spec.model_json_schema())
     for word in ("Definition", "Residual", "Parallel", "Sequence", "DefinedUse", "width_params"):
@@ -530,15 +530,15 @@ def schema_validator():
     return jsonschema.Draft202012Validator(cli_schema())
 
 
-@pytest.mark.parametrize("name", __import__("archspec.spec.loader", fromlist=["x"]).bundled_names())
+@pytest.mark.parametrize("name", __import__("archspec.language.loader", fromlist=["x"]).bundled_names())
 def test_json_schema_accepts_every_bundled_spec(name, schema_validator):
     """`archspec schema` is what editors check specs with: it must accept every bundled
     spec as the file is written (issue 18: the 7 that use `extends:` were rejected for
     lacking 'input'), and with extends applied, defined blocks and expressions included."""
     import yaml
 
-    from archspec.spec import load_raw
-    from archspec.spec.loader import bundled_spec_dir
+    from archspec.language import load_raw
+    from archspec.language.loader import bundled_spec_dir
 
     as_written = yaml.safe_load((bundled_spec_dir() / f"{name}.yaml").read_text())
     for doc in (as_written, load_raw(name).data):
@@ -551,7 +551,7 @@ def test_json_schema_accepts_every_bundled_recipe(name):
     import jsonschema
     import yaml
 
-    from archspec.package_data import package_data
+    from archspec.core.package_data import package_data
 
     doc = yaml.safe_load((package_data("recipes") / f"{name}.yaml").read_text())
     validator = jsonschema.Draft202012Validator(cli_schema("--recipe"))
@@ -569,7 +569,7 @@ def test_json_schema_needs_input_only_without_extends(schema_validator):
 def test_json_schema_rejects_what_the_cli_rejects():
     import jsonschema
 
-    from archspec.spec.schema import Spec
+    from archspec.language.schema import Spec
 
     data = {"format": 1, "name": "x", "input": {"shape": [8, 8, 3]},
             "stages": [{"blocks": [{"type": "residual", "body": [{"type": "conv", "filters": 0}]}]}]}
@@ -596,8 +596,8 @@ def test_yaml_only_specs_scale_in_width_and_depth(name):
 def test_yaml_only_specs_use_no_python_family(name):
     """What makes them YAML-only: their blocks are primitives, composition blocks and
     defined types, never one of the Python families."""
-    from archspec.spec import load
-    from archspec.spec.define import raw_blocks, spec_blocks
+    from archspec.language import load
+    from archspec.language.define import raw_blocks, spec_blocks
 
     families = {"basic", "bottleneck", "inception", "aux_classifier", "depthwise_separable", "inverted_residual",
                 "mbconv"}

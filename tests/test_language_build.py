@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 
 import archspec
 from archspec.api import lower_spec
-from archspec.errors import SpecError
-from archspec.spec import loads, validate
+from archspec.core.errors import SpecError
+from archspec.language import loads, validate
 
 settings.register_profile("ci", max_examples=12, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])

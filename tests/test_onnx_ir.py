@@ -23,9 +23,11 @@ import onnxruntime as ort  # noqa: E402
 
 import archspec  # noqa: E402
 import archspec.exporting as ex  # noqa: E402
-from archspec.exporting import onnx_ops, options, source, via_ir  # noqa: E402
-from archspec.graph import OPS, Graph, Node, infer  # noqa: E402
-from archspec.spec.common import ACTIVATIONS  # noqa: E402
+from archspec.backends.onnx import ops as onnx_ops, via_ir
+from archspec.backends import keras as keras_backend  # noqa: E402
+from archspec.exporting import options, source  # noqa: E402
+from archspec.ir.graph import OPS, Graph, Node, infer  # noqa: E402
+from archspec.language.common import ACTIVATIONS  # noqa: E402
 
 TOL = 1e-5
 ROOT = Path(__file__).resolve().parents[1]
@@ -540,5 +542,5 @@ def test_tf2onnx_path_without_tensorflow_says_so(monkeypatch, tmp_path):
         return real(name, *a, **k)
 
     monkeypatch.setattr(builtins, "__import__", no_tf)
-    with pytest.raises(archspec.errors.MissingDependency, match=r"--via ir"):
-        source.tensorflow()
+    with pytest.raises(archspec.core.errors.MissingDependency, match=r"--via ir"):
+        keras_backend.tensorflow()

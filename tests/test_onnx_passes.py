@@ -1,4 +1,4 @@
-"""Each named ONNX pass of archspec.exporting.onnx_passes on a tiny graph made with
+"""Each named ONNX pass of archspec.backends.onnx.passes on a tiny graph made with
 onnx.helper, run in ONNX Runtime where the pass changes what runs. No TensorFlow."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from archspec.errors import ArchspecError
-from archspec.exporting import onnx_passes as P
+from archspec.core.errors import ArchspecError
+from archspec.backends.onnx import passes as P
 
 
 def _model(nodes, inputs, outputs, initializers=()):
@@ -127,7 +127,7 @@ def test_finish_runs_the_checks_then_names_the_batch_and_stores_metadata():
 
 
 def test_the_passes_need_no_tensorflow():
-    code = ("import sys; from archspec.exporting import onnx_passes; import onnx; "
+    code = ("import sys; from archspec.backends.onnx import passes; import onnx; "
             "print('tensorflow' in sys.modules, 'keras' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]

@@ -11,7 +11,7 @@ import pytest
 
 from archspec.api import load, lower_spec
 from archspec.cli import main
-from archspec.errors import SpecError
+from archspec.core.errors import SpecError
 from archspec.training.recipe import Recipe, bundled_recipes, load_recipe, phase_counts
 
 VGG16_CONV_BASE = 14_714_688  # keras.applications.VGG16(include_top=False) parameters

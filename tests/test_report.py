@@ -16,9 +16,9 @@ import pytest
 
 from archspec.api import lower_spec
 from archspec.cli import main
-from archspec.diagram import MERGE_OPS, boxes_of, layout_layers, render_svg
-from archspec.report import html_report
-from archspec.spec.loader import bundled_names
+from archspec.views.diagram import MERGE_OPS, boxes_of, layout_layers, render_svg
+from archspec.views.report import html_report
+from archspec.language.loader import bundled_names
 
 from browser import Browser, find_chromium
 

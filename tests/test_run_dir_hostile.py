@@ -172,9 +172,10 @@ def test_full_disk_at_the_checkpoint_stops_in_one_line_and_resumes(d, tmp_path, 
 
 
 def build_weights(d, spec: str, path: Path) -> Path:
-    from archspec.api import _keras_build, lower_spec
+    from archspec.backends import keras as keras_backend
+    from archspec.api import lower_spec
 
-    kb = _keras_build()
+    kb = keras_backend.load()
     model = kb.build_model(lower_spec(str(d / spec)), seed=1)
     if path.name.endswith(".weights.h5") or path.suffix == ".keras":
         model.save_weights(path) if path.name.endswith(".weights.h5") else model.save(path)

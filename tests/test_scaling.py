@@ -18,13 +18,14 @@ import textwrap
 
 import pytest
 
-from archspec.errors import SpecError
-from archspec.lower import lower
+from archspec.core.errors import SpecError
+from archspec.ir.lower import lower
 from archspec.resolving import resolve
-from archspec.compound import (FORMULA, TABLE, ScalingWarning, apply_phi, apply_preset, coefficient_warnings,
-                               dump_spec, parse_phis, preset_names, scale_row, search_grid, sweep)
-from archspec.scaling import flops_factor, make_divisible, round_filters, round_repeats, round_resolution
-from archspec.spec import load, loads, validate
+from archspec.language import dump_spec
+from archspec.resolving.compound import FORMULA, TABLE, ScalingWarning, apply_phi, apply_preset, coefficient_warnings, preset_names
+from archspec.views.sweeps import parse_phis, scale_row, search_grid, sweep
+from archspec.language.rounding import flops_factor, make_divisible, round_filters, round_repeats, round_resolution
+from archspec.language import load, loads, validate
 
 PRESETS = ["b0", "b1", "b2", "b3", "b4", "b5", "b6", "b7"]
 
@@ -299,7 +300,7 @@ def test_scaling_errors(effnet, resnet_scaled):
     # the base, resolved or passed through phi=0, is not "already scaled"
     assert lower(apply_phi(apply_phi(effnet, 0), 1)).params == lower(apply_phi(effnet, 1)).params
     # a scale that makes the network unusable is an error naming the scale, not a crash
-    from archspec.spec.schema import Scaling
+    from archspec.language.schema import Scaling
 
     alexnet = load("alexnet")[0]
     alexnet = alexnet.model_copy(update={"scaling": Scaling()})  # paper's coefficients, valid 11x11 convs

@@ -10,9 +10,9 @@ import pytest
 
 import archspec
 from archspec.api import lower_spec
-from archspec.blocks import BLOCK_MODELS, REGISTRY
-from archspec.spec.loader import bundled_names
-from archspec.spec.schema import Spec
+from archspec.language.blocks import BLOCK_MODELS, REGISTRY
+from archspec.language.loader import bundled_names
+from archspec.language.schema import Spec
 
 NAMES = bundled_names()
 
@@ -57,7 +57,7 @@ def keras_macs(model) -> int:
 def test_registry_and_union_agree():
     """The union has one member per registered family, tagged with its type, plus the
     member for the uses of types a spec defines itself."""
-    from archspec.blocks import DEFINED_TAG, DefinedUse
+    from archspec.language.blocks import DEFINED_TAG, DefinedUse
 
     union = typing.get_args(typing.get_args(Spec.model_fields["stem"].annotation)[0])[0]
     members = {}

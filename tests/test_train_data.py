@@ -123,7 +123,7 @@ def _cifar(root, labels, data=None):
 
 
 def test_negative_or_non_integer_cifar_labels_are_refused_by_name(tmp_path):
-    from archspec.errors import SpecError
+    from archspec.core.errors import SpecError
     from archspec.training.data import open_source
 
     with pytest.raises(SpecError) as e:
@@ -137,7 +137,7 @@ def test_negative_or_non_integer_cifar_labels_are_refused_by_name(tmp_path):
 
 @pytest.mark.parametrize("key, bad", [("x_train", np.nan), ("x_test", np.inf)])
 def test_nan_or_infinite_pixels_are_refused_by_image(tmp_path, key, bad):
-    from archspec.errors import SpecError
+    from archspec.core.errors import SpecError
     from archspec.training.data import open_source
 
     arrays = {"x_train": np.ones((6, 4, 4), "float32"), "y_train": np.arange(6) % 3,
@@ -193,7 +193,7 @@ def test_every_source_goes_through_the_one_check(tmp_path, monkeypatch):
 BOUNDED = """
 import resource, sys
 resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))
-from archspec.errors import SpecError
+from archspec.core.errors import SpecError
 from archspec.training.data import open_source
 try:
     src = open_source(sys.argv[1])
@@ -289,7 +289,7 @@ def _npz_case(kind):
                      "classes a head can have)"),
 ])
 def test_broken_npz_contents_are_one_located_line(tmp_path, kind, message):
-    from archspec.errors import SpecError
+    from archspec.core.errors import SpecError
     from archspec.training.data import open_source
 
     p = tmp_path / "d.npz"
@@ -302,7 +302,7 @@ def test_broken_npz_contents_are_one_located_line(tmp_path, kind, message):
 @pytest.mark.parametrize("content", [b"", b"PK\x03\x04garbage", "truncated"])
 def test_empty_or_truncated_npz_files_are_one_located_line(tmp_path, content):
     """An empty file was an EOFError traceback, a truncated one a BadZipFile traceback."""
-    from archspec.errors import SpecError
+    from archspec.core.errors import SpecError
     from archspec.training.data import open_source
 
     p = tmp_path / "d.npz"
@@ -336,7 +336,7 @@ def _write_pickle(path, obj, protocol=pickle.DEFAULT_PROTOCOL):
     ("ragged data", "CIFAR data must be (N, 3072) bytes 0..255 ("),
 ])
 def test_broken_cifar_batches_are_one_located_line(tmp_path, case, message):
-    from archspec.errors import SpecError
+    from archspec.core.errors import SpecError
     from archspec.training.data import open_source
 
     root = _cifar(tmp_path / "c", [0, 1])
@@ -367,7 +367,7 @@ def test_broken_cifar_batches_are_one_located_line(tmp_path, case, message):
     ([b"a", b"a"], "label_names has 'a' more than once: class names must be distinct"),
 ])
 def test_cifar_label_names_of_the_wrong_type_are_refused(tmp_path, names, message):
-    from archspec.errors import SpecError
+    from archspec.core.errors import SpecError
     from archspec.training.data import open_source
 
     root = _cifar(tmp_path / "c", [0, 1])
@@ -382,7 +382,7 @@ def test_the_cifar_unpickler_takes_protocol_2_bytes_and_refuses_the_rest(tmp_pat
     `bytes()`): such a CIFAR directory was refused, though harmless. Exactly that use is
     allowed; a dtype('os.'), a call of os.system or of _codecs.encode to another codec, and a
     bytes(2**40) are still refused, naming the file."""
-    from archspec.errors import SpecError
+    from archspec.core.errors import SpecError
     from archspec.training.data import open_source
 
     root = tmp_path / "p2"
@@ -426,7 +426,7 @@ def test_images_pil_accepts_but_tensorflow_cannot_decode_are_all_reported(tmp_pa
     training's decoder and names every bad file in one message."""
     from PIL import Image
 
-    from archspec.errors import SpecError
+    from archspec.core.errors import SpecError
     from archspec.training.data import open_source
 
     rng = np.random.default_rng(0)

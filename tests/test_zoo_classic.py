@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from archspec.api import analyze, build, lower_spec
-from archspec.errors import SpecError
+from archspec.core.errors import SpecError
 
 keras = pytest.importorskip("keras")
 
@@ -381,6 +381,6 @@ def test_aux_off_without_top():
 
 
 def test_inception_width_fields_cover_every_branch():
-    from archspec.blocks.inception import Inception
+    from archspec.language.blocks.inception import Inception
 
     assert set(Inception.width_fields) == set(INCEPTION_FIELDS)

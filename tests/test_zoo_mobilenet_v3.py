@@ -171,7 +171,7 @@ def test_large_defines_nothing_itself():
     """The large spec takes every block type from the small one's `define:`."""
     import yaml
 
-    from archspec.spec.loader import bundled_spec_dir
+    from archspec.language.loader import bundled_spec_dir
 
     raw = yaml.safe_load((bundled_spec_dir() / "mobilenet_v3_large.yaml").read_text())
     assert raw["extends"] == "mobilenet_v3_small" and "define" not in raw

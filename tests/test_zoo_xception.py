@@ -21,7 +21,7 @@ import pytest
 
 from archspec import analyze
 from archspec.api import lower_spec
-from archspec.scaling import make_divisible
+from archspec.language.rounding import make_divisible
 
 SPEC = "xception"
 KERAS_PARAMS = 22_910_480  # keras.applications.Xception(weights=None).count_params()

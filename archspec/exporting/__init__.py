@@ -28,7 +28,7 @@ The package, by concern:
 - `variants`: float16 (with the nodes that overflow it kept float32) and int8;
 - `writers`: each format written to its staging path;
 - `verify`: running the artefact and comparing it with Keras;
-- `archspec.atomic` (the one writer of every output): staging, fsync, atomic rename, clean-up;
+- `archspec.core.atomic` (the one writer of every output): staging, fsync, atomic rename, clean-up;
 - `progress`: heartbeat lines during long steps.
 
 TensorFlow, Keras, tf2onnx, onnx and onnxruntime are imported inside functions only;
@@ -41,12 +41,13 @@ import os
 import time
 from typing import Any
 
-from ..errors import ArchspecError, SpecError
-from .. import atomic
+from ..core.errors import ArchspecError, SpecError
+from ..core import atomic
+from ..backends.keras import files
 from . import source, verify, writers
 from .options import (CHECK_IMAGES, DEFAULT_OPSET, EXTERNAL_DATA_ABOVE, FORMATS, MAX_OPSET, MIN_AGREEMENT, MIN_OPSET,
-                      ONNX_PATHS, QUANTIZE_MODES, TOLERANCES, check_options, format_for)
-from .progress import Progress, short
+    ONNX_PATHS, QUANTIZE_MODES, TOLERANCES, check_options, format_for)
+from ..core.progress import Progress, short
 
 __all__ = ["export", "format_for", "FORMATS", "QUANTIZE_MODES", "DEFAULT_OPSET", "MIN_OPSET", "MAX_OPSET",
            "TOLERANCES", "ONNX_PATHS", "EXTERNAL_DATA_ABOVE", "MIN_AGREEMENT", "CHECK_IMAGES"]
@@ -127,8 +128,8 @@ def export(model_or_spec, path: str | os.PathLike, format: str | None = None, *,
     output_names = list(model.output_names)
     input_shape = tuple(model.inputs[0].shape[1:])
     tolerance = TOLERANCES["float16"] if fp16 else (
-        None if variant else TOLERANCES.get(source.compute_dtype(model), 1e-4))
-    metadata = source.metadata(model, info, input_name, input_shape, output_names)
+        None if variant else TOLERANCES.get(files.compute_dtype(model), 1e-4))
+    metadata = files.metadata(model, info, input_name, input_shape, output_names)
     report: dict[str, Any] = {
         "path": str(target), "format": format, "spec": info.get("spec_name"), "input_names": [input_name],
         "output_names": output_names, "input_shape": [None, *input_shape], "metadata": metadata,
@@ -138,14 +139,14 @@ def export(model_or_spec, path: str | os.PathLike, format: str | None = None, *,
     if check and data_ref is not None:
         data = _load_check_data(data_ref, model, seed, say, calibration)
     if check:
-        x = data.x if data is not None else source.random_inputs(model, max(samples, 16) if variant else samples,
+        x = data.x if data is not None else files.random_inputs(model, max(samples, 16) if variant else samples,
                                                                  seed)
         report["check_inputs"] = data.source if data is not None else "random"
     else:
         x = None
     external = False
     if format == "onnx":
-        from .via_ir import estimated_bytes, external_data_name
+        from ..backends.onnx.via_ir import estimated_bytes, external_data_name
 
         report["opset"] = opset
         report["via"] = via
@@ -176,7 +177,7 @@ def export(model_or_spec, path: str | os.PathLike, format: str | None = None, *,
         elif format == "saved_model":
             writers.write_saved_model(model, tmp, input_name, input_shape, output_names, metadata, say, timings)
         else:
-            writers.write_keras(model, tmp, metadata, say, timings)
+            files.write_keras(model, tmp, metadata, say, timings)
         if check:
             _check(model, tmp, format, target, input_name, output_names, variant, tolerance, x, data,
                    min_agreement, say, timings, report)
@@ -240,10 +241,10 @@ _CALIBRATION = object()  # the check runs on the calibration images
 
 
 def _load_check_data(ref, model, seed, say, calibration=None):
-    from . import checkdata, variants
+    from . import checkdata
 
     if ref is _CALIBRATION:  # static int8 with the user's calibration images and no other data
-        return checkdata.CheckData(variants.calibration_data(calibration, model, seed), None, "calibration images")
+        return checkdata.CheckData(checkdata.calibration_data(calibration, model, seed), None, "calibration images")
     return checkdata.load(ref, model, say=say)
 
 

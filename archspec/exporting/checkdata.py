@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import SpecError
+from ..core.errors import SpecError
 from .options import CHECK_IMAGES
 
 
@@ -119,3 +119,41 @@ def _as_input(arr, shape, what) -> np.ndarray:
     if arr.ndim != 4 or tuple(arr.shape[1:]) != tuple(shape) or len(arr) == 0:
         raise SpecError(f"{what} must have shape (N, {', '.join(map(str, shape))}) (got {tuple(arr.shape)})")
     return arr
+
+
+def calibration_data(calibration, model, seed, n: int = 16):
+    """None (generated random images), a `.npy` file or array (N, H, W, C), or a directory
+    of images (decoded as RGB 0-255 and resized to the input size)."""
+    import numpy as np
+
+    from ..backends.keras import files
+
+    shape = tuple(model.inputs[0].shape[1:])
+    if calibration is None:
+        return files.random_inputs(model, n, seed + 99)
+    if isinstance(calibration, np.ndarray):
+        arr = calibration
+    else:
+        p = Path(os.fspath(calibration))
+        if p.is_dir():
+            arr = _load_images(p, shape)
+        elif p.suffix == ".npy" and p.is_file():
+            arr = np.load(p, allow_pickle=False)
+        else:
+            raise SpecError(f"{p}: calibration data must be a .npy file or a directory of images")
+    arr = np.asarray(arr, dtype="float32")
+    if arr.ndim == 3:
+        arr = arr[None]
+    if arr.ndim != 4 or tuple(arr.shape[1:]) != shape or len(arr) == 0:
+        raise SpecError(f"calibration data must have shape (N, {', '.join(map(str, shape))}) "
+                        f"(got {tuple(arr.shape)})")
+    return arr
+
+
+def _load_images(d: Path, shape):
+    from ..training.data import IMAGE_SUFFIXES, read_images  # calibration reads images as training does
+
+    files = sorted(f for f in d.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise SpecError(f"{d}: no images ({', '.join(IMAGE_SUFFIXES)}) for calibration")
+    return read_images(files, shape[-1], tuple(shape[:2]), d)

@@ -6,8 +6,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ..atomic import check_output
-from ..errors import SpecError
+from ..core.atomic import check_output
+from ..core.errors import SpecError
 
 FORMATS = ("onnx", "saved_model", "keras")
 QUANTIZE_MODES = ("int8", "int8_dynamic")
@@ -20,8 +20,6 @@ DEFAULT_OPSET = 17
 MIN_OPSET, MAX_OPSET = 13, 18
 #: max |difference| allowed, by the compute dtype of the exported model
 TOLERANCES = {"float32": 1e-4, "float16": 1e-2, "bfloat16": 5e-2}
-#: the name of the metadata document inside `.keras` files and SavedModel assets
-METADATA_FILE = "archspec.json"
 #: the format a path's suffix asks for (`format_for`); any other suffix needs an explicit format
 SUFFIX_FORMATS = {".onnx": "onnx", ".keras": "keras"}
 #: a variant (float16, int8) fails its check when its top-1 agrees with the float32 model's on
@@ -87,12 +85,12 @@ def check_options(path, format, opset, force, fp16, quantize, calibration, overr
         raise SpecError(f"export path must name a file or directory (got {os.fspath(path)!r})")
     if format == "keras" and target.suffix != ".keras":
         raise SpecError(f"a .keras export needs a path ending in .keras (got {target})")
-    # the one writer's rules (archspec.atomic): parent must exist, no replacing without force,
+    # the one writer's rules (archspec.core.atomic): parent must exist, no replacing without force,
     # bad paths one line (exit 2); a symbolic link is written through
     return check_output(target, force, directory=format == "saved_model")
 
 
 def _is_spec(obj) -> bool:
-    from ..spec import Spec
+    from ..language import Spec
 
     return isinstance(obj, Spec)

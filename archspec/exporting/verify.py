@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import ArchspecError
-from .source import keras
+from ..core.errors import ArchspecError
+from ..backends.keras import keras
 
 
 def run_onnx(path: Path, x, input_name, output_names):

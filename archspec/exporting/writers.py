@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
 import time
-import zipfile
 from pathlib import Path
 
-from .. import atomic
-from . import onnx_passes, variants
-from .options import METADATA_FILE
-from .progress import Heartbeat
-from .source import keras, metadata_doc, tensorflow
+from ..core import atomic
+from ..backends.onnx import passes as onnx_passes, variants
+from ..core.progress import Heartbeat
+from ..backends.keras import keras, tensorflow
+from ..backends.keras.files import METADATA_FILE, metadata_doc
 
 
 def write_onnx(model, tmp: Path, opset, input_name, input_shape, output_names, metadata, fp16, quantize,
@@ -27,7 +27,7 @@ def write_onnx(model, tmp: Path, opset, input_name, input_shape, output_names, m
     `calibration`: calibrated on `calib_fallback` (images of the check data) when given."""
     import onnx
 
-    from . import via_ir
+    from ..backends.onnx import via_ir
 
     data_name = via_ir.external_data_name(tmp)
     t0 = time.perf_counter()
@@ -47,7 +47,7 @@ def write_onnx(model, tmp: Path, opset, input_name, input_shape, output_names, m
             if sink is not None:
                 sink.close()
     else:
-        from . import via_tf2onnx
+        from ..backends.onnx import via_tf2onnx
 
         proto = via_tf2onnx.convert(model, opset, input_name, input_shape, say)
         proto = onnx_passes.finish(proto, input_name, output_names, metadata)
@@ -72,7 +72,8 @@ def write_onnx(model, tmp: Path, opset, input_name, input_shape, output_names, m
         t0 = time.perf_counter()
         f32 = side_file(tmp, "f32")
         onnx.save(proto, str(f32))
-        variants.quantize(f32, tmp, quantize, calibration, model, seed, input_name, say, report, calib_fallback)
+        data, what = calibration_images(quantize, calibration, model, seed, calib_fallback)
+        variants.quantize(f32, tmp, quantize, data, what, input_name, say, report)
         q = onnx.load(str(tmp))
         onnx.checker.check_model(q)
         if not q.metadata_props:
@@ -127,15 +128,6 @@ def write_saved_model(model, tmp: Path, input_name, input_shape, output_names, m
     timings["convert"] = time.perf_counter() - t0
 
 
-def write_keras(model, tmp: Path, metadata, say, timings):
-    t0 = time.perf_counter()
-    say("saving the .keras file…")
-    model.save(str(tmp))
-    with zipfile.ZipFile(tmp, "a") as z:
-        z.writestr(METADATA_FILE, json.dumps(metadata_doc(metadata), indent=2))
-    timings["convert"] = time.perf_counter() - t0
-
-
 def side_file(tmp: Path, what: str) -> Path:
     """A scratch file beside the staging file (removed by `remove_side_files`; a killed
     process's are removed by `atomic.remove_stale`, which knows them by the staging name)."""
@@ -148,3 +140,17 @@ def remove_side_files(tmp: Path) -> None:
     # onnxruntime's calibrator writes augmented models next to the source
     for f in tmp.parent.glob(f"{tmp.name}*augmented*"):
         atomic.remove(f)
+
+
+def calibration_images(mode, calibration, model, seed, fallback):
+    """(images, where they came from) for static int8: the user's `calibration`, else
+    `fallback` (images of the check data that the check does not use), else generated."""
+    if mode != "int8":
+        return None, None
+    if calibration is None and fallback is not None and len(fallback):
+        return fallback, "check data (images not checked)"
+    from .checkdata import calibration_data
+
+    what = "generated" if calibration is None else (
+        os.fspath(calibration) if isinstance(calibration, (str, os.PathLike)) else "array")
+    return calibration_data(calibration, model, seed), what

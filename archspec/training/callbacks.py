@@ -8,8 +8,9 @@ import time
 import keras
 import tensorflow as tf
 
-from ..atomic import atomic_output
+from ..core.atomic import atomic_output
 from . import loop
+from .recipe import maximizes
 
 
 class RunCallback(keras.callbacks.Callback):
@@ -107,8 +108,7 @@ class RunCallback(keras.callbacks.Callback):
             raise
         value = row.get(self.monitor)
         if value is not None and value == value:
-            maximize = self.recipe.callbacks.checkpoint.mode == "max" or (
-                self.recipe.callbacks.checkpoint.mode == "auto" and ("top" in self.monitor or "acc" in self.monitor))
+            maximize = maximizes(self.monitor, self.recipe.callbacks.checkpoint.mode)
             if self.best is None or (value > self.best if maximize else value < self.best):
                 self.best = value
                 if self.write_best is not None:

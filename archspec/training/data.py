@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import Location, SpecError
-from ..spec.common import MAX_COUNT
+from ..core.errors import Location, SpecError
+from ..language.common import MAX_COUNT
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 # Bounds, checked before anything is allocated (issue 18): a data set has at most MAX_CLASSES
@@ -375,7 +375,7 @@ def _unpickle(f: Path) -> dict:
         if size > limit:
             raise _bad(f"a CIFAR batch of {_gib(size)} is more than the {_gib(limit)} a data set may take here "
                        f"(half of the memory)", f)
-        from ..spec.loader import read_bounded
+        from ..language.loader import read_bounded
 
         data = read_bounded(f, str(f), limit=limit, what="a CIFAR batch")
         _scan_pickle(data)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ArchspecError, Location, SpecError
+from ..core.errors import ArchspecError, Location, SpecError
 
 
 def resolve_model(ref: str | os.PathLike) -> tuple[Path, list[str] | None]:
@@ -38,8 +38,8 @@ def resolve_model(ref: str | os.PathLike) -> tuple[Path, list[str] | None]:
 def read_class_names(path: Path) -> list[str]:
     """A run's classes.json: a list of distinct class names, read bounded (a hostile file is
     one located error, never a traceback or a read of gigabytes)."""
-    from ..spec.common import MAX_COUNT
-    from ..spec.loader import read_bounded
+    from ..language.common import MAX_COUNT
+    from ..language.loader import read_bounded
 
     text = read_bounded(path, str(path), limit=64 << 20, what="a classes.json")
     try:
@@ -61,7 +61,7 @@ def csv_cell(text: str) -> str:
 
 
 def _load(model_path: Path):
-    from ..api import _keras_build
+    from ..backends.keras import load as _keras_build
 
     _keras_build()
     import keras
@@ -196,7 +196,7 @@ def evaluate(model_ref, data, *, batch_size: int = 64, confusion_csv: str | os.P
         import csv
         import io
 
-        from ..atomic import write_text_atomic
+        from ..core.atomic import write_text_atomic
 
         buf = io.StringIO()
         # every name quoted (commas, quotes, CR and LF inside stay in their cell), counts as numbers

@@ -51,8 +51,9 @@ import signal
 from pathlib import Path
 from typing import Any, Callable
 
-from ..atomic import atomic_output, write_text_atomic
-from ..errors import ArchspecError, Location, SpecError
+from ..backends.keras.files import keras_training_info, save_keras
+from ..core.atomic import write_text_atomic
+from ..core.errors import ArchspecError, Location, SpecError
 
 HISTORY = "history.csv"
 
@@ -445,7 +446,12 @@ def train(spec_ref, recipe_ref, data: str | os.PathLike | None, out: str | os.Pa
 
 def _train(spec_ref, recipe_ref, data, out, *, overrides, recipe_overrides, epochs, batch_size, weights, resume,
            force, distribute, say, verbose, held: list) -> dict:
-    from ..api import _keras_build, load, lower_spec
+    from ..backends.keras import load as _keras_build
+    from ..ir.pipeline import lower_spec
+    from ..language import load as _load
+
+    def load(ref, overrides=None):
+        return _load(ref, overrides)[0]
     from . import data as data_mod
     from .recipe import frozen_layers, load_recipe
 
@@ -509,7 +515,7 @@ def _train(spec_ref, recipe_ref, data, out, *, overrides, recipe_overrides, epoc
         graph = lower_spec(spec)
     pad = recipe.augmentation.crop_padding
     if pad and pad > max(size):  # a million-pixel pad was an out-of-memory error after the run directory
-        from ..spec.loader import format_path
+        from ..language.loader import format_path
 
         path = ("augmentation", "crop_padding")
         raise SpecError(f"is {pad}, more than the images' size {size[0]}x{size[1]} (a pad beyond the image only "
@@ -526,7 +532,7 @@ def _train(spec_ref, recipe_ref, data, out, *, overrides, recipe_overrides, epoc
                                         rundir.classifier_layers(graph), lambda m: None)
     if not resume:
         held.append(prepare_run_dir(out, force=force, resume=False, inputs=[data, spec_ref, recipe_ref, weights]))
-        from ..compound import dump_spec
+        from ..language import dump_spec
         from ..resolving import resolve
 
         write_text_atomic(out / "spec.yaml", dump_spec(resolve(spec), f"archspec train: the resolved spec "
@@ -547,7 +553,7 @@ def _quiet_tf():
     import contextlib
 
     try:
-        from .._quiet import tf_retracing_quiet
+        from ..core.quiet import tf_retracing_quiet
     except ImportError:
         return contextlib.nullcontext()
     return tf_retracing_quiet()
@@ -569,7 +575,7 @@ def _check_same_spec(spec_ref, overrides, own, run: dict, out: Path, load) -> No
     trained with (the sha256 run.json recorded, else its spec.yaml's); a run never continues
     another network."""
     from ..resolving import resolve
-    from ..spec import spec_hash
+    from ..language import spec_hash
     from .rundir import where
 
     given = spec_ref if hasattr(spec_ref, "model_dump") else load(spec_ref, overrides)
@@ -763,41 +769,6 @@ def _fit(kb, graph, spec, recipe, src, out: Path, phases, size, weights, resume,
     return {**metrics, "history": read_history(out)}
 
 
-def save_keras(model, path: Path, graph, **training) -> None:
-    """`model` as a .keras file, written atomically, with the provenance `export --format
-    keras` writes (its archspec.json: spec name and sha256, archspec version, input, outputs,
-    preprocessing; the exporter's own writer) and, for a run's models, `archspec.training`
-    (which file and epoch)."""
-    from ..exporting import source, writers
-
-    info = {"spec_name": graph.name, "spec_sha256": graph.meta.get("spec_sha256"),
-            "reference": graph.meta.get("reference") or None}
-    meta = source.metadata(model, info, model.inputs[0].name, tuple(model.inputs[0].shape[1:]),
-                           list(model.output_names))
-    if training:
-        meta["archspec.training"] = json.dumps(training, default=float)
-    with atomic_output(Path(path)) as tmp:
-        writers.write_keras(model, tmp, meta, lambda m: None, {})
-
-
-def keras_training_info(path: Path) -> dict | None:
-    """The `archspec.training` record of a run's .keras file ({} when it has none, as from an
-    older archspec), or None when the file is missing or unreadable."""
-    import zipfile
-
-    from ..exporting.options import METADATA_FILE
-
-    try:
-        with zipfile.ZipFile(path) as z:
-            if METADATA_FILE not in z.namelist():
-                return {}
-            doc = json.loads(z.read(METADATA_FILE))
-    except (OSError, zipfile.BadZipFile, ValueError):
-        return None
-    info = doc.get("archspec.training") if isinstance(doc, dict) else None
-    return info if isinstance(info, dict) else {}
-
-
 def save_checkpoint(manager, epochs: int | None) -> None:
     """Save a checkpoint under a number no earlier checkpoint has: the epochs complete (so
     ckpt-N follows epoch N), or one past the latest when that is taken (an interrupted
@@ -895,5 +866,6 @@ def _best_row(rows: list[dict], monitor: str, mode: str):
     rows = [r for r in rows if monitor in r and r[monitor] == r[monitor]]
     if not rows:
         return None
-    maximize = mode == "max" or (mode == "auto" and ("top" in monitor or "acc" in monitor))
-    return (max if maximize else min)(rows, key=lambda r: r[monitor])
+    from .recipe import maximizes
+
+    return (max if maximizes(monitor, mode) else min)(rows, key=lambda r: r[monitor])

@@ -18,12 +18,12 @@ from typing import Annotated, Literal, Union
 
 from pydantic import BaseModel, BeforeValidator, Field, ValidationError, model_validator
 
-from ..errors import SpecError, SpecErrors
-from ..graph import Graph
-from ..spec.common import MAX_COUNT, MAX_NONNEG, Bool, Float, PosFloat, Rate, Strict
-from ..spec.common import NonNegInt as _NonNegInt
-from ..spec.common import PosInt as _PosInt
-from ..spec.loader import RawSpec, apply_overrides, find_document, format_path, load_with_extends
+from ..core.errors import SpecError, SpecErrors
+from ..ir.graph import Graph
+from ..language.common import MAX_COUNT, MAX_NONNEG, Bool, Float, PosFloat, Rate, Strict
+from ..language.common import NonNegInt as _NonNegInt
+from ..language.common import PosInt as _PosInt
+from ..language.loader import RawSpec, apply_overrides, find_document, format_path, load_with_extends
 
 Fraction = Rate  # in [0, 1)
 
@@ -196,7 +196,7 @@ class Recipe(Strict):
 
 def bundled_recipe_dir() -> Path:
     """The bundled recipes: installed package data, else the source tree's recipes/."""
-    from ..package_data import package_data
+    from ..core.package_data import package_data
 
     return package_data("recipes")
 
@@ -213,7 +213,7 @@ def load_recipe(ref: str | os.PathLike, overrides: list[str] | None = None) -> t
     """Load and validate a recipe (path or bundled name) with `--recipe-set` overrides;
     every problem is a located error worded for recipes (the keys a recipe takes, the
     metrics a monitor can watch)."""
-    from ..spec import spec_errors
+    from ..language import spec_errors
 
     try:
         raw = apply_overrides(load_with_extends(ref, find=find_recipe), list(overrides or []), flag="--recipe-set")
@@ -238,7 +238,7 @@ _SPEC_WORDS = (("empty spec; expected a mapping with at least 'name' and 'input'
 def _for_recipes(exc: SpecError, validation: ValidationError | None = None, data=None) -> SpecError:
     """A loader or validation error reworded for a recipe: the spec's words replaced, and an
     unknown key answered with the keys the recipe takes at that place (and the closest)."""
-    from ..spec import _data_path
+    from ..language import _data_path
 
     labels = {m.__name__ for m in _all_models(Recipe)}  # a union member's name (FreezeUntil) is no key
 
@@ -336,6 +336,12 @@ def monitors(recipe: Recipe) -> list[str]:
     return names + [f"val_{n}" for n in names]
 
 
+def maximizes(monitor: str, mode: str) -> bool:
+    """Whether a better `monitor` is a larger one: `mode` max, or auto for an accuracy
+    (`top1`, `val_top5`, ...: Keras' own auto rule), else smaller (losses)."""
+    return mode == "max" or (mode == "auto" and ("top" in monitor or "acc" in monitor))
+
+
 def check_monitors(recipe: Recipe, raw: RawSpec | None = None) -> None:
     """callbacks.checkpoint.monitor and callbacks.early_stopping.monitor name a figure the
     recipe produces (before: an unknown one was a Keras error after the run had started)."""
@@ -358,7 +364,7 @@ def check_monitors(recipe: Recipe, raw: RawSpec | None = None) -> None:
 
 def _part_of(graph: Graph, spec) -> dict[str, str]:
     """Each layer's part of the network: `input`, `stem`, its stage's name, or `head`."""
-    from ..report import stage_of
+    from ..language import stage_of
 
     part = {}
     for b in graph.blocks:

@@ -17,7 +17,7 @@ import stat
 import zipfile
 from pathlib import Path
 
-from ..errors import ArchspecError, Location, SpecError
+from ..core.errors import ArchspecError, Location, SpecError
 
 #: a run directory's JSON and CSV files are small; a larger one is not ours
 MAX_BYTES = 16 * 1024 * 1024

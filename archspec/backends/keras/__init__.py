@@ -1,0 +1,69 @@
+"""The Keras backend: the builder (`build`: one Keras layer per IR node, archspec's custom
+layers), the `.keras` files with their provenance (`files`), and the lazy loaders below.
+Importing this package imports neither Keras nor TensorFlow; `load()`, `keras()` and
+`tensorflow()` do, with TensorFlow's start-up notices filtered and an install hint when
+they are missing."""
+
+from __future__ import annotations
+
+import sys
+
+from ...core.errors import MissingDependency
+
+
+def load():
+    """The builder module (`archspec.backends.keras.build`), imported on first use with Keras'
+    and TensorFlow's native start-up chatter filtered (`archspec.core.quiet`)."""
+    from ...core import quiet
+
+    try:
+        if "archspec.backends.keras.build" in sys.modules:
+            from . import build
+        else:
+            quiet.prepare_environment()
+            with quiet.native_stderr_filtered():
+                from . import build
+
+                build.warm_up()
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise MissingDependency(
+            f"building needs TensorFlow/Keras 3 ({exc}); install with: pip install 'archspec'") from None
+    return build
+
+
+def build_model(spec, overrides: list[str] | None = None, *, precision: str | None = None, seed: int | None = None):
+    """A spec (path, bundled name, Spec) or a Graph compiled to a `keras.Model`."""
+    from ...ir.graph import Graph
+    from ...ir.pipeline import lower_spec
+
+    g = spec if isinstance(spec, Graph) else lower_spec(spec, overrides)
+    return load().build_model(g, precision=precision, seed=seed)
+
+
+def keras():
+    """Keras with archspec's custom layers registered and TensorFlow's start-up notices
+    filtered. Keras only: TensorFlow is imported by the paths that need it (tf2onnx,
+    SavedModel), so the IR's ONNX export runs on the JAX backend without it."""
+    from ...core.quiet import native_stderr_filtered
+
+    load()
+    try:
+        with native_stderr_filtered():
+            import keras as _keras
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise MissingDependency(f"export needs Keras 3 ({exc}); pip install keras") from None
+    return _keras
+
+
+def tensorflow():
+    """TensorFlow, for the paths that need it (tf2onnx, SavedModel, decoding images), with a
+    hint when it is missing."""
+    from ...core.quiet import native_stderr_filtered
+
+    try:
+        with native_stderr_filtered():
+            import tensorflow as tf
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise MissingDependency(f"this path needs TensorFlow ({exc}); pip install tensorflow, or export "
+                                "ONNX through the graph IR (the default, --via ir), which does not") from None
+    return tf

@@ -1,0 +1,5 @@
+"""`python -m archspec.cli` is `archspec`."""
+
+from . import main
+
+raise SystemExit(main())

@@ -1,0 +1,3 @@
+"""archspec's version (also `archspec.__version__`; pyproject.toml holds the same number)."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,56 @@
+"""The pipeline every later layer shares: a spec (path, bundled name or Spec) loaded,
+resolved and lowered to the Graph IR (`lower_spec`), and the Graph summed (`analyze`).
+Pure Python: no TensorFlow, no Keras."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from ..core.errors import ArchspecError
+from ..language import Spec, raw_of, spec_hash
+from ..language import load as _load_spec
+from ..resolving import resolve as _resolve
+from .graph import Graph
+from .lower import lower
+
+
+def lower_spec(spec: "str | os.PathLike | Spec", overrides: list[str] | None = None) -> Graph:
+    """Spec (or a path / bundled name) -> resolved -> Graph IR with located errors."""
+    if not isinstance(spec, Spec):
+        spec, raw = _load_spec(spec, overrides)
+    elif overrides:
+        raise ArchspecError("overrides apply to a spec file; pass the path or name instead of a Spec")
+    else:
+        raw = raw_of(spec)  # a Spec from archspec.load keeps its document, so errors keep file:line:col
+    resolved = _resolve(spec)
+    graph = lower(resolved, raw)
+    # what was built, exactly (export writes it into the artefact's metadata)
+    graph.meta["spec_sha256"] = spec_hash(resolved)
+    graph.meta["reference"] = resolved.reference or None
+    return graph
+
+
+def analyze(spec: "str | os.PathLike | Spec | Graph", overrides: list[str] | None = None) -> dict[str, Any]:
+    """Shapes, parameters and MACs of every layer and block, without any framework.
+
+    Returns a dict with `name, input_shape, output_shape, params, trainable_params,
+    non_trainable_params, macs, layers, blocks`.
+    """
+    g = spec if isinstance(spec, Graph) else lower_spec(spec, overrides)
+    outs = [g.node(o) for o in g.outputs]
+    inp = g.inputs[0]
+    return {
+        "name": g.name,
+        "input_shape": list(inp.shape),
+        "output_shape": list(outs[-1].shape) if len(outs) == 1 else [list(o.shape) for o in outs],
+        "outputs": [{"name": o.name, "shape": list(o.shape)} for o in outs],
+        "taps": list(g.meta.get("taps", [])),
+        "params": g.params,
+        "trainable_params": g.trainable_params,
+        "non_trainable_params": g.params - g.trainable_params,
+        "macs": g.macs,
+        "macs_note": "multiply-accumulates of conv, depthwise-conv and dense layers (what papers call FLOPs)",
+        "layers": [n.to_dict() for n in g.nodes],
+        "blocks": g.block_rows(),
+    }

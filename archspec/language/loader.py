@@ -1,0 +1,502 @@
+"""Safe YAML loading with positions, `extends:` and `--set` overrides.
+
+The loader never constructs anything but plain data (mappings, lists, strings, numbers,
+booleans, null). It rejects duplicate keys, tags of any kind beyond the plain YAML ones,
+merge keys, documents that are not a mapping, and it bounds the file size, the nesting
+depth and the size of the data once aliases are expanded, so that a hostile file fails
+fast and small ("billion laughs" is refused before anything is expanded).
+
+Every value keeps where it came from (`Location`), keyed by its path inside the
+document (a tuple such as ``("stages", 2, "blocks", 0, "filters")``), so that errors
+found later (by pydantic or by the shape analysis) can point at a line and column.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import re
+import stat
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..core.errors import Location, SpecError
+
+MAX_BYTES = 1 << 20  # 1 MiB: the largest bundled spec is a few KiB
+MAX_NODES = 50_000  # values after alias expansion
+MAX_DEPTH = 64
+MAX_EXTENDS = 16
+
+Path_t = tuple  # ("stages", 2, "filters")
+
+_PLAIN_TAGS = {
+    "tag:yaml.org,2002:str",
+    "tag:yaml.org,2002:int",
+    "tag:yaml.org,2002:float",
+    "tag:yaml.org,2002:bool",
+    "tag:yaml.org,2002:null",
+    "tag:yaml.org,2002:map",
+    "tag:yaml.org,2002:seq",
+}
+
+
+@dataclass
+class RawSpec:
+    """A loaded YAML document: plain data plus the location of every value and key."""
+
+    data: dict
+    source: str
+    positions: dict = field(default_factory=dict)  # path -> Location of the value
+    key_positions: dict = field(default_factory=dict)  # path -> Location of the key
+
+    def locate(self, path: tuple) -> Location | None:
+        """The closest known location for `path` (walking up to a parent if needed)."""
+        path = tuple(path)
+        while True:
+            if path in self.positions:
+                return self.positions[path]
+            if not path:
+                return Location(self.source)
+            path = path[:-1]
+
+    def locate_key(self, path: tuple) -> Location | None:
+        return self.key_positions.get(tuple(path)) or self.locate(path)
+
+
+def format_path(path: tuple) -> str:
+    """`("stages", 2, "filters")` -> `stages[2].filters`."""
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+def _loc(source: str, mark) -> Location:
+    return Location(source, mark.line + 1, mark.column + 1)
+
+
+class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
+    """SafeLoader used only to scan, parse and compose; construction is ours. libyaml's
+    (when PyYAML has it) composes a spec some 50x faster than the pure-Python parser."""
+
+
+def read_bounded(path: Path, source: str, limit: int = MAX_BYTES, what: str = "a spec") -> bytes:
+    """The bytes of a regular file of at most `limit` bytes. Anything else (a directory, a
+    FIFO, a device such as /dev/zero, a socket) is refused before a byte is read, and the read
+    itself stops after `limit` + 1 bytes whatever the file claims, so it never blocks or
+    fills memory. The file is opened once and checked through that descriptor."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0))
+    except IsADirectoryError:
+        raise SpecError(f"is a directory, not {what} file", Location(source)) from None
+    except OSError as exc:
+        raise SpecError(f"cannot read {what}: {exc.strerror or exc}", Location(source)) from None
+    try:
+        st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
+            raise SpecError(f"is a directory, not {what} file", Location(source))
+        if not stat.S_ISREG(st.st_mode):
+            kind = ("a FIFO" if stat.S_ISFIFO(st.st_mode) else "a device" if stat.S_ISCHR(st.st_mode)
+                    or stat.S_ISBLK(st.st_mode) else "a socket" if stat.S_ISSOCK(st.st_mode) else "not a file")
+            raise SpecError(f"is {kind}, not a regular file; expected {what} file", Location(source))
+        if st.st_size > limit:
+            raise SpecError(f"file too large for {what} ({st.st_size} bytes > {limit})", Location(source))
+        chunks, total = [], 0
+        while total <= limit:
+            try:
+                chunk = os.read(fd, min(1 << 16, limit + 1 - total))
+            except OSError as exc:
+                raise SpecError(f"cannot read {what}: {exc.strerror or exc}", Location(source)) from None
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+        if total > limit:
+            raise SpecError(f"file too large for {what} (> {limit} bytes)", Location(source))
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def _read_text(path: Path, source: str) -> str:
+    return _decode(read_bounded(path, source), source)
+
+
+def _decode(data: bytes, source: str) -> str:
+    if len(data) > MAX_BYTES:
+        raise SpecError(f"too large for a spec ({len(data)} bytes > {MAX_BYTES})", Location(source))
+    if b"\x00" in data:
+        raise SpecError("not a text file (contains NUL bytes); expected a YAML spec", Location(source))
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise SpecError(
+            f"not a text file (invalid UTF-8 at byte {exc.start}); expected a YAML spec", Location(source)
+        ) from None
+
+
+def loads(text: str | bytes, source: str = "<string>") -> RawSpec:
+    """Parse one YAML document into plain data with positions.
+
+    Raises:
+        SpecError: for anything that is not a small, plain YAML mapping.
+    """
+    if isinstance(text, bytes):
+        text = _decode(text, source)
+    if len(text.encode("utf-8")) > MAX_BYTES:
+        raise SpecError(f"too large for a spec (> {MAX_BYTES} bytes)", Location(source))
+    if not text.strip() or all(
+        not line.strip() or line.lstrip().startswith("#") for line in text.splitlines()
+    ):
+        raise SpecError("empty spec; expected a mapping with at least 'name' and 'input'", Location(source, 1, 1))
+    loader = _Loader(text)
+    try:
+        node = loader.get_single_node()
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        msg = " ".join(str(p) for p in (exc.context, exc.problem) if p)
+        loc = _loc(source, mark) if mark else Location(source)
+        if "nesting depth" in msg:  # libyaml >= 0.2.5 (PyYAML 6.0.4's wheels) bounds nesting itself
+            raise SpecError(f"nesting deeper than {MAX_DEPTH} levels", loc) from None
+        plain = yaml_problem_in_words(msg)
+        raise SpecError(f"invalid YAML: {plain + ' (' + msg + ')' if plain else msg}", loc) from None
+    except yaml.reader.ReaderError as exc:
+        pos = exc.position if isinstance(exc.position, int) else 0
+        line = text.count("\n", 0, pos) + 1
+        col = pos - (text.rfind("\n", 0, pos) + 1) + 1
+        ch = exc.character if isinstance(exc.character, str) else chr(exc.character)
+        raise SpecError(f"invalid YAML: a control character {ch!r} (U+{ord(ch):04X}), which YAML does not allow",
+                        Location(source, line, col)) from None
+    except yaml.YAMLError as exc:
+        raise SpecError(f"invalid YAML: {' '.join(str(exc).split())}", Location(source)) from None
+    except RecursionError:  # PyYAML's pure-Python composer recurses once per nesting level
+        raise SpecError(f"nesting deeper than {MAX_DEPTH} levels", Location(source)) from None
+    finally:
+        loader.dispose()
+    if node is None:
+        raise SpecError("empty spec; expected a mapping with at least 'name' and 'input'", Location(source, 1, 1))
+    if not isinstance(node, yaml.MappingNode):
+        kind = "a list" if isinstance(node, yaml.SequenceNode) else "a single value"  # its text is not quoted
+        raise SpecError(f"expected a mapping at the top level (got {kind})", _loc(source, node.start_mark))
+    _check_size(node, source)
+    raw = RawSpec(data={}, source=source)
+    raw.data = _construct(node, (), raw, 0)
+    return raw
+
+
+_YAML_WORDS = (
+    ("found character '\\t' that cannot start any token", "a tab: YAML is indented with spaces, never tabs"),
+    ("found character that cannot start any token", "a character that cannot start a value here (a tab? YAML is "
+                                                    "indented with spaces, never tabs)"),
+    ("expected <block end>", "indentation: this line does not line up with the keys above it"),
+    ("did not find expected key", "indentation: this line does not line up with the keys above it"),
+    ("did not find expected '-' indicator", "indentation: this list item does not line up with the items above it"),
+    ("mapping values are not allowed", "a ':' where a value should be (a missing space after ':', "
+                                            "or a value that needs quotes?)"),
+    ("could not find expected ':'", "a key without ':' (or a line that does not continue the one above)"),
+    ("did not find expected ',' or ']'", "an unclosed '[': expected ',' or ']'"),
+    ("did not find expected ',' or '}'", "an unclosed '{': expected ',' or '}'"),
+    ("found unexpected end of stream", "the file ends inside a quote or a bracket that is not closed"),
+    ("found undefined alias", "an alias (*name) with no anchor (&name) before it"),
+    ("found duplicate anchor", "the same anchor (&name) is defined twice"),
+)
+
+
+def yaml_problem_in_words(text: str) -> str:
+    """A plain first sentence for PyYAML's parser messages, or ''."""
+    for needle, words in _YAML_WORDS:
+        if needle in text:
+            return words
+    return ""
+
+
+def _check_size(root, source: str) -> None:
+    """Refuse documents whose alias-expanded size is too large, before expanding anything."""
+    memo: dict[int, int] = {}
+
+    def size(node, depth: int) -> int:
+        if depth > MAX_DEPTH:
+            raise SpecError(f"nesting deeper than {MAX_DEPTH} levels", _loc(source, node.start_mark))
+        key = id(node)
+        if key in memo:
+            return memo[key]
+        memo[key] = MAX_NODES + 1  # a cycle counts as too large
+        if isinstance(node, yaml.MappingNode):
+            n = 1 + sum(size(k, depth + 1) + size(v, depth + 1) for k, v in node.value)
+        elif isinstance(node, yaml.SequenceNode):
+            n = 1 + sum(size(v, depth + 1) for v in node.value)
+        else:
+            n = 1
+        n = min(n, MAX_NODES + 1)
+        if n > MAX_NODES:
+            raise SpecError(
+                f"document expands to more than {MAX_NODES} values (alias bomb?); refusing to load",
+                _loc(source, node.start_mark),
+            )
+        memo[key] = n
+        return n
+
+    size(root, 0)
+
+
+_scalar_constructor = yaml.SafeLoader("")
+
+
+def _construct(node, path: tuple, raw: RawSpec, depth: int) -> Any:
+    source = raw.source
+    raw.positions[path] = _loc(source, node.start_mark)
+    if node.tag not in _PLAIN_TAGS:
+        raise SpecError(
+            f"tag {node.tag!r} is not allowed: a spec is plain YAML (no Python or custom tags)",
+            _loc(source, node.start_mark),
+            format_path(path) or None,
+        )
+    if isinstance(node, yaml.MappingNode):
+        out: dict = {}
+        for key_node, value_node in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                raise SpecError("merge keys ('<<') are not supported in specs; use 'extends:'",
+                                _loc(source, key_node.start_mark), format_path(path) or None)
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag not in _PLAIN_TAGS:
+                raise SpecError("mapping keys must be plain strings", _loc(source, key_node.start_mark),
+                                format_path(path) or None)
+            key = key_node.value if key_node.tag == "tag:yaml.org,2002:str" else _scalar(key_node)
+            if not isinstance(key, str):
+                key = str(key)
+            if key in out:
+                first = raw.key_positions.get(path + (key,))
+                where = f" (first at line {first.line})" if first and first.line else ""
+                raise SpecError(f"duplicate key {key!r}{where}", _loc(source, key_node.start_mark),
+                                format_path(path + (key,)))
+            raw.key_positions[path + (key,)] = _loc(source, key_node.start_mark)
+            out[key] = _construct(value_node, path + (key,), raw, depth + 1)
+        return out
+    if isinstance(node, yaml.SequenceNode):
+        return [_construct(v, path + (i,), raw, depth + 1) for i, v in enumerate(node.value)]
+    return _scalar(node)
+
+
+def _scalar(node) -> Any:
+    return _scalar_constructor.construct_object(node, deep=True)
+
+
+# ---------------------------------------------------------------- files, names, extends
+
+
+def bundled_spec_dir() -> Path:
+    """The directory of the bundled specs: installed package data, else the source tree."""
+    from ..core.package_data import package_data
+
+    return package_data("specs")
+
+
+def bundled_names() -> list[str]:
+    return sorted(p.stem for p in bundled_spec_dir().glob("*.yaml"))
+
+
+def find_spec(ref: str | os.PathLike, relative_to: Path | None = None) -> Path:
+    """Turn a spec reference into a file: a path, or the name of a bundled spec.
+
+    `resnet50` finds the bundled `specs/resnet50.yaml`; a path is taken as it is
+    (relative to `relative_to` for `extends:`).
+    """
+    return find_document(ref, relative_to, bundled_spec_dir(), "spec")
+
+
+def find_document(ref: str | os.PathLike, relative_to: Path | None, bundled: Path, kind: str) -> Path:
+    """A path, or the name of a bundled document of `kind` ("spec", "recipe") in `bundled`."""
+    ref_s = str(ref)
+    candidates = []
+    p = Path(ref_s)
+    if relative_to is not None and not p.is_absolute():
+        candidates.append(relative_to / p)
+    candidates.append(p)
+    for c in candidates:
+        if c.is_file() or (c.exists() and c.suffix in (".yaml", ".yml")):
+            return c
+    if re.fullmatch(r"[A-Za-z0-9_.\-]+", ref_s):
+        name = ref_s[:-5] if ref_s.endswith(".yaml") else ref_s
+        b = bundled / f"{name}.yaml"
+        if b.is_file():
+            return b
+    if p.suffix in (".yaml", ".yml") or os.sep in ref_s:
+        raise SpecError("no such file", Location(ref_s))
+    import difflib
+
+    names = sorted(q.stem for q in bundled.glob("*.yaml"))
+    close = difflib.get_close_matches(ref_s.removesuffix(".yaml"), names, n=1, cutoff=0.6)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    raise SpecError(f"no {kind} file or bundled {kind} named {ref_s!r}{hint}; bundled: {', '.join(names)}",
+                    Location(ref_s))
+
+
+def display_source(path: Path) -> str:
+    """How a file is named in messages: relative when under the working directory."""
+    try:
+        rel = path.resolve().relative_to(Path.cwd().resolve())
+        return str(rel)
+    except ValueError:
+        pass
+    try:
+        rel = path.resolve().relative_to(bundled_spec_dir().resolve())
+        return f"specs/{rel}"
+    except ValueError:
+        return str(path)
+
+
+def load_file(ref: str | os.PathLike, relative_to: Path | None = None, find=find_spec,
+              extended: bool = False) -> tuple[RawSpec, Path]:
+    """Find, read and parse one document. An `extended` one (named by `extends:`) must be a
+    .yaml/.yml file, also once links are followed, so that `extends: /etc/passwd` (or a
+    .yaml link to it) is refused before anything of it is read."""
+    path = find(ref, relative_to)
+    source = display_source(path)
+    if extended and Path(os.path.realpath(path)).suffix.lower() not in (".yaml", ".yml"):
+        raise SpecError("not a YAML document (a spec or recipe file ends in .yaml or .yml"
+                        + (", also where its link points" if path.is_symlink() else "") + ")", Location(source))
+    return loads(_read_text(path, source), source), path
+
+
+def merge(base: RawSpec, child: RawSpec) -> RawSpec:
+    """Deep-merge `child` over `base`: mappings merge key by key, anything else replaces."""
+    out = RawSpec(data=copy.deepcopy(base.data), source=child.source,
+                  positions=dict(base.positions), key_positions=dict(base.key_positions))
+
+    def drop_under(prefix: tuple) -> None:
+        for table in (out.positions, out.key_positions):
+            for k in [k for k in table if k[: len(prefix)] == prefix and len(k) > len(prefix)]:
+                del table[k]
+
+    def rec(dst: dict, src: dict, prefix: tuple) -> None:
+        for k, v in src.items():
+            p = prefix + (k,)
+            if isinstance(v, dict) and isinstance(dst.get(k), dict):
+                rec(dst[k], v, p)
+            else:
+                drop_under(p)
+                dst[k] = copy.deepcopy(v)
+        # positions of the child win
+    rec(out.data, child.data, ())
+    out.positions.update(child.positions)
+    out.key_positions.update(child.key_positions)
+    return out
+
+
+def load_with_extends(ref: str | os.PathLike, find=find_spec) -> RawSpec:
+    """Load a spec (or, with `find`, another kind of document) and everything it
+    `extends:`, merged, with positions kept."""
+    chain: list[Path] = []
+    raw, path = load_file(ref, find=find)
+    return _apply_extends(raw, path, chain, find)
+
+
+def _apply_extends(raw: RawSpec, path: Path, chain: list[Path], find=find_spec) -> RawSpec:
+    resolved = path.resolve()
+    if resolved in chain:
+        cycle = " -> ".join(display_source(p) for p in chain + [resolved])
+        raise SpecError(f"'extends' cycle: {cycle}", raw.locate(("extends",)), "extends")
+    if len(chain) >= MAX_EXTENDS:
+        raise SpecError(f"'extends' chain longer than {MAX_EXTENDS}", raw.locate(("extends",)), "extends")
+    parent_ref = raw.data.get("extends")
+    if parent_ref is None:
+        return raw
+    if not isinstance(parent_ref, str) or not parent_ref:
+        raise SpecError(f"must be the name or path of a spec (got {parent_ref!r})",
+                        raw.locate(("extends",)), "extends")
+    try:
+        base_raw, base_path = load_file(parent_ref, relative_to=path.parent, find=find, extended=True)
+    except SpecError as exc:
+        not_a_spec = exc.message.startswith(("expected a mapping", "empty spec", "not a text file"))
+        if exc.location is not None and exc.location.line is None or not_a_spec:
+            raise SpecError(f"cannot extend {parent_ref!r}: {exc.message}", raw.locate(("extends",)),
+                            "extends") from None
+        raise
+    base = _apply_extends(base_raw, base_path, chain + [resolved], find)
+    merged = merge(base, raw)
+    merged.data.pop("extends", None)
+    merged.data["extends"] = parent_ref  # kept as information; resolution already applied it
+    return merged
+
+
+# ---------------------------------------------------------------- --set overrides
+
+_SEG = re.compile(r"([A-Za-z_][A-Za-z0-9_\-]*)|\[(\d+)\]")
+
+
+def parse_path(text: str) -> tuple:
+    """`stages[2].blocks[0].filters` -> ("stages", 2, "blocks", 0, "filters")."""
+    parts: list = []
+    pos = 0
+    text = text.strip()
+    while pos < len(text):
+        if text[pos] == "." and parts:
+            pos += 1
+        m = _SEG.match(text, pos)
+        if not m:
+            raise ValueError(f"bad path {text!r} at character {pos + 1}")
+        parts.append(m.group(1) if m.group(1) is not None else int(m.group(2)))
+        pos = m.end()
+    if not parts or isinstance(parts[0], int):
+        raise ValueError(f"bad path {text!r}")
+    return tuple(parts)
+
+
+def apply_overrides(raw: RawSpec, overrides: list[str], flag: str = "--set") -> RawSpec:
+    """Apply `--set key.path=value` overrides (value read as YAML) to a copy of `raw`;
+    errors are located at `flag` and the override."""
+    if not overrides:
+        return raw
+    out = RawSpec(copy.deepcopy(raw.data), raw.source, dict(raw.positions), dict(raw.key_positions))
+    for item in overrides:
+        where = Location(f"{flag} {item}")
+        if "=" not in item:
+            raise SpecError("expected KEY=VALUE, e.g. head.classes=10", where)
+        key, _, value_text = item.partition("=")
+        try:
+            path = parse_path(key)
+        except ValueError as exc:
+            raise SpecError(str(exc), where) from None
+        try:
+            value = loads(f"v: {value_text}" if value_text.strip() else "v: null", where.source).data["v"]
+        except SpecError as exc:
+            raise SpecError(f"bad value {value_text!r}: {exc.message}", where) from None
+        node = out.data
+        for i, part in enumerate(path[:-1]):
+            nxt = path[i + 1]
+            if isinstance(part, int):
+                if not isinstance(node, list) or part >= len(node):
+                    raise SpecError(f"no item [{part}] at {format_path(path[:i]) or 'top level'}", where,
+                                    format_path(path))
+                node = node[part]
+            else:
+                if not isinstance(node, dict):
+                    raise SpecError(f"{format_path(path[:i])} is not a mapping", where, format_path(path))
+                if (part not in node or node[part] is None) and isinstance(nxt, int):
+                    import difflib
+
+                    close = difflib.get_close_matches(part, [k for k in node if isinstance(k, str)], n=1)
+                    hint = f" (did you mean {close[0]!r}?)" if close else ""
+                    raise SpecError(f"unknown key {part!r} at {format_path(path[:i]) or 'the top level'}{hint}: "
+                                    f"it holds no list to index with [{nxt}]", where, format_path(path))
+                if part not in node or node[part] is None:
+                    node[part] = {}
+                node = node[part]
+        last = path[-1]
+        if isinstance(last, int):
+            if not isinstance(node, list) or last >= len(node):
+                raise SpecError(f"no item [{last}] to set", where, format_path(path))
+        elif not isinstance(node, dict):
+            raise SpecError(f"{format_path(path[:-1])} is not a mapping", where, format_path(path))
+        node[last] = value
+        for table in (out.positions, out.key_positions):
+            for k in [k for k in table if k[: len(path)] == path]:
+                del table[k]
+        out.positions[path] = where
+        out.key_positions[path] = where
+    return out

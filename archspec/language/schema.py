@@ -1,0 +1,163 @@
+"""The spec language (format 1): pydantic models for a whole network.
+
+A spec is: a name and description; the input (shape, optional preprocessing layers);
+defaults shared by every layer; a stem and stages of blocks (each with `repeats`); a
+head; optional taps (named feature outputs); an optional scaling section (width, depth
+and resolution multipliers, compound-scaling coefficients, a table of presets).
+
+Block types are the registered families (`archspec.language.blocks`), joined in a discriminated
+union on `type`. Every model forbids unknown keys.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, PrivateAttr, field_validator, model_validator
+
+from .blocks import Block
+from .common import Bool, Float, Initializer, PosFloat, PosInt, Rate, Strict
+from .define import Definition
+
+
+class InputSpec(Strict):
+    shape: tuple[PosInt, PosInt, PosInt] = Field(description="Height, width, channels.")
+    name: str = Field(default="input_layer", min_length=1)
+    preprocessing: list[Block] = Field(default_factory=list,
+                                       description="Layers applied to the input first (rescaling, normalization).")
+
+    @field_validator("preprocessing")
+    @classmethod
+    def _only_preprocessing(cls, v):
+        for i, b in enumerate(v):
+            if b.type not in ("rescaling", "normalization"):
+                raise ValueError(f"preprocessing[{i}] must be rescaling or normalization (got type {b.type!r})")
+        return v
+
+
+class BatchNormDefaults(Strict):
+    epsilon: PosFloat = 1e-3
+    momentum: Float = Field(default=0.99, ge=0, le=1)
+    center: Bool = True
+    scale: Bool = True
+
+
+class Defaults(Strict):
+    """Values every layer takes unless its block says otherwise."""
+
+    activation: Literal[
+        "relu", "relu6", "swish", "silu", "sigmoid", "tanh", "gelu", "elu", "selu", "leaky_relu",
+        "hard_swish", "hard_silu", "softplus", "mish"] = "relu"
+    batch_norm: BatchNormDefaults = Field(default_factory=BatchNormDefaults)
+    conv_bias: Bool = True
+    kernel_initializer: Initializer = "glorot_uniform"
+    dense_initializer: Initializer = "glorot_uniform"
+    bias_initializer: Initializer = "zeros"
+    weight_decay: Float = Field(default=0.0, ge=0, description="L2 factor on conv and dense kernels.")
+    bias_decay: Bool = Field(default=False, description="Apply weight_decay to dense biases too.")
+    depth_multiplier: PosInt = Field(default=1, description="Depthwise convs' channel multiplier.")
+    drop_connect_rate: Rate = Field(default=0.0, description=(
+        "Stochastic depth: the drop rate of residual branches rises linearly from 0 to this over the blocks."))
+
+
+class Stage(Strict):
+    name: str | None = Field(default=None, min_length=1)
+    block_name: str = Field(default="{stage}_block{i}", description="Name template for the stage's blocks.")
+    blocks: list[Block] = Field(min_length=1)
+    fixed: Bool = Field(default=False, description=(
+        "Not part of the repeated body: depth scaling leaves its repeats alone and its blocks do not "
+        "count in the stochastic-depth schedule (a final 1x1 conv: EfficientNet's top_conv, "
+        "MobileNetV2's Conv_1). Width scaling still applies."))
+
+
+class Head(Strict):
+    include_top: Bool = Field(default=True, description="False makes a feature extractor.")
+    classes: PosInt = 1000
+    classifier_activation: Literal["softmax", "sigmoid", "linear"] | None = "softmax"
+    dropout: Rate = Field(default=0.0, description="Dropout before the classifier (0: none).")
+    layers: list[Block] = Field(default_factory=list, description="The top, used when include_top.")
+    pooling: Literal["avg", "max", "none"] = Field(
+        default="none", description="Pooling of the features when include_top is false.")
+    pooling_name: str | None = None
+    aux: Bool = Field(default=False, description=(
+        "Build the auxiliary classifiers (aux_classifier blocks, GoogLeNet) as extra outputs for "
+        "training; Graph.meta['loss_weights'] gives each output's loss weight."))
+
+
+class Coefficients(Strict):
+    """Compound-scaling coefficients (EfficientNet): depth alpha, width beta, resolution gamma."""
+
+    alpha: Float = Field(ge=1, description="depth: d = alpha ** phi")
+    beta: Float = Field(ge=1, description="width: w = beta ** phi")
+    gamma: Float = Field(ge=1, description="resolution: r = gamma ** phi")
+
+
+class Preset(Strict):
+    width: PosFloat
+    depth: PosFloat
+    resolution: PosInt
+    dropout: Rate | None = None
+
+
+class Scaling(Strict):
+    """How the network scales. `width` and `depth` are applied when the spec is resolved:
+    every filter count is multiplied by width and rounded (`rounding`, `divisor`), every
+    stage block's repeats multiplied by depth and rounded up. A width of exactly 1 leaves
+    every filter count as written (nothing is rounded)."""
+
+    width: PosFloat = 1.0
+    depth: PosFloat = 1.0
+    divisor: PosInt = 8
+    rounding: Literal["divisible", "truncate", "truncate_divisible"] = "divisible"
+    resolution_divisor: PosInt = 8
+    coefficients: Coefficients | None = None
+    presets: dict[str, Preset] = Field(default_factory=dict)
+    applied: dict | None = Field(default=None, description="Written by resolve: what was applied.")
+
+
+class Spec(Strict):
+    format: Literal[1] = 1
+    name: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.\-]+$")
+    description: str = ""
+    extends: str | None = Field(default=None, description="A spec (bundled name or path) this one overrides.")
+    reference: dict | None = Field(default=None, description="Published figures, for people and tests.")
+    define: dict[str, Definition] = Field(default_factory=dict, description=(
+        "New block types: {type: {params, width_params, body}}, used like built-in blocks."))
+    input: InputSpec
+    defaults: Defaults = Field(default_factory=Defaults)
+    stem: list[Block] = Field(default_factory=list)
+    stages: list[Stage] = Field(default_factory=list)
+    head: Head = Field(default_factory=Head)
+    taps: list[str] | Literal["stages"] = Field(
+        default_factory=list, description="Layers the model also returns ('stages': each stage's last layer).")
+    scaling: Scaling | None = None
+    # the loaded document (positions for errors found after validation); not part of the spec
+    _raw: object = PrivateAttr(default=None)
+
+    def __eq__(self, other):  # the same spec, wherever it was loaded from
+        if type(other) is not type(self):
+            return NotImplemented
+        return self.__dict__ == other.__dict__
+
+    __hash__ = None
+
+    @model_validator(mode="after")
+    def _has_layers(self):
+        if not (self.stem or self.stages or self.head.layers):
+            raise ValueError("the network has no layers: give a stem, stages or head.layers")
+        return self
+
+
+def editor_schema(model: type = Spec) -> dict:
+    """The JSON Schema of a document as a person writes it (what `archspec schema` prints
+    for editors): a document with `extends:` is completed by the one it extends, so only
+    its own keys are checked and the top-level required keys apply only without it. (The
+    required keys inside a section still apply: `input:` written in a child has its
+    `shape`.)"""
+    schema = model.model_json_schema(by_alias=True)
+    required = [k for k in schema.pop("required", []) if k != "name"]
+    schema["required"] = ["name"] if "name" in model.model_fields and model.model_fields["name"].is_required() \
+        else []
+    if required:
+        schema["anyOf"] = [{"required": ["extends"]}, {"required": required}]
+    return schema
