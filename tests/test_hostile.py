@@ -198,6 +198,9 @@ def test_expressions_are_bounded_real_and_finite(tmp_path, capsys, expr, message
 @pytest.mark.parametrize("field,value,message", [
     ("filters", "1000000000000", "must be <= 1048576"), ("kernel", "80000000", "must be <= 1048576"),
     ("filters", "1e12", "YAML reads '1e12' as text: write 1.0e+12"),
+    # a float past any integer's range names the bound, as a recipe's does (it was pydantic's
+    # 'unable to parse input string as an integer, exceeded maximum size')
+    ("filters", "1.0e+20", "filters: must be <= 1048576 (got 1e+20)"), ("kernel", "-1.0e+20", "must be > 0 (got -1e+20)"),
     ("kernel", "64", "more than 2,147,483,648 weights"),  # 64 * 64 * 3 * 2**20 = 12.9G: each within bounds
 ])
 def test_sizes_have_documented_upper_limits(tmp_path, capsys, field, value, message):

@@ -47,8 +47,22 @@ Bool = Annotated[bool, BeforeValidator(_no_text)]
 MAX_COUNT = 1 << 20  # 1,048,576
 MAX_NONNEG = (1 << 32) - 1
 # constraints next to the type (not around the validator), so the JSON Schema keeps them
-PosInt = Annotated[int, Field(gt=0, le=MAX_COUNT), BeforeValidator(_number)]
-NonNegInt = Annotated[int, Field(ge=0, le=MAX_NONNEG), BeforeValidator(_number)]
+
+
+def _count(low: str, bound: int):
+    """`_number`, then a float past any integer's range (``1.0e+20``) said as the bound it
+    breaks, rather than as pydantic's 'unable to parse input string as an integer,
+    exceeded maximum size'."""
+    def check(v):
+        v = _number(v)
+        if isinstance(v, float) and abs(v) >= 2**63 and abs(v) != float("inf"):
+            raise ValueError(f"must be <= {bound} (got {v:g})" if v > 0 else f"must be {low} (got {v:g})")
+        return v
+    return check
+
+
+PosInt = Annotated[int, Field(gt=0, le=MAX_COUNT), BeforeValidator(_count("> 0", MAX_COUNT))]
+NonNegInt = Annotated[int, Field(ge=0, le=MAX_NONNEG), BeforeValidator(_count(">= 0", MAX_NONNEG))]
 PosFloat = Annotated[float, Field(gt=0), BeforeValidator(_number)]
 Rate = Annotated[float, Field(ge=0, lt=1), BeforeValidator(_number)]
 Identifier = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.\-{}]+$")]

@@ -14,32 +14,16 @@ from __future__ import annotations
 import difflib
 import os
 from pathlib import Path
-from typing import Annotated, Literal, Union
+from typing import Literal, Union
 
-from pydantic import BaseModel, BeforeValidator, Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from ..core.errors import SpecError, SpecErrors
 from ..ir.graph import Graph
-from ..language.common import MAX_COUNT, MAX_NONNEG, Bool, Float, PosFloat, Rate, Strict
-from ..language.common import NonNegInt as _NonNegInt
-from ..language.common import PosInt as _PosInt
+from ..language.common import Bool, Float, NonNegInt, PosFloat, PosInt, Rate, Strict
 from ..language.loader import RawSpec, apply_overrides, find_document, format_path, load_with_extends
 
 Fraction = Rate  # in [0, 1)
-
-
-def _at_most(bound: int):
-    """A float past any integer's range (``1.0e+20``) said as the bound it breaks, rather
-    than as pydantic's 'unable to parse input string as an integer, exceeded maximum size'."""
-    def check(v):
-        if isinstance(v, float) and not isinstance(v, bool) and abs(v) >= 2**63 and abs(v) != float("inf"):
-            raise ValueError(f"must be <= {bound} (got {v:g})")
-        return v
-    return check
-
-
-PosInt = Annotated[_PosInt, BeforeValidator(_at_most(MAX_COUNT))]
-NonNegInt = Annotated[_NonNegInt, BeforeValidator(_at_most(MAX_NONNEG))]
 
 
 class Data(Strict):
