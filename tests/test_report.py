@@ -1,4 +1,4 @@
-"""The HTML report (archspec/report.py, diagram.py, charts.py) and `scale --plot`: static
+"""The HTML report (archspec/views/report.py, diagram.py, charts.py) and `scale --plot`: static
 checks of every bundled spec's report (no TensorFlow), then the same reports loaded in a
 real headless Chromium (console errors, network requests, the diagram's boxes and merges
 after its script ran, expand/collapse, screenshots that are not blank)."""

@@ -1,4 +1,4 @@
-"""Compound scaling (archspec/scaling.py, `archspec scale`, `build --phi/--preset`).
+"""Compound scaling (archspec/resolving/compound.py, views/sweeps.py, `archspec scale`, `build --phi/--preset`).
 
 The pure-Python part (rounding, phi, presets, reports, the search, the YAML output, the
 CLI without TensorFlow) runs in about a second or two. The parity part compiles the

@@ -2,7 +2,7 @@
 registers them; the discriminated union `Block` is built from the registry, so the union
 and the registry always agree (a test checks it too).
 
-To add a family: write ``archspec/blocks/<family>.py`` with a model per block type
+To add a family: write ``archspec/language/blocks/<family>.py`` with a model per block type
 (``type: Literal["my_block"]``, deriving from `archspec.language.common.BlockBase`) and a
 lowering decorated with ``@register(Model)``. Every module of this package is imported
 here, so nothing else needs to change.
