@@ -90,9 +90,9 @@ def child(model_ref: str, via: str, out: str) -> None:
     t0 = time.perf_counter()
     if preset:
         spec = compound.apply_preset(archspec.load(name), preset)
-        model = source.resolve_model(spec, None, 0, lambda m: None)[0]
+        model = source.model_to_export(spec, None, 0, lambda m: None)[0]
     else:
-        model = source.resolve_model(name, None, 0, lambda m: None)[0]
+        model = source.model_to_export(name, None, 0, lambda m: None)[0]
     randomize(model, seed=0)
     build_s = time.perf_counter() - t0
     x = files.random_inputs(model, 2, 0)

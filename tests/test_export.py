@@ -96,7 +96,7 @@ def _built(name, keep=False):
 
     if name in _MODELS:
         return _MODELS[name]
-    model = source.resolve_model(name, None, 0, lambda m: None)[0]
+    model = source.model_to_export(name, None, 0, lambda m: None)[0]
     randomize(model, seed=0)
     if keep:
         _MODELS[name] = model

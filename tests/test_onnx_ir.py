@@ -1,4 +1,4 @@
-"""ONNX from the graph IR (archspec/exporting/via_ir.py, onnx_ops.py): every op's emitter
+"""ONNX from the graph IR (archspec/backends/onnx/via_ir.py, ops.py): every op's emitter
 alone against its Keras layer on a tiny graph (max |ONNX - Keras| <= 1e-5), the emitter
 table against `graph.OPS`, the layout decision, opsets, the graph rebuilt from a Keras
 model, external data, the variants, export without TensorFlow (JAX backend), and small
@@ -338,7 +338,7 @@ def test_small_bundled_specs_export_through_the_ir(name, tmp_path):
 def _export_small(name, overrides, tmp_path):
     from parity import randomize
 
-    model = source.resolve_model(name, overrides, 0, lambda m: None)[0]
+    model = source.model_to_export(name, overrides, 0, lambda m: None)[0]
     randomize(model, seed=0)
     out = tmp_path / f"{name}.onnx"
     msgs = []

@@ -121,7 +121,7 @@ def export(model_or_spec, path: str | os.PathLike, format: str | None = None, *,
                            model_or_spec, via, external_data, min_agreement)
     variant = "fp16" if fp16 else quantize
     data_ref = _check_data_ref(model_or_spec, check_data, check, variant, calibration)
-    model, info, t_build = source.resolve_model(model_or_spec, overrides, seed, say)
+    model, info, t_build = source.model_to_export(model_or_spec, overrides, seed, say)
     if len(model.inputs) != 1:
         raise ArchspecError(f"export supports single-input models (got {len(model.inputs)} inputs)")
     input_name = model.inputs[0].name

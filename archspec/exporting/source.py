@@ -27,7 +27,7 @@ _MODEL_GRAPH: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
 def graph_of(model):
-    """The `Graph` `model` was built from by `resolve_model`, or None."""
+    """The `Graph` `model` was built from by `model_to_export`, or None."""
     return _MODEL_GRAPH.get(model)
 
 
@@ -49,7 +49,7 @@ def run_data(run: Path) -> str | None:
     return data if isinstance(data, str) else None
 
 
-def resolve_model(obj, overrides, seed, say) -> tuple[Any, dict, float]:
+def model_to_export(obj, overrides, seed, say) -> tuple[Any, dict, float]:
     """(model, info, seconds): `obj` is a keras.Model, a `.keras` path, a run directory of
     `archspec train` (its best.keras, else final.keras), or a spec (path, bundled name or
     Spec) built with `seed` (load, resolve, lower: `archspec.ir.pipeline`; build: the Keras backend)."""
@@ -59,9 +59,9 @@ def resolve_model(obj, overrides, seed, say) -> tuple[Any, dict, float]:
         return obj, dict(_MODEL_INFO.get(obj) or {"spec_name": obj.name}), 0.0
     run = run_dir(obj)
     if run is not None:
-        from ..training.evaluate import resolve_model as run_model
+        from ..training.evaluate import model_file
 
-        obj = run_model(run)[0]
+        obj = model_file(run)[0]
     if isinstance(obj, (str, os.PathLike)) and os.fspath(obj).endswith(".keras"):
         p = Path(os.fspath(obj))
         if not p.is_file():

@@ -13,7 +13,7 @@ import numpy as np
 from ..core.errors import ArchspecError, Location, SpecError
 
 
-def resolve_model(ref: str | os.PathLike) -> tuple[Path, list[str] | None]:
+def model_file(ref: str | os.PathLike) -> tuple[Path, list[str] | None]:
     """A run directory (its best.keras, else final.keras) or a .keras file, and the class
     names of its training data when they are known (classes.json of the run)."""
     p = Path(ref)
@@ -161,7 +161,7 @@ def evaluate(model_ref, data, *, batch_size: int = 64, confusion_csv: str | os.P
 
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or not 1 <= batch_size <= 1 << 20:
         raise SpecError(f"--batch-size must be an integer from 1 to {1 << 20:,} (got {batch_size!r})")
-    model_path, names = resolve_model(model_ref)
+    model_path, names = model_file(model_ref)
     src = data_mod.open_source(data)
     model = _load(model_path)
     h, w, c = model.inputs[0].shape[1:]
@@ -216,7 +216,7 @@ def predict(model_ref, images: list[str], *, top: int = 5) -> list[dict]:
     1; above the number of classes, every class is given (the CLI says so)."""
     if isinstance(top, bool) or not isinstance(top, int) or top < 1:
         raise SpecError(f"--top must be an integer >= 1 (got {top!r})")
-    model_path, names = resolve_model(model_ref)
+    model_path, names = model_file(model_ref)
     try:
         from PIL import Image
     except ImportError:  # pragma: no cover - pillow is a dependency

@@ -6,7 +6,7 @@ PyTorch backend is not installed here).
 
 Where the graph comes from:
 
-- a model built by `export` from a spec (or through `source.resolve_model`): the `Graph`
+- a model built by `export` from a spec (or through `source.model_to_export`): the `Graph`
   it was built from, kept beside the model (`source.graph_of`);
 - any other Keras model (given, or loaded from a `.keras` file): the graph is rebuilt from
   the model itself (`graph_from_keras`): each layer's class and config give the op and its
