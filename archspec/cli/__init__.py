@@ -1,23 +1,21 @@
-"""Command line: argument parsing and output formatting only.
-
-Every command is a thin layer over the library (`archspec.api` and friends), which
-raises typed errors; `main` turns them into one line per problem and an exit code:
-0 success, 1 a failure while running, 2 bad input. No traceback unless `--debug`.
-TensorFlow is imported only by the commands that need it (build, export, train, evaluate,
-predict, report --model).
+"""Command line: argument parsing, one library call per command, and printing through
+`archspec.views.text`. The library raises typed errors; `main` turns them into one line per
+problem and an exit code: 0 success, 1 a failure while running, 2 bad input. No traceback
+unless `--debug`. TensorFlow is imported only by the commands that need it (build, export,
+train, evaluate, predict, report --model).
 """
 
 from __future__ import annotations
 
 import argparse
-import errno
 import json
 import os
 import sys
-from pathlib import Path
 
-from ..core.errors import ArchspecError, SpecError, SpecErrors
-from ..core.units import human, shape_str
+from ..core.atomic import OutputExists, check_output
+from ..core.errors import ArchspecError, SpecError, SpecErrors, internal_error_words, resource_words
+from ..core.units import human
+from ..views import text
 
 EPILOG = """\
 Specs are YAML files or the names of bundled specs (see `archspec list`).
@@ -38,70 +36,22 @@ examples:
 """
 
 
-# ---------------------------------------------------------------- formatting
-
-
-def table(rows: list[list], headers: list[str], align: str | None = None) -> str:
-    cells = [[str(c) for c in r] for r in rows]
-    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
-    align = align or "l" * len(headers)
-
-    def fmt(r):
-        return "  ".join(c.rjust(w) if a == "r" else c.ljust(w) for c, w, a in zip(r, widths, align)).rstrip()
-
-    line = "  ".join("-" * w for w in widths)
-    return "\n".join([fmt(headers), line] + [fmt(r) for r in cells])
-
-
 def print_json(obj) -> None:
     json.dump(obj, sys.stdout, indent=2, default=str)
     sys.stdout.write("\n")
-
-
-def format_report(report: dict) -> str:
-    rows = [[b["name"], b["type"], shape_str(b["output_shape"]), f"{b['params']:,}", human(b["macs"])]
-            for b in report["blocks"] if b["type"] != "input"]
-    out = [f"{report['name']}: input {shape_str(report['input_shape'])} -> output {shape_str(report['output_shape'])}",
-           "", table(rows, ["block", "type", "output shape", "params", "MACs"], "lllrr"), "",
-           f"params:     {report['params']:,} (trainable {report['trainable_params']:,}, "
-           f"non-trainable {report['non_trainable_params']:,})",
-           f"MACs:       {report['macs']:,} ({human(report['macs'])}; multiply-accumulates of conv and dense "
-           f"layers, what papers call FLOPs)",
-           f"layers:     {len(report['layers'])}"]
-    if report.get("taps"):
-        out.append("taps:       " + ", ".join(
-            f"{o['name']} {shape_str(o['shape'])}" for o in report["outputs"] if o["name"] in report["taps"]))
-    return "\n".join(out)
 
 
 def progress(msg: str) -> None:
     print(f"archspec: {msg}", file=sys.stderr, flush=True)
 
 
-# ---------------------------------------------------------------- atomic writes
+def warn(msg: str) -> None:
+    print(f"archspec: warning: {msg}", file=sys.stderr)
 
 
-def check_output(path: str | os.PathLike, force: bool) -> Path:
-    """An output path checked before any work by the one writer's rules (`archspec.core.atomic`:
-    the parent directory must exist, an existing file needs --force, a bad path is one line,
-    exit 2); returns the path to write (a symbolic link's target)."""
-    from ..core.atomic import check_output as check
-
-    return check(path, force, option="--force")
-
-
-def write_output(path: Path, text: str, force: bool) -> None:
-    """`text` into `path` through the one writer: atomic, fsync'ed, one line for an OS error."""
-    write_text_atomic(path, text, force=force, option="--force")
-
-
-def _where(p: Path):
-    from ..core.errors import Location
-
-    return Location(str(p))
-
-
-from ..core.atomic import write_text_atomic  # noqa: E402 (used by the commands)
+def print_error(exc: SpecError) -> None:
+    for line in (exc.lines() if isinstance(exc, SpecErrors) else [exc.one_line()]):
+        print(line, file=sys.stderr)
 
 
 # ---------------------------------------------------------------- commands
@@ -118,55 +68,42 @@ def cmd_validate(args) -> int:
             if args.debug:
                 raise
             failed += 1
-            for line in (exc.lines() if isinstance(exc, SpecErrors) else [exc.one_line()]):
-                print(line, file=sys.stderr)
+            print_error(exc)
             continue
         if not args.quiet:
             print(f"{ref}: ok ({g.name}, {g.params:,} params, {human(g.macs)} MACs)")
     return 2 if failed else 0
 
 
-def _phases(args, spec=None) -> list[dict] | None:
+def _phases(args, spec, graph=None) -> list[dict] | None:
     """The trainable/frozen counts of each phase of `--recipe` (None without it)."""
     if not getattr(args, "recipe", None):
         return None
-    from ..api import load, lower_spec
+    from ..api import lower_spec
     from ..training.recipe import load_recipe, phase_counts
 
     recipe, raw = load_recipe(args.recipe, args.recipe_set)
-    spec = spec or load(args.spec, args.set)
-    return phase_counts(lower_spec(spec), spec, recipe, raw)
-
-
-def format_phases(phases: list[dict]) -> str:
-    return table([[p["name"], p["epochs"], f"{p['learning_rate']:g}", f"{p['trainable']:,}", f"{p['frozen']:,}",
-                   p["rule"]] for p in phases], ["phase", "epochs", "learning rate", "trainable", "frozen", "rule"],
-                 "lrrrrl")
+    return phase_counts(graph or lower_spec(spec), spec, recipe, raw)
 
 
 def cmd_inspect(args) -> int:
-    from ..api import analyze
+    from ..api import analyze, load, lower_spec
 
-    report = analyze(args.spec, args.set)
-    phases = _phases(args)
+    spec = load(args.spec, args.set)  # loaded once: its errors keep file:line:col through lowering
+    graph = lower_spec(spec)
+    report = analyze(graph)
+    phases = _phases(args, spec, graph)
     if phases is not None:
         report["phases"] = phases
     if args.markdown:
         from ..core.templates import markdown_report
-        from ..api import load
 
-        sys.stdout.write(markdown_report(report, load(args.spec, args.set).description))
+        sys.stdout.write(markdown_report(report, spec.description))
     elif args.json:
-        if not args.layers:
-            report = {**report, "layers": [{k: l[k] for k in ("name", "op", "output_shape", "params", "macs", "block")}
-                                            for l in report["layers"]]}
-        print_json(report)
+        keep = ("name", "op", "output_shape", "params", "macs", "block")
+        print_json(report if args.layers else {**report, "layers": [{k: l[k] for k in keep} for l in report["layers"]]})
     else:
-        print(format_report(report))
-        if phases is not None:
-            print(f"\nrecipe {args.recipe}: trainable and frozen parameters per phase (batch-norm statistics, "
-                  f"{report['non_trainable_params']:,}, are non-trainable in every phase)\n")
-            print(format_phases(phases))
+        print(text.format_inspect(report, args.recipe))
     return 0
 
 
@@ -176,248 +113,90 @@ def cmd_list(args) -> int:
 
     rows = []
     for name in bundled_names():
-        spec = load(name)
-        r = analyze(name)  # by name, so that an error keeps its file:line:col
+        spec = load(name)  # once; a Spec keeps its document, so an error keeps its file:line:col
+        r = analyze(spec)
         rows.append({"name": name, "description": spec.description, "input_shape": r["input_shape"],
                      "params": r["params"], "macs": r["macs"]})
-    if args.json:
-        print_json(rows)
-    else:
-        print(table([[r["name"], shape_str(r["input_shape"]), human(r["params"]), human(r["macs"]), r["description"]]
-                     for r in rows], ["spec", "input", "params", "MACs", "description"], "llrrl"))
-        print("\nMACs: multiply-accumulates of conv and dense layers (what papers call FLOPs).")
+    print_json(rows) if args.json else print(text.format_list(rows))
     return 0
 
 
 def cmd_schema(args) -> int:
-    from ..language.schema import editor_schema
+    from ..core.atomic import write_text_atomic
+    from ..language.schema import Spec, editor_schema
 
     if args.recipe:
-        from ..training.recipe import Recipe as model
-    else:
-        from ..language.schema import Spec as model
-
-    text = json.dumps(editor_schema(model), indent=2) + "\n"
-    if args.output:
-        write_output(check_output(args.output, args.force), text, args.force)
-        print(f"wrote {args.output}", file=sys.stderr)
-    else:
-        sys.stdout.write(text)
+        from ..training.recipe import Recipe
+    out = json.dumps(editor_schema(Recipe if args.recipe else Spec), indent=2) + "\n"
+    if not args.output:
+        sys.stdout.write(out)
+        return 0
+    write_text_atomic(check_output(args.output, args.force), out, force=args.force)
+    print(f"wrote {args.output}", file=sys.stderr)
     return 0
 
 
 def cmd_build(args) -> int:
-    from ..api import analyze, lower_spec
+    from ..api import analyze, load, lower_spec
+    from ..core.errors import Location
+    from ..views.sweeps import apply_scaling
 
-    scaled = _scaled_spec(args)
-    graph = lower_spec(scaled) if scaled is not None else lower_spec(args.spec, args.set)
+    scaled = args.phi is not None or args.preset is not None  # scaling warnings printed, not raised
+    graph = lower_spec(apply_scaling(load(args.spec, args.set), args.phi, args.preset, warn) if scaled else args.spec,
+                       None if scaled else args.set)
     out = check_output(args.output or f"{graph.name}.keras", args.force)
     if out.suffix != ".keras":
-        raise SpecError("the output of build must end in .keras", _where(out))
+        raise SpecError("the output of build must end in .keras", Location(str(out)))
     progress(f"building {graph.name} ({len(graph.nodes)} layers, {graph.params:,} params)")
-    from ..backends.keras import load as _keras_build
+    if args.weights:  # a garbage or truncated file: one line, before the build
+        from ..training.rundir import check_weights_file
 
-    if args.weights and args.weights.endswith(".keras"):  # a garbage or truncated file: one line, before the build
-        from ..backends.keras.files import check_keras_archive
+        check_weights_file(args.weights)
+    from ..backends.keras import load as keras_backend
+    from ..backends.keras.files import save_keras  # the one .keras writer: its archspec.json names the spec
+    from ..core.quiet import tf_retracing_quiet
 
-        check_keras_archive(args.weights, "Keras weights")
-    kb = _keras_build()
+    kb = keras_backend()
     model, seconds = kb.timed_build(graph, precision=args.precision, seed=args.seed)  # counts checked there
     if args.weights:
-        from ..core.quiet import tf_retracing_quiet
-
         with tf_retracing_quiet():
             kb.load_weights(model, args.weights)
-    from ..training.loop import save_keras  # export's .keras writer: the file says which spec it is
-
     save_keras(model, out, graph)
     report = analyze(graph)
     if args.json:
-        print_json({k: v for k, v in report.items() if k != "layers"} |
-                   {"build_seconds": round(seconds, 3), "output": str(out), "precision": args.precision or "float32",
-                    "seed": args.seed, "keras_params": model.count_params()})
+        print_json({k: v for k, v in report.items() if k != "layers"} | {
+            "build_seconds": round(seconds, 3), "output": str(out), "precision": args.precision or "float32",
+            "seed": args.seed, "keras_params": model.count_params()})
     else:
-        print(format_report(report))
-        print(f"build:      {seconds:.2f} s (Keras {model.count_params():,} params, equal to the analysis)")
-        print(f"wrote:      {out}")
+        print(text.format_build(report, seconds, model.count_params(), out))
     return 0
 
 
 def cmd_export(args) -> int:
     from ..api import export
-    from ..core.atomic import OutputExists
 
-    quantize = {"int8": "int8", "int8-dynamic": "int8_dynamic"}.get(args.quantize) if args.quantize else None
-    try:
-        r = export(args.spec, args.output, format=args.format, opset=args.opset, check=not args.no_check,
-                   force=args.force, fp16=args.fp16, quantize=quantize, calibration=args.calibration,
-                   overrides=args.set or None, progress=progress, samples=args.samples, seed=args.seed,
-                   via=args.via, external_data=True if args.external_data else None, check_data=args.check_data,
-                   min_agreement=args.min_agreement)
-    except OutputExists as exc:  # the library words it force=True
-        raise exc.reworded("--force") from None
-    if args.json:
-        print_json(r)
-        return 0
-    print(f"wrote:      {r['path']} ({r['format']}{', ' + r['variant'] if r.get('variant') else ''}, "
-          f"{r['bytes'] / 1e6:.1f} MB) in {r['seconds']:.1f} s")
-    print(f"input:      {r['input_names'][0]} {shape_str(['N' if d is None else d for d in r['input_shape']])}")
-    print(f"outputs:    {', '.join(r['output_names'])}")
-    if r.get("via"):
-        print(f"onnx:       opset {r['opset']}, via {r['via']}"
-              f"{', weights in ' + r['external_data'] if r.get('external_data') else ''}")
-    if not r.get("checked"):
-        print("check:      skipped (--no-check)")
-    else:
-        on = (f"{r['samples']} random inputs" if r["check_inputs"] == "random"
-              else f"{r['samples']} images of {r['check_inputs']}")
-        top1 = r.get("top1_agreement")
-        agree = "" if top1 is None else f", top-1 agreement {top1:.1%}"
-        if r.get("min_agreement") is not None:
-            agree += f" (needs {r['min_agreement']:.0%})"
-        tol = f" (tolerance {r['tolerance']:g})" if r.get("tolerance") is not None else ""
-        vs = "vs float32:" if r.get("variant") else "check:     "
-        print(f"{vs} max |diff| vs Keras {r['max_abs_diff']:.3g}{tol}{agree} on {on}: ok")
-        if r.get("accuracy"):
-            print(f"accuracy:   Keras {r['accuracy']['keras']:.1%}, export {r['accuracy']['export']:.1%} "
-                  f"on those {r['samples']} labelled images")
-        if r.get("variant"):
-            print(f"size:       {r['size_ratio']:.2f}x of float32 ({r['float32_bytes'] / 1e6:.1f} MB)"
-                  + (f"; {len(r['float32_nodes'])} nodes kept float32 (float16 overflow)"
-                     if r.get("float32_nodes") else ""))
-    print(f"metadata:   spec {r['metadata']['archspec.spec_name']} sha256 "
-          f"{r['metadata']['archspec.spec_sha256'][:12]}, archspec {r['metadata']['archspec.version']}")
+    r = export(args.spec, args.output, format=args.format, opset=args.opset, check=not args.no_check,
+               force=args.force, fp16=args.fp16, quantize=args.quantize and args.quantize.replace("-", "_"),
+               calibration=args.calibration, overrides=args.set or None, progress=progress, samples=args.samples,
+               seed=args.seed, via=args.via, external_data=True if args.external_data else None,
+               check_data=args.check_data, min_agreement=args.min_agreement)
+    print_json(r) if args.json else print(text.format_export(r))
     return 0
-
-
-def _scaled_spec(args):
-    """The spec of `build --phi/--preset` (None without them); scaling warnings printed, not raised."""
-    if args.phi is None and args.preset is None:
-        return None
-    from ..api import load
-
-    return _apply_scaling(load(args.spec, args.set), args.phi, args.preset, warn=True)
-
-
-def _apply_scaling(spec, phi, preset, *, warn: bool):
-    """`apply_phi` or `apply_preset`; their ScalingWarnings printed once each (warn) or dropped."""
-    import warnings
-
-    from ..resolving import compound as scaling
-
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", scaling.ScalingWarning)
-        out = scaling.apply_phi(spec, phi) if phi is not None else scaling.apply_preset(spec, preset)
-    if warn:
-        for w in dict.fromkeys(str(w.message) for w in caught):
-            print(f"archspec: warning: {w}", file=sys.stderr)
-    return out
-
-
-def _phis(text: str) -> list[float]:
-    from ..views.sweeps import parse_phis
-
-    try:
-        return parse_phis(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _fmt_ratio(x: float) -> str:
-    return f"{x:.3g}x"
-
-
-def format_scale_table(r: dict) -> str:
-    rows = [[x["label"], f"{x['d']:.3f}", f"{x['w']:.3f}", f"{x['r']:.3f}", "x".join(map(str, x["resolution"])),
-             f"{x['dropout']:g}", f"{x['params']:,}", human(x["macs"]), _fmt_ratio(x["macs_ratio_formula"]),
-             _fmt_ratio(x["macs_ratio_actual"])] for x in r["rows"]]
-    out = [f"{r['base']}: base {r['base_params']:,} params, {human(r['base_macs'])} MACs"]
-    if r["coefficients"]:
-        c = r["coefficients"]
-        out.append(f"coefficients: alpha={c['alpha']:g} beta={c['beta']:g} gamma={c['gamma']:g} "
-                   f"(alpha*beta^2*gamma^2 = {c['flops_factor']:.3g}; {c['source']}); phi rows: "
-                   f"d = alpha^phi, w = beta^phi, r = gamma^phi")
-    if any(x["method"] == "preset" for x in r["rows"]):
-        out.append("preset rows: the spec's official table (width w, depth d, resolution; r = resolution / base)")
-    out += ["", table(rows, ["scale", "d", "w", "r", "resolution", "dropout", "params", "MACs", "MACs x formula",
-                             "MACs x counted"], "lrrrrrrrrr"), "",
-            "MACs: multiply-accumulates of conv and dense layers (what papers call FLOPs). "
-            "'x formula' is d*w^2*r^2 (= (alpha*beta^2*gamma^2)^phi), 'x counted' the counted MACs over the base's, "
-            "after rounding."]
-    return "\n".join(out)
 
 
 def cmd_scale(args) -> int:
     from ..api import load
-    from ..language import dump_spec
-    from ..resolving import compound as scaling
     from ..views import sweeps
 
     spec = load(args.spec, args.set)
     if args.search:
-        if args.output:
-            raise SpecError("-o writes one scaled spec; it does not go with --search")
-        if args.plot:
-            raise SpecError("--plot draws a sweep (--phi or --preset); it does not go with --search")
-        cands = sweeps.search_grid(spec, step=args.step, tolerance=args.tolerance)
-        if args.json:
-            print_json({"base": spec.name, "phi": 1, "step": args.step, "tolerance": args.tolerance,
-                        "ranking": "none: pass rank= to archspec.language.rounding.search_grid to score candidates",
-                        "candidates": cands})
-        else:
-            print(table([[f"{c['alpha']:g}", f"{c['beta']:g}", f"{c['gamma']:g}", f"{c['flops_factor']:.3f}",
-                          "x".join(map(str, c["resolution"])), f"{c['params']:,}", human(c["macs"]),
-                          _fmt_ratio(c["macs_ratio"])] for c in cands],
-                        ["alpha", "beta", "gamma", "a*b^2*g^2", "resolution", "params", "MACs", "MACs x base"],
-                        "rrrrrrrr"))
-            print(f"\n{len(cands)} candidates (alpha, beta, gamma >= 1, step {args.step:g}, "
-                  f"|alpha*beta^2*gamma^2 - 2| <= {args.tolerance:g} * 2), each at phi = 1. The paper keeps the "
-                  f"most accurate: ranking needs training; plug it in with archspec.language.rounding.search_grid(rank=...).")
+        r = sweeps.search_report(spec, args.step, args.tolerance, output=args.output, plot=args.plot)
+        print_json(r) if args.json else print(text.format_search(r))
         return 0
-    phis = args.phi or []
-    presets = (scaling.preset_names(spec) if args.preset == "all" else [args.preset]) if args.preset else []
-    report = sweeps.sweep(spec, phis, presets)
-    for w in report["warnings"]:
-        print(f"archspec: warning: {w}", file=sys.stderr)
-    if args.output:
-        if len(report["rows"]) != 1:
-            raise SpecError(f"-o writes one scaled spec; got {len(report['rows'])} (give one --phi or --preset)")
-        out = check_output(args.output, args.force)
-        # the sweep above printed the warnings already
-        scaled = _apply_scaling(spec, phis[0] if phis else None, None if phis else presets[0], warn=False)
-        row = report["rows"][0]
-        write_output(out, dump_spec(scaled, f"archspec scale {args.spec} {row['label']}: "
-                                                    f"{row['source']}\nresolved and self-contained"), args.force)
-        report["output"] = str(out)
-    if args.plot:
-        plot = _plot_output(args.plot, args.force)
-        from ..views.report import scaling_plot, sweep_html
-
-        shown = report
-        if phis and not presets and scaling.preset_names(spec):  # the official points beside the formula's
-            shown = sweeps.sweep(spec, phis, scaling.preset_names(spec))
-        write_output(plot, scaling_plot(shown) if plot.suffix == ".svg" else sweep_html(shown), args.force)
-        report["plot"] = str(plot)
-    if args.json:
-        print_json(report)
-    else:
-        print(format_scale_table(report))
-        if args.output:
-            print(f"wrote: {args.output}")
-        if args.plot:
-            print(f"wrote: {args.plot}")
+    r = sweeps.scale(spec, args.spec, args.phi or [], args.preset, output=args.output, plot=args.plot,
+                     force=args.force, warn=warn)
+    print_json(r) if args.json else print(text.format_scale_table(r, wrote=(args.output, args.plot)))
     return 0
-
-
-def _plot_output(path: str, force: bool) -> Path:
-    out = check_output(path, force)
-    if out.suffix not in (".svg", ".html"):
-        raise SpecError(f"--plot writes .svg (the plot) or .html (plot and table); got {out.suffix or 'no suffix'!r}",
-                        _where(out))
-    return out
-
-
-# ---------------------------------------------------------------- train, evaluate, predict
 
 
 def cmd_train(args) -> int:
@@ -430,22 +209,9 @@ def cmd_train(args) -> int:
         raise SpecError("--out RUN_DIR is required (where checkpoints, logs and models are written)")
     r = train(args.spec, args.recipe, args.data, out, overrides=args.set, recipe_overrides=args.recipe_set,
               epochs=args.epochs, batch_size=args.batch_size, weights=args.weights, resume=bool(args.resume),
-              force=args.force, distribute=args.distribute, say=progress,
-              verbose=0 if args.json else "auto")
+              force=args.force, distribute=args.distribute, say=progress, verbose=0 if args.json else "auto")
     metrics = {k: v for k, v in r.items() if k != "history"}
-    if args.json:
-        print_json(metrics)
-        return 0
-
-    def pct(v):
-        return "-" if v is None else f"{v:.2%}"
-    print(f"run:        {out} ({metrics['epochs_completed']} of {metrics['epochs_planned']} epochs)")
-    print(f"best:       epoch {metrics['best_epoch']} on {metrics['monitor']}: val_loss "
-          f"{metrics['val_loss'] if metrics['val_loss'] is not None else '-'}, top-1 {pct(metrics['val_top1'])}, "
-          f"top-5 {pct(metrics['val_top5'])}")
-    if metrics["images_per_second"]:
-        print(f"throughput: {metrics['images_per_second']:.0f} images/s (training, median over epochs)")
-    print(f"models:     {Path(out) / 'best.keras'}, {Path(out) / 'final.keras'}")
+    print_json(metrics) if args.json else print(text.format_train(out, metrics))
     return 0
 
 
@@ -455,17 +221,81 @@ def cmd_evaluate(args) -> int:
     if args.confusion:
         check_output(args.confusion, args.force)
     r = evaluate(args.model, args.data, batch_size=args.batch_size, confusion_csv=args.confusion)
+    print_json(r) if args.json else print(text.format_evaluate(r, args.confusion))
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from ..training.evaluate import predict
+
+    r = predict(args.model, args.images, top=args.top)
+    given = len(r[0]["top"]) if r else args.top
+    if given < args.top:
+        print(f"archspec: note: --top {args.top} is more than the model's {given} classes: all {given} are given",
+              file=sys.stderr)
     if args.json:
         print_json(r)
-        return 0
-    print(f"{r['model']} on {r['data']} ({r['images']:,} images)")
-    print(f"loss {r['loss']:.4f}   top-1 {r['top1']:.2%}   top-5 {r['top5']:.2%}\n")
-    rows = [[c["class"], _shown(c["name"]), c["images"], "-" if c["accuracy"] is None else f"{c['accuracy']:.2%}"]
-            for c in r["per_class"] if c["images"]]
-    print(table(rows, ["class", "name", "images", "accuracy"], "lllr"))
-    if args.confusion:
-        print(f"\nconfusion matrix (rows: true class, columns: predicted): {args.confusion}")
+    elif r:
+        print(text.format_predict(r))
     return 0
+
+
+def cmd_report(args) -> int:
+    from ..api import load
+    from ..views.report import write_report
+
+    out, html = write_report(args.spec, args.set, args.output, force=args.force, model=args.model,
+                             phases=lambda: _phases(args, load(args.spec, args.set)))
+    print(f"wrote {out} ({len(html.encode()) / 1e3:.0f} kB, self-contained: open it in any browser, offline)")
+    return 0
+
+
+def cmd_diff(args) -> int:
+    from ..views.diff import diff_command, signed
+
+    out = check_output(args.html, args.force) if args.html else None  # before any work
+    d = diff_command(args.a, args.b, overrides=args.set, overrides_a=args.set_a, overrides_b=args.set_b,
+                     preset=args.preset, phi=args.phi, preset_a=args.preset_a, preset_b=args.preset_b,
+                     phi_a=args.phi_a, phi_b=args.phi_b, warn=warn)
+    if args.json:
+        print_json(d)
+    elif args.html:
+        from ..core.atomic import write_text_atomic
+        from ..core.templates import render
+        from ..core.units import shape_str
+
+        write_text_atomic(out, render("diff.html.j2", d=d, human=human, signed=signed, shape_str=shape_str),
+                          force=args.force)
+        print(f"{d['summary']}\nwrote: {out}")
+    else:
+        print(text.format_diff(d))
+    return 1 if (args.exit_code and d["differ"]) else 0
+
+
+def cmd_codegen(args) -> int:
+    from ..backends.codegen import generate
+    from ..core.atomic import write_text_atomic
+    from ..core.errors import Location
+
+    out = check_output(args.output, args.force) if args.output else None
+    if out is not None and out.suffix != ".py":
+        raise SpecError("the output of codegen must end in .py", Location(str(out)))
+    code = generate(args.spec, args.set)
+    if out is None:
+        sys.stdout.write(code)
+        return 0
+    write_text_atomic(out, code, force=args.force)
+    print(f"wrote {out} ({len(code.splitlines())} lines)", file=sys.stderr)
+    return 0
+
+
+def _phis(text: str) -> list[float]:
+    from ..views.sweeps import parse_phis
+
+    try:
+        return parse_phis(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _at_least_one(text: str) -> int:
@@ -480,207 +310,13 @@ def _at_least_one(text: str) -> int:
     return n
 
 
-def _shown(name) -> str:
-    """A class name from data printed on a terminal: as written when printable, else escaped."""
-    name = str(name)
-    return name if name.isprintable() else ascii(name)
-
-
-def cmd_predict(args) -> int:
-    from ..training.evaluate import predict
-
-    r = predict(args.model, args.images, top=args.top)
-    given = len(r[0]["top"]) if r else args.top
-    if given < args.top:
-        print(f"archspec: note: --top {args.top} is more than the model's {given} classes: all {given} are given",
-              file=sys.stderr)
-    if args.json:
-        print_json(r)
-        return 0
-    for item in r:
-        print(_shown(item["image"]))
-        for t in item["top"]:
-            print(f"  {t['probability']:7.2%}  {_shown(t['name'])} ({t['class']})")
-    return 0
-
-
-# ---------------------------------------------------------------- report (cmd_report)
-
-
-def cmd_report(args) -> int:
-    from ..views.report import diagram_svg, html_report
-
-    out = check_output(args.output, args.force) if args.output else None  # refused before any work
-    if out is not None and out.suffix not in (".html", ".htm", ".svg"):
-        raise SpecError(f"report writes .html (the report) or .svg (the diagram alone); got {out.suffix or 'no suffix'!r}",
-                        _where(out))
-    if out is not None and out.suffix == ".svg":
-        if args.model:
-            raise SpecError("--model adds measured counts to the HTML report; it does not go with an .svg output")
-        name, text = diagram_svg(args.spec, args.set)
-    else:
-        name, text = html_report(args.spec, args.set, model=args.model, phases=_phases(args))
-    out = out or check_output(f"{name}.html", args.force)
-    write_output(out, text, args.force)
-    print(f"wrote {out} ({len(text.encode()) / 1e3:.0f} kB, self-contained: open it in any browser, offline)")
-    return 0
-
-
-# ---------------------------------------------------------------- diff (cmd_diff)
-
-
-DIFF_LAYER_LINES = 20  # changed layers printed in the text output (--json lists all)
-
-
-def _diff_side(args, side: str):
-    """The Spec of one side of `diff`: --set then --set-a/--set-b, then its scaling (a side's
-    --preset-X/--phi-X over the shared --preset/--phi)."""
-    from ..api import load
-
-    ref = getattr(args, side)
-    sets = list(args.set) + list(getattr(args, f"set_{side}"))
-    preset = getattr(args, f"preset_{side}") or args.preset
-    phi = getattr(args, f"phi_{side}")
-    phi = phi if phi is not None else args.phi
-    if preset is not None and phi is not None:
-        raise SpecError(f"side {side.upper()} ({ref}): give --preset or --phi, not both "
-                        f"(got preset={preset!r}, phi={phi:g})")
-    spec = load(ref, sets)
-    if preset is not None or phi is not None:
-        spec = _apply_scaling(spec, phi, preset, warn=True)
-    from ..views.diff import side_label
-
-    return spec, {"ref": ref, "overrides": sets, "preset": preset, "phi": phi,
-                  "label": side_label(spec.name, getattr(args, f"set_{side}"), preset, phi)}
-
-
-def _diff_change(field: str, ch: dict) -> str:
-    def v(x):
-        return shape_str(x) if field == "output_shape" and isinstance(x, list) else (
-            f"{x:,}" if isinstance(x, int) and not isinstance(x, bool) else json.dumps(x, default=str))
-
-    if field == "attrs":
-        return "; ".join(f"{k} {v(c['a'])} -> {v(c['b'])}" for k, c in ch.items())
-    return f"{field} {v(ch['a'])} -> {v(ch['b'])}"
-
-
-def format_diff(d: dict) -> str:
-    """The text of `archspec diff`: the summary, then groups, changed blocks, totals, layers."""
-    from ..views.diff import signed
-
-    a, b, t, c = d["a"], d["b"], d["totals"], d["counts"]
-    out = [d["summary"]]
-    if not d["differ"]:
-        return "\n".join(out)
-
-    def num(n):
-        return signed(n, lambda x: f"{x:,}")
-
-    def ab(x):
-        return str(x["b"]) if x["a"] == x["b"] else f"{x['a'] if x['a'] is not None else '-'} -> " \
-                                                    f"{x['b'] if x['b'] is not None else '-'}"
-
-    def side(x, fmt=human):
-        return "-" if x is None else fmt(x)
-
-    out += ["", f"A = {a['label']}   B = {b['label']}", ""]
-    rows = [[g["label"], g["status"], ab(g["blocks"]), side(g["params"]["a"]), side(g["params"]["b"]),
-             signed(g["params"]["delta"]), signed(g["macs"]["delta"]), num(g["layers"]["delta"])]
-            for g in d["groups"]]
-    out += [table(rows, ["group", "status", "blocks", "params A", "params B", "params +/-", "MACs +/-", "layers +/-"],
-                  "llrrrrrr"), ""]
-    if d["blocks"]:
-        rows = []
-        for r in d["blocks"]:
-            sh = r["output_shape"]
-            shape = shape_str(sh["b"] if sh["b"] is not None else sh["a"]) if sh["a"] in (None, sh["b"]) or \
-                sh["b"] is None else f"{shape_str(sh['a'])} -> {shape_str(sh['b'])}"
-            layers = (f"+{r['layers']['b']}" if r["status"] == "added" else f"-{r['layers']['a']}"
-                      if r["status"] == "removed" else ", ".join(
-                          x for x in (f"+{r['layers_added']}" if r["layers_added"] else "",
-                                      f"-{r['layers_removed']}" if r["layers_removed"] else "",
-                                      f"{r['layers_changed']} changed" if r["layers_changed"] else "") if x) or "-")
-            rows.append([r["name"], r["group_label"], r["status"], r["type"], shape, num(r["params"]["delta"]),
-                         signed(r["macs"]["delta"]), layers])
-        out += [f"blocks: {c['blocks_added']} added, {c['blocks_removed']} removed, {c['blocks_changed']} changed, "
-                f"{c['blocks_same']} unchanged",
-                table(rows, ["block", "group", "status", "type", "output shape", "params +/-", "MACs +/-", "layers"],
-                      "llllrrrl"), ""]
-    labels = {"params": "params", "trainable_params": "trainable", "non_trainable_params": "non-trainable",
-              "macs": "MACs", "layers": "layers", "blocks": "blocks"}
-    rows = []
-    for k, label in labels.items():
-        x = t[k]
-        pct = f"{100 * x['delta'] / x['a']:+.1f}%" if x["a"] and x["delta"] else ""
-        rows.append([label, f"{x['a']:,}", f"{x['b']:,}", num(x["delta"]), pct])
-    out += [table(rows, ["total", "A", "B", "+/-", "%"], "lrrrr"), ""]
-    lay = d["layers"]
-    out.append(f"layers (matched by name): {c['layers_added']} added, {c['layers_removed']} removed, "
-               f"{c['layers_changed']} changed")
-    for x in lay["changed"][:DIFF_LAYER_LINES]:
-        ch = dict(x["changes"])
-        if "trainable_params" in ch and ch["trainable_params"] == ch.get("params"):
-            del ch["trainable_params"]  # all trainable: the params change says it
-        out.append(f"  {x['name']} ({x['block']}): " + "; ".join(_diff_change(f, c) for f, c in ch.items()))
-    if len(lay["changed"]) > DIFF_LAYER_LINES:
-        out.append(f"  ... and {len(lay['changed']) - DIFF_LAYER_LINES} more (--json lists them all)")
-    if lay["renamed"]:
-        out.append("likely renamed (same op, attributes, shape and params; counted as removed and added): " +
-                   ", ".join(f"{r['a']} -> {r['b']}" for r in lay["renamed"]))
-    if "outputs" in d:
-        out.append(f"outputs: {', '.join(d['outputs']['a'])} -> {', '.join(d['outputs']['b'])}")
-    out.append("MACs: multiply-accumulates of conv and dense layers (what papers call FLOPs).")
-    return "\n".join(out)
-
-
-def cmd_diff(args) -> int:
-    from ..views import diff as diffing
-
-    if args.html:
-        out = check_output(args.html, args.force)  # before any work: an existing file is an error at once
-    (sa, ia), (sb, ib) = _diff_side(args, "a"), _diff_side(args, "b")
-    d = diffing.diff_specs(sa, sb, label_a=ia.pop("label"), label_b=ib.pop("label"))
-    d["a"].update(ia)
-    d["b"].update(ib)
-    if args.json:
-        print_json(d)
-    elif args.html:
-        from ..core.templates import render
-
-        write_output(out, render("diff.html.j2", d=d, human=human, signed=diffing.signed, shape_str=shape_str),
-                     args.force)
-        print(d["summary"])
-        print(f"wrote: {out}")
-    else:
-        print(format_diff(d))
-    return 1 if (args.exit_code and d["differ"]) else 0
-
-
-# ---------------------------------------------------------------- codegen (cmd_codegen)
-
-
-def cmd_codegen(args) -> int:
-    from ..backends.codegen import generate
-
-    out = None
-    if args.output:
-        out = check_output(args.output, args.force)
-        if out.suffix != ".py":
-            raise SpecError("the output of codegen must end in .py", _where(out))
-    text = generate(args.spec, args.set)
-    if out is None:
-        sys.stdout.write(text)
-        return 0
-    write_output(out, text, args.force)
-    print(f"wrote {out} ({len(text.splitlines())} lines)", file=sys.stderr)
-    return 0
-
-
 # ---------------------------------------------------------------- parser
 
 
 def build_parser() -> argparse.ArgumentParser:
     from ..core.version import __version__
+    from ..exporting.options import (DEFAULT_OPSET, FORMATS, MAX_OPSET, MIN_AGREEMENT, MIN_OPSET, ONNX_PATHS, PRECISIONS,
+                                     QUANTIZE_MODES)
 
     p = argparse.ArgumentParser(
         prog="archspec", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
@@ -727,7 +363,7 @@ def build_parser() -> argparse.ArgumentParser:
                   "as .keras (reopen with keras.models.load_model after `import archspec`).")
     sp.add_argument("-o", "--output", help="output .keras file (default: NAME.keras)")
     sp.add_argument("--force", action="store_true", help="replace an existing output file")
-    sp.add_argument("--precision", choices=["float32", "mixed_float16", "mixed_bfloat16"],
+    sp.add_argument("--precision", choices=PRECISIONS,
                     help="layer dtype policy; the classifier (and its softmax) stays float32")
     sp.add_argument("--seed", type=int, help="seed for reproducible initial weights")
     sp.add_argument("--weights", metavar="FILE", help="load weights (.weights.h5, or a legacy .h5 by layer name)")
@@ -748,10 +384,11 @@ def build_parser() -> argparse.ArgumentParser:
                   "resolved-spec sha256, archspec version, preprocessing). Writes are atomic.")
     sp.add_argument("-o", "--output", required=True, metavar="PATH",
                     help="output file (a directory for saved_model)")
-    sp.add_argument("--format", choices=["onnx", "saved_model", "keras"],
+    sp.add_argument("--format", choices=FORMATS,
                     help="default: from the suffix of PATH (.onnx, .keras); another suffix needs --format")
-    sp.add_argument("--opset", type=int, default=17, help="ONNX opset (13-18, default 17)")
-    sp.add_argument("--via", choices=["ir", "tf2onnx"], default="ir",
+    sp.add_argument("--opset", type=int, default=DEFAULT_OPSET,
+                    help=f"ONNX opset ({MIN_OPSET}-{MAX_OPSET}, default {DEFAULT_OPSET})")
+    sp.add_argument("--via", choices=ONNX_PATHS, default=ONNX_PATHS[0],
                     help="how ONNX is made: ir (default: emitted from the graph IR, no TensorFlow needed) or "
                          "tf2onnx (traced by TensorFlow and converted by tf2onnx, the cross-check)")
     sp.add_argument("--external-data", action="store_true",
@@ -764,13 +401,13 @@ def build_parser() -> argparse.ArgumentParser:
                          "run directory's data, else random inputs")
     sp.add_argument("--min-agreement", type=float, metavar="F",
                     help="--fp16/--quantize: the top-1 agreement with float32 needed on real images "
-                         "(default 0.99 for fp16, 0.95 for int8)")
+                         f"(default {MIN_AGREEMENT['fp16']:g} for fp16, {MIN_AGREEMENT['int8']:g} for int8)")
     sp.add_argument("--force", action="store_true", help="replace an existing PATH")
     g = sp.add_mutually_exclusive_group()
     g.add_argument("--fp16", action="store_true",
                    help="ONNX with float16 weights (inputs/outputs stay float32; batch norms folded into their "
                         "convolutions, nodes that overflow float16 kept float32)")
-    g.add_argument("--quantize", choices=["int8", "int8-dynamic"],
+    g.add_argument("--quantize", choices=[q.replace("_", "-") for q in QUANTIZE_MODES],
                    help="ONNX Runtime int8 quantization: static (calibrated) or dynamic (weights only); "
                         "needs --check-data (or a run directory, or static's --calibration) unless --no-check")
     sp.add_argument("--calibration", metavar="PATH",
@@ -979,8 +616,7 @@ def main(argv: list[str] | None = None) -> int:
     except SpecError as exc:
         if args.debug:
             raise
-        for line in (exc.lines() if isinstance(exc, SpecErrors) else [exc.one_line()]):
-            print(line, file=sys.stderr)
+        print_error(exc.reworded("--force") if isinstance(exc, OutputExists) else exc)
         return 2
     except ArchspecError as exc:
         if args.debug:
@@ -1002,30 +638,3 @@ def main(argv: list[str] | None = None) -> int:
             print(f"archspec: internal error: {internal_error_words(exc)}; rerun with --debug for the traceback",
                   file=sys.stderr)
         return 1
-
-
-def resource_words(exc: BaseException) -> str | None:
-    """What the machine ran out of, in words, for the failures no check can foresee: memory
-    (MemoryError, a backend's ResourceExhaustedError / out-of-memory) or disk space."""
-    name, msg = type(exc).__name__, " ".join(str(exc).split())
-    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC or "No space left on device" in msg:
-        where = f" writing {exc.filename}" if isinstance(exc, OSError) and exc.filename else ""
-        return f"no space left on the device{where}; free some space and run again (a run resumes with --resume)"
-    if isinstance(exc, MemoryError) or name in ("ResourceExhaustedError", "OutOfMemoryError") or \
-            name == "XlaRuntimeError" and "RESOURCE_EXHAUSTED" in msg:
-        return ("out of memory; the model or the batch is too large for this machine (reduce the input size, the "
-                "widths or data.batch_size; `archspec inspect` shows the weights and activations it needs)")
-    return None
-
-
-def internal_error_words(exc: BaseException, limit: int = 300) -> str:
-    """`Type: message` of an unexpected exception on one bounded line (a framework's message
-    can hold tensors, paths and newlines; only its start is shown)."""
-    msg = " ".join(str(exc).split())
-    if len(msg) > limit:
-        msg = msg[:limit] + " ..."
-    return f"{type(exc).__name__}: {msg}" if msg else type(exc).__name__
-
-
-if __name__ == "__main__":  # pragma: no cover
-    raise SystemExit(main())

@@ -7,6 +7,7 @@ repeats the bad value. `ArchspecError` is any other failure while running (exit 
 
 from __future__ import annotations
 
+import errno
 from dataclasses import dataclass
 
 
@@ -71,3 +72,26 @@ class SpecErrors(SpecError):
 
 class MissingDependency(ArchspecError):
     """An optional heavy dependency (TensorFlow, tf2onnx, ...) is not installed."""
+
+
+def resource_words(exc: BaseException) -> str | None:
+    """What the machine ran out of, in words, for the failures no check can foresee: memory
+    (MemoryError, a backend's ResourceExhaustedError / out-of-memory) or disk space."""
+    name, msg = type(exc).__name__, " ".join(str(exc).split())
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC or "No space left on device" in msg:
+        where = f" writing {exc.filename}" if isinstance(exc, OSError) and exc.filename else ""
+        return f"no space left on the device{where}; free some space and run again (a run resumes with --resume)"
+    if isinstance(exc, MemoryError) or name in ("ResourceExhaustedError", "OutOfMemoryError") or \
+            name == "XlaRuntimeError" and "RESOURCE_EXHAUSTED" in msg:
+        return ("out of memory; the model or the batch is too large for this machine (reduce the input size, the "
+                "widths or data.batch_size; `archspec inspect` shows the weights and activations it needs)")
+    return None
+
+
+def internal_error_words(exc: BaseException, limit: int = 300) -> str:
+    """`Type: message` of an unexpected exception on one bounded line (a framework's message
+    can hold tensors, paths and newlines; only its start is shown)."""
+    msg = " ".join(str(exc).split())
+    if len(msg) > limit:
+        msg = msg[:limit] + " ..."
+    return f"{type(exc).__name__}: {msg}" if msg else type(exc).__name__

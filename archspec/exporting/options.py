@@ -10,6 +10,8 @@ from ..core.atomic import check_output
 from ..core.errors import SpecError
 
 FORMATS = ("onnx", "saved_model", "keras")
+#: the layer dtype policies a model is built with (the classifier and its softmax stay float32)
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 QUANTIZE_MODES = ("int8", "int8_dynamic")
 #: how an ONNX file is made: from the graph IR (default), or through TensorFlow and tf2onnx
 ONNX_PATHS = ("ir", "tf2onnx")

@@ -16,9 +16,10 @@ The module is named so that it does not clash with a public API name; it is not 
 from __future__ import annotations
 
 import os
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from ..ir.graph import Graph, Node, _jsonable
+from ..core.errors import SpecError
 from ..core.units import human
 
 MACS_NOTE = "multiply-accumulates of conv, depthwise-conv and dense layers (what papers call FLOPs)"
@@ -122,6 +123,31 @@ def side_label(name: str, overrides: Iterable[str] | None = None, preset: str | 
     if preset is not None and not name.endswith(f"-{preset}"):
         extra.append(f"preset={preset}")
     return f"{name} [{', '.join(extra)}]" if extra else name
+
+
+def diff_command(a, b, *, overrides=(), overrides_a=(), overrides_b=(), preset=None, phi=None, preset_a=None,
+                 preset_b=None, phi_a=None, phi_b=None, warn: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """`archspec diff`: `overrides` (``--set``) then a side's own (``--set-a``/``--set-b``) on
+    each side, then its scaling: its own preset or phi over the shared ones (both for one
+    side is a SpecError); scaling warnings go to `warn`. Returns `diff_specs`' dict."""
+    from ..language import load
+    from .sweeps import apply_scaling
+
+    sides = []
+    for s, ref, own, p, f in (("a", a, overrides_a, preset_a, phi_a), ("b", b, overrides_b, preset_b, phi_b)):
+        sets, p, f = list(overrides) + list(own), p or preset, f if f is not None else phi
+        if p is not None and f is not None:
+            raise SpecError(f"side {s.upper()} ({ref}): give --preset or --phi, not both (got preset={p!r}, phi={f:g})")
+        spec = load(ref, sets)[0]
+        if p is not None or f is not None:
+            spec = apply_scaling(spec, f, p, warn)
+        sides.append((spec, {"ref": ref, "overrides": sets, "preset": p, "phi": f,
+                             "label": side_label(spec.name, own, p, f)}))
+    (sa, ia), (sb, ib) = sides
+    d = diff_specs(sa, sb, label_a=ia.pop("label"), label_b=ib.pop("label"))
+    d["a"].update(ia)
+    d["b"].update(ib)
+    return d
 
 
 # ---------------------------------------------------------------- the comparison

@@ -199,3 +199,27 @@ def sweep_html(report: dict) -> str:
     from ..core.templates import render
 
     return render("sweep.html.j2", s=report, plot=scaling_plot(report), human=human, version=__version__)
+
+
+def write_report(spec_ref, overrides: list[str] | None = None, output=None, *, force: bool = False,
+                 model: str | None = None, phases=None) -> tuple[Path, str]:
+    """`archspec report`: the HTML report (`html_report`) into `output` (default NAME.html),
+    or the diagram alone (`diagram_svg`) when it ends in ``.svg``; the output is checked
+    before any work by the one writer (`archspec.core.atomic`). `phases`: a function giving
+    the per-phase counts of a recipe (called after the output is checked), or None.
+    Returns (the path written, the text)."""
+    from ..core.atomic import check_output, write_text_atomic
+
+    out = check_output(output, force) if output else None
+    if out is not None and out.suffix not in (".html", ".htm", ".svg"):
+        raise SpecError(f"report writes .html (the report) or .svg (the diagram alone); got "
+                        f"{out.suffix or 'no suffix'!r}", Location(str(out)))
+    if out is not None and out.suffix == ".svg":
+        if model:
+            raise SpecError("--model adds measured counts to the HTML report; it does not go with an .svg output")
+        name, text = diagram_svg(spec_ref, overrides)
+    else:
+        name, text = html_report(spec_ref, overrides, model=model, phases=phases() if phases else None)
+    out = out or check_output(f"{name}.html", force)
+    write_text_atomic(out, text, force=force)
+    return out, text

@@ -11,13 +11,13 @@ import math
 import warnings
 from typing import Any, Callable, Iterable
 
-from ..core.errors import SpecError
+from ..core.errors import Location, SpecError
 from ..ir.lower import lower
 from ..language.define import spec_blocks
 from ..language.rounding import flops_factor
 from ..resolving import resolve, width_fields_of
 from ..resolving.compound import (FORMULA, PAPER_CONSTRAINT, ScalingWarning, _rescale, _scaling_of, _spec_error,
-                                  apply_phi, apply_preset, coefficient_warnings, coefficients_of, scaled_resolution)
+                                  apply_phi, apply_preset, coefficient_warnings, coefficients_of, preset_names, scaled_resolution)
 
 
 def _counts(spec) -> tuple[int, int]:
@@ -191,3 +191,70 @@ def _numbers(spec) -> list:
         out.append(b.repeats)
         out += [getattr(b, f, None) for f in width_fields_of(b, spec.define)]
     return out
+
+
+# ---------------------------------------------------------------- `archspec scale`
+
+
+def apply_scaling(spec, phi: float | None = None, preset: str | None = None,
+                  warn: Callable[[str], None] | None = None):
+    """`apply_phi` (phi given) or `apply_preset`; each distinct ScalingWarning passed to
+    `warn` once (dropped without it)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ScalingWarning)
+        out = apply_phi(spec, phi) if phi is not None else apply_preset(spec, preset)
+    for w in dict.fromkeys(str(w.message) for w in caught) if warn else ():
+        warn(w)
+    return out
+
+
+def search_report(spec, step: float = 0.05, tolerance: float = 0.05, *, output=None, plot=None) -> dict[str, Any]:
+    """`archspec scale --search`: the candidates of `search_grid` at phi = 1, unranked
+    (`output` and `plot` belong to a sweep: either is a SpecError)."""
+    if output:
+        raise SpecError("-o writes one scaled spec; it does not go with --search")
+    if plot:
+        raise SpecError("--plot draws a sweep (--phi or --preset); it does not go with --search")
+    cands = search_grid(spec, step=step, tolerance=tolerance)
+    return {"base": spec.name, "phi": 1, "step": step, "tolerance": tolerance,
+            "ranking": "none: pass rank= to archspec.language.rounding.search_grid to score candidates",
+            "candidates": cands}
+
+
+def scale(spec, ref: str, phis: Iterable[float] = (), preset: str | None = None, *, output=None, plot=None,
+          force: bool = False, warn: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """`archspec scale --phi/--preset`: the `sweep` of `phis` or of `preset` (``"all"``: every
+    preset), its warnings passed to `warn`; `output` the one scaled spec as resolved YAML
+    (its header names `ref`), `plot` the sweep as ``.svg`` or ``.html`` (the official
+    presets beside the formula's points). Outputs are checked and written by the one writer
+    (`archspec.core.atomic`); the report gains ``output`` / ``plot``."""
+    from ..core.atomic import check_output, write_text_atomic
+    from ..language import dump_spec
+
+    phis = list(phis)
+    presets = (preset_names(spec) if preset == "all" else [preset]) if preset else []
+    report = sweep(spec, phis, presets)
+    for w in report["warnings"] if warn else ():
+        warn(w)
+    if output:
+        if len(report["rows"]) != 1:
+            raise SpecError(f"-o writes one scaled spec; got {len(report['rows'])} (give one --phi or --preset)")
+        out = check_output(output, force)
+        scaled = apply_scaling(spec, phis[0] if phis else None, None if phis else presets[0])  # warned above
+        row = report["rows"][0]
+        write_text_atomic(out, dump_spec(scaled, f"archspec scale {ref} {row['label']}: {row['source']}\n"
+                                                 f"resolved and self-contained"), force=force)
+        report["output"] = str(out)
+    if plot:
+        out = check_output(plot, force)
+        if out.suffix not in (".svg", ".html"):
+            raise SpecError(f"--plot writes .svg (the plot) or .html (plot and table); got "
+                            f"{out.suffix or 'no suffix'!r}", Location(str(out)))
+        from .report import scaling_plot, sweep_html
+
+        shown = report
+        if phis and not presets and preset_names(spec):  # the official points beside the formula's
+            shown = sweep(spec, phis, preset_names(spec))
+        write_text_atomic(out, scaling_plot(shown) if out.suffix == ".svg" else sweep_html(shown), force=force)
+        report["plot"] = str(out)
+    return report
