@@ -15,8 +15,8 @@ How the graph becomes code:
   function is written as a literal; one that differs becomes a parameter (``filters``,
   ``strides``, ...), an integer multiple of another parameter an expression
   (``4 * filters``). Layer names are ``f"{name}_suffix"`` of the block's name.
-- Each layer is written as `keras_build.make_layer` makes it, keyword arguments equal to
-  Keras' defaults left out.
+- Each layer is written from its op's entry in the op table (`backends.optable`), which
+  `keras_build.make_layer` instantiates, keyword arguments equal to Keras' defaults left out.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from typing import Any
 
 from ..core.errors import ArchspecError
 from ..ir.graph import Graph, Node
+from .optable import MERGE_OPS, PRIMITIVES, REQUIRED
 
 #: names the generated module defines or imports: a block function must not take one
 _RESERVED = {"keras", "layers", "ops", "build_model", "LocalResponseNormalization", "LayerScale", "inputs",
@@ -90,24 +91,6 @@ def _lit(v: Any) -> str:
     raise ArchspecError(f"codegen cannot write the attribute value {v!r} ({type(v).__name__}) as Python")
 
 
-def _compact(v) -> Any:
-    """(3, 3) -> 3; (1, 7) stays; Keras reads both the same."""
-    if isinstance(v, (list, tuple)):
-        t = tuple(v)
-        return t[0] if len(t) == 2 and t[0] == t[1] else t
-    return v
-
-
-def _padding(v) -> Any:
-    """ZeroPadding2D's ((t, b), (l, r)) in its shortest equivalent form."""
-    (t, b), (l, r) = v
-    if t == b == l == r:
-        return t
-    if t == b and l == r:
-        return (t, l)
-    return ((t, b), (l, r))
-
-
 def _reg(v) -> Any:
     return _Code(f"keras.regularizers.L2({v!r})") if v else None
 
@@ -134,94 +117,14 @@ class _Arg:
 
 
 def _layer(node: Node) -> tuple[str, list[_Arg]]:
-    """The Keras class and constructor arguments of one node, as `keras_build.make_layer`."""
-    a, op = node.attrs, node.op
-    A = _Arg
-    if op == "conv2d":
-        return "layers.Conv2D", [
-            A("filters", a["filters"], True), A("kernel_size", _compact(a["kernel"]), True),
-            A("strides", _compact(a["strides"]), default=1), A("padding", a["padding"], default="valid"),
-            A("dilation_rate", _compact(a["dilation"]), default=1), A("groups", a["groups"], default=1),
-            A("use_bias", a["use_bias"], default=True), A("activation", a["activation"], default=None),
-            A("kernel_initializer", a["kernel_initializer"], default="glorot_uniform"),
-            A("bias_initializer", a["bias_initializer"], default="zeros"),
-            A("kernel_regularizer", _reg(a["kernel_regularizer"]), default=None)]
-    if op == "depthwise_conv2d":
-        return "layers.DepthwiseConv2D", [
-            A("kernel_size", _compact(a["kernel"]), True), A("strides", _compact(a["strides"]), default=1),
-            A("padding", a["padding"], default="valid"), A("depth_multiplier", a["depth_multiplier"], default=1),
-            A("use_bias", a["use_bias"], default=True), A("activation", a["activation"], default=None),
-            A("depthwise_initializer", a["depthwise_initializer"], default="glorot_uniform"),
-            A("depthwise_regularizer", _reg(a["depthwise_regularizer"]), default=None)]
-    if op == "separable_conv2d":
-        return "layers.SeparableConv2D", [
-            A("filters", a["filters"], True), A("kernel_size", _compact(a["kernel"]), True),
-            A("strides", _compact(a["strides"]), default=1), A("padding", a["padding"], default="valid"),
-            A("depth_multiplier", a["depth_multiplier"], default=1), A("use_bias", a["use_bias"], default=True),
-            A("activation", a["activation"], default=None),
-            A("depthwise_initializer", a["kernel_initializer"], default="glorot_uniform"),
-            A("pointwise_initializer", a["kernel_initializer"], default="glorot_uniform"),
-            A("pointwise_regularizer", _reg(a["kernel_regularizer"]), default=None)]
-    if op == "batch_norm":
-        return "layers.BatchNormalization", [
-            A("epsilon", a["epsilon"], default=1e-3), A("momentum", a["momentum"], default=0.99),
-            A("center", a["center"], default=True), A("scale", a["scale"], default=True)]
-    if op == "layer_norm":
-        return "layers.LayerNormalization", [
-            A("epsilon", a["epsilon"], default=1e-3), A("center", a["center"], default=True),
-            A("scale", a["scale"], default=True)]
-    if op == "activation":
-        if a["fn"] == "relu6":
-            return "layers.ReLU", [A("max_value", 6.0, True)]
-        return "layers.Activation", [A("activation", a["fn"], True)]
-    if op in ("add", "multiply", "flatten", "identity"):
-        return {"add": "layers.Add", "multiply": "layers.Multiply", "flatten": "layers.Flatten",
-                "identity": "layers.Identity"}[op], []
-    if op == "concat":
-        axis = a.get("axis", -1)
-        return "layers.Concatenate", [A("axis", axis if axis < 0 else axis + 1, default=-1)]
-    if op in ("max_pool", "avg_pool"):
-        pool = _compact(a["pool"])
-        return ("layers.MaxPooling2D" if op == "max_pool" else "layers.AveragePooling2D"), [
-            A("pool_size", pool, True), A("strides", _compact(a["strides"]), default=pool),
-            A("padding", a["padding"], default="valid")]
-    if op == "global_pool":
-        cls = "layers.GlobalAveragePooling2D" if a["mode"] == "avg" else "layers.GlobalMaxPooling2D"
-        return cls, [A("keepdims", bool(a.get("keepdims", False)), default=False)]
-    if op == "zero_padding":
-        return "layers.ZeroPadding2D", [A("padding", _padding(a["padding"]), True)]
-    if op == "dense":
-        return "layers.Dense", [
-            A("units", a["units"], True), A("activation", a["activation"], default=None),
-            A("use_bias", a["use_bias"], default=True),
-            A("kernel_initializer", a["kernel_initializer"], default="glorot_uniform"),
-            A("bias_initializer", a["bias_initializer"], default="zeros"),
-            A("kernel_regularizer", _reg(a["kernel_regularizer"]), default=None),
-            A("bias_regularizer", _reg(a.get("bias_regularizer")), default=None)]
-    if op == "dropout":
-        ns = a.get("noise_shape")
-        return "layers.Dropout", [A("rate", a["rate"], True),
-                                  A("noise_shape", tuple(ns) if ns else None, default=None)]
-    if op == "reshape":
-        return "layers.Reshape", [A("target_shape", tuple(a["target_shape"]), True)]
-    if op == "rescaling":
-        return "layers.Rescaling", [A("scale", a["scale"], True), A("offset", a["offset"], default=0.0)]
-    if op == "normalization":
-        return "layers.Normalization", [A("mean", a.get("mean"), default=None),
-                                        A("variance", a.get("variance"), default=None)]
-    if op == "upsample":
-        return "layers.UpSampling2D", [A("size", tuple(a["size"]), True),
-                                       A("interpolation", a["interpolation"], default="nearest")]
-    if op == "layer_scale":
-        return "LayerScale", [A("init", float(a["init"]), True)]
-    if op == "lrn":
-        return "LocalResponseNormalization", [A("depth", int(a["depth"]), default=5), A("k", float(a["k"]), default=2.0),
-                                              A("alpha", float(a["alpha"]), default=1e-4),
-                                              A("beta", float(a["beta"]), default=0.75)]
-    raise ArchspecError(f"codegen has no Keras layer for op {op!r} (layer {node.name!r})")
-
-
-MERGE_OPS = ("add", "multiply", "concat")
+    """The Keras class and constructor arguments of one node: its op's entry in the op table
+    (`backends.optable`), which `keras_build.make_layer` instantiates."""
+    entry = PRIMITIVES.get(node.op)
+    if entry is None or not callable(entry.layer):
+        raise ArchspecError(f"codegen has no Keras layer for op {node.op!r} (layer {node.name!r})")
+    cls, args = entry.layer(node.attrs)
+    return cls, [_Arg(a.key, _reg(a.value) if a.kind == "regularizer" else a.value, a.positional,
+                      _REQUIRED if a.default is REQUIRED else a.default) for a in args]
 
 
 # ---------------------------------------------------------------- blocks and their structure

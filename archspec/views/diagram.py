@@ -23,10 +23,11 @@ import json
 from dataclasses import dataclass, field
 from html import escape
 
+from ..backends import optable
 from ..ir.graph import Graph, Node
 from ..core.units import human, shape_str
 
-MERGE_OPS = ("add", "concat", "multiply")
+MERGE_OPS = optable.MERGE_OPS
 
 NODE_W, NODE_H = 168, 26  # a layer's box
 LANE = NODE_W + 22  # horizontal distance of two lanes
@@ -39,39 +40,10 @@ ARC_MARGIN = 90  # room on the left for arcs between blocks that are not neighbo
 RUN_MIN = 3  # blocks with the same structure in a row before the rest are collapsed
 
 
-def _k(v) -> str:
-    a, b = (v if isinstance(v, (list, tuple)) else (v, v))
-    return f"{a}\u00d7{b}"
-
-
-def _s(v) -> str:
-    a = v[0] if isinstance(v, (list, tuple)) else v
-    return f"/{a}" if a and a != 1 else ""
-
-
 def op_label(n: Node) -> str:
-    """A short description of a layer: `conv 3×3/2 64`, `max pool 3×3/2`, `dense 1000`."""
-    a, op = n.attrs, n.op
-    if op == "conv2d":
-        g = a.get("groups", 1)
-        return f"conv {_k(a['kernel'])}{_s(a.get('strides', 1))} {a['filters']}" + (f" g{g}" if g > 1 else "")
-    if op == "depthwise_conv2d":
-        return f"dwconv {_k(a['kernel'])}{_s(a.get('strides', 1))}"
-    if op == "separable_conv2d":
-        return f"sepconv {_k(a['kernel'])}{_s(a.get('strides', 1))} {a['filters']}"
-    if op in ("max_pool", "avg_pool"):
-        return f"{op.replace('_', ' ')} {_k(a['pool'])}{_s(a.get('strides') or a['pool'])}"
-    if op == "global_pool":
-        return f"global {a.get('mode', 'avg')} pool"
-    if op == "dense":
-        return f"dense {a['units']}" + (f" {a['activation']}" if a.get("activation") not in (None, "linear") else "")
-    if op == "activation":
-        return str(a.get("fn", "activation"))
-    if op == "dropout":
-        return f"dropout {a.get('rate', 0):g}"
-    if op == "concat":
-        return "concatenate"
-    return op.replace("_", " ")
+    """A short description of a layer: `conv 3×3/2 64`, `max pool 3×3/2`, `dense 1000` (the
+    label of its op's entry in the op table, `backends.optable`)."""
+    return optable.label(n.op, n.attrs)
 
 
 def _tooltip(n: Node) -> str:

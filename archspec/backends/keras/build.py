@@ -15,6 +15,7 @@ import keras
 from keras import layers, ops
 
 from ...ir.graph import Graph, Node
+from ..optable import MERGE_OPS, PRIMITIVES, keras_class
 
 
 @keras.saving.register_keras_serializable(package="archspec")
@@ -96,83 +97,26 @@ def _init(v):
 
 
 def make_layer(node: Node, dtype=None) -> layers.Layer:
-    """The Keras layer for one graph node."""
-    a, name, op = node.attrs, node.name, node.op
-    if a.get("float32") and dtype is not None:
+    """The Keras layer for one graph node: its op's entry in the op table
+    (`backends.optable`), which codegen writes as source too."""
+    entry = PRIMITIVES.get(node.op)
+    if entry is None or not callable(entry.layer):
+        raise ValueError(f"no Keras layer for op {node.op!r}")
+    if node.attrs.get("float32") and dtype is not None:
         dtype = "float32"
-    kw = {"name": name}
+    kw = {"name": node.name}
     if dtype is not None:
         kw["dtype"] = dtype
-    if op == "conv2d":
-        return layers.Conv2D(a["filters"], a["kernel"], strides=a["strides"], padding=a["padding"],
-                             dilation_rate=a["dilation"], groups=a["groups"], use_bias=a["use_bias"],
-                             activation=a["activation"], kernel_initializer=_init(a["kernel_initializer"]),
-                             bias_initializer=_init(a["bias_initializer"]),
-                             kernel_regularizer=_reg(a["kernel_regularizer"]), **kw)
-    if op == "depthwise_conv2d":
-        return layers.DepthwiseConv2D(a["kernel"], strides=a["strides"], padding=a["padding"],
-                                      depth_multiplier=a["depth_multiplier"], use_bias=a["use_bias"],
-                                      activation=a["activation"],
-                                      depthwise_initializer=_init(a["depthwise_initializer"]),
-                                      depthwise_regularizer=_reg(a["depthwise_regularizer"]), **kw)
-    if op == "batch_norm":
-        return layers.BatchNormalization(axis=-1, epsilon=a["epsilon"], momentum=a["momentum"],
-                                         center=a["center"], scale=a["scale"], **kw)
-    if op == "activation":
-        if a["fn"] == "relu6":
-            return layers.ReLU(6.0, **kw)
-        return layers.Activation(a["fn"], **kw)
-    if op == "add":
-        return layers.Add(**kw)
-    if op == "multiply":
-        return layers.Multiply(**kw)
-    if op == "concat":
-        axis = a.get("axis", -1)
-        return layers.Concatenate(axis=axis if axis < 0 else axis + 1, **kw)
-    if op == "max_pool":
-        return layers.MaxPooling2D(a["pool"], strides=a["strides"], padding=a["padding"], **kw)
-    if op == "avg_pool":
-        return layers.AveragePooling2D(a["pool"], strides=a["strides"], padding=a["padding"], **kw)
-    if op == "global_pool":
-        cls = layers.GlobalAveragePooling2D if a["mode"] == "avg" else layers.GlobalMaxPooling2D
-        return cls(keepdims=a.get("keepdims", False), **kw)
-    if op == "zero_padding":
-        return layers.ZeroPadding2D(a["padding"], **kw)
-    if op == "dense":
-        return layers.Dense(a["units"], activation=a["activation"], use_bias=a["use_bias"],
-                            kernel_initializer=_init(a["kernel_initializer"]),
-                            bias_initializer=_init(a["bias_initializer"]),
-                            kernel_regularizer=_reg(a["kernel_regularizer"]),
-                            bias_regularizer=_reg(a.get("bias_regularizer")), **kw)
-    if op == "dropout":
-        ns = a.get("noise_shape")
-        return layers.Dropout(a["rate"], noise_shape=tuple(ns) if ns else None, **kw)
-    if op == "flatten":
-        return layers.Flatten(**kw)
-    if op == "reshape":
-        return layers.Reshape(tuple(a["target_shape"]), **kw)
-    if op == "rescaling":
-        return layers.Rescaling(a["scale"], a["offset"], **kw)
-    if op == "normalization":
-        return layers.Normalization(axis=-1, mean=a.get("mean"), variance=a.get("variance"), **kw)
-    if op == "separable_conv2d":
-        return layers.SeparableConv2D(a["filters"], a["kernel"], strides=a["strides"], padding=a["padding"],
-                                      depth_multiplier=a["depth_multiplier"], use_bias=a["use_bias"],
-                                      activation=a["activation"],
-                                      depthwise_initializer=_init(a["kernel_initializer"]),
-                                      pointwise_initializer=_init(a["kernel_initializer"]),
-                                      pointwise_regularizer=_reg(a["kernel_regularizer"]), **kw)
-    if op == "layer_norm":
-        return layers.LayerNormalization(axis=-1, epsilon=a["epsilon"], center=a["center"], scale=a["scale"], **kw)
-    if op == "layer_scale":
-        return LayerScale(a["init"], **kw)
-    if op == "identity":
-        return layers.Identity(**kw)
-    if op == "upsample":
-        return layers.UpSampling2D(tuple(a["size"]), interpolation=a["interpolation"], **kw)
-    if op == "lrn":
-        return LocalResponseNormalization(a["depth"], a["k"], a["alpha"], a["beta"], **kw)
-    raise ValueError(f"no Keras layer for op {op!r}")
+    cls, args = entry.layer(node.attrs)
+    positional = []
+    for arg in args:  # in order: each initializer's seed follows its position
+        v = _init(arg.value) if arg.kind == "initializer" else _reg(arg.value) if arg.kind == "regularizer" \
+            else arg.value
+        if arg.positional:
+            positional.append(v)
+        else:
+            kw[arg.key] = v
+    return keras_class(cls, keras)(*positional, **kw)
 
 
 def build_model(graph: Graph, *, precision: str | None = None, seed: int | None = None) -> keras.Model:
@@ -208,7 +152,7 @@ def _build(graph: Graph, precision: str | None) -> keras.Model:
             continue
         layer = make_layer(node, dtype)
         ins = [tensors[i] for i in node.inputs]
-        tensors[node.name] = layer(ins if node.op in ("add", "multiply", "concat") else ins[0])
+        tensors[node.name] = layer(ins if node.op in MERGE_OPS else ins[0])
     inputs = [tensors[n.name] for n in graph.inputs]
     outputs = [tensors[o] for o in graph.outputs]
     return keras.Model(inputs[0] if len(inputs) == 1 else inputs, outputs[0] if len(outputs) == 1 else outputs,

@@ -1,7 +1,7 @@
 """The ONNX emitters of the graph IR: one small function per op (`EMITTERS`, keyed by every
-op of `graph.OPS`), each reproducing the inference semantics of the Keras layer that
-`keras_build.make_layer` makes for that op, and tested alone against that layer on a tiny
-graph (tests/test_onnx_ir.py).
+op of `graph.OPS`, each named by the op's entry in `backends.optable`), each reproducing the
+inference semantics of the Keras layer that `keras_build.make_layer` makes for that op, and
+tested alone against that layer on a tiny graph (tests/test_onnx_ir.py).
 
 Layout (a decision, tested): the ONNX graph takes the NHWC input the Keras model takes;
 one ``Transpose`` at the input makes it NCHW, and **every 4-D tensor inside the graph is
@@ -32,6 +32,7 @@ import numpy as np
 
 from ...core.errors import ArchspecError
 from ...ir.graph import OPS, Node
+from ..optable import PRIMITIVES
 from ...core.units import pair
 
 #: Keras' SELU constants (keras.ops.selu), not ONNX's defaults
@@ -439,15 +440,10 @@ def emit_passthrough(b, n: Node, xs, w):  # dropout and identity: nothing at inf
     return xs[0]
 
 
-EMITTERS: dict[str, Callable] = {
-    "conv2d": emit_conv2d, "depthwise_conv2d": emit_depthwise_conv2d, "separable_conv2d": emit_separable_conv2d,
-    "dense": emit_dense, "batch_norm": emit_batch_norm, "layer_norm": emit_layer_norm,
-    "normalization": emit_normalization, "rescaling": emit_rescaling, "layer_scale": emit_layer_scale,
-    "lrn": emit_lrn, "activation": emit_activation, "add": _chain("Add"), "multiply": _chain("Mul"),
-    "concat": emit_concat, "max_pool": _pool("MaxPool"), "avg_pool": _pool("AveragePool"),
-    "global_pool": emit_global_pool, "zero_padding": emit_zero_padding, "flatten": emit_flatten,
-    "reshape": emit_reshape, "upsample": emit_upsample, "dropout": emit_passthrough,
-    "identity": emit_passthrough,
-}
-# ("input" is the graph input itself: via_ir.convert adds it and its transpose to NCHW)
+emit_add, emit_multiply = _chain("Add"), _chain("Mul")
+emit_max_pool, emit_avg_pool = _pool("MaxPool"), _pool("AveragePool")
+
+#: op -> emitter, named by the op table (`backends.optable`, entry `onnx`); "input" is the
+#: graph input itself: via_ir.convert adds it and its transpose to NCHW
+EMITTERS: dict[str, Callable] = {op: globals()[p.onnx] for op, p in PRIMITIVES.items() if isinstance(p.onnx, str)}
 assert set(EMITTERS) | {"input"} == set(OPS), sorted(set(OPS) ^ set(EMITTERS) ^ {"input"})

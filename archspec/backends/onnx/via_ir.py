@@ -10,10 +10,10 @@ Where the graph comes from:
   it was built from, kept beside the model (`source.graph_of`);
 - any other Keras model (given, or loaded from a `.keras` file): the graph is rebuilt from
   the model itself (`graph_from_keras`): each layer's class and config give the op and its
-  attributes (the inverse of `keras_build.make_layer`), its inbound node the inputs, its
-  output the shape. A layer with no IR op, or used twice, is an error that names it and
-  points to ``--via tf2onnx``. tests/test_onnx_ir.py checks that the rebuilt graph equals
-  the lowered one for bundled specs.
+  attributes (the op table's `from_keras`, the inverse of `keras_build.make_layer`), its
+  inbound node the inputs, its output the shape. A layer with no IR op, or used twice, is an
+  error that names it and points to ``--via tf2onnx``. tests/test_onnx_ir.py checks that the
+  rebuilt graph equals the lowered one for bundled specs.
 
 Layout: NHWC input, NCHW inside (see `onnx_ops`). The batch dimension is dynamic
 (``batch``); inputs and outputs carry the Keras names.
@@ -37,6 +37,7 @@ import numpy as np
 
 from ...core.errors import ArchspecError
 from ...ir.graph import Graph, Node
+from ..optable import act_name, keras_classes
 from . import ops as onnx_ops
 
 #: initializers at least this large go to the external data file (as onnx's own default)
@@ -47,99 +48,20 @@ _ALIGN = 4096
 # ---------------------------------------------------------------- the graph of a Keras model
 
 
-def _act_name(v) -> str | None:
-    if v is None:
-        return None
-    name = v if isinstance(v, str) else getattr(v, "__name__", None) or str(v)
-    return None if name == "linear" else name
-
-
-def _t(v):
-    return tuple(v) if isinstance(v, (list, tuple)) else v
-
-
-def _layer_attrs(layer, k) -> tuple[str, dict]:
-    """(op, attrs) of one Keras layer: the inverse of `keras_build.make_layer`."""
-    from ..keras.build import LayerScale, LocalResponseNormalization
-
-    L = k.layers
+def _layer_attrs(layer, k, classes: dict | None = None) -> tuple[str, dict]:
+    """(op, attrs) of one Keras layer, from the op table's `from_keras` of its class: the
+    inverse of `keras_build.make_layer`. `classes`: `optable.keras_classes(k)`, made once."""
     c = layer.get_config()
     cls = type(layer)
     if c.get("data_format", "channels_last") != "channels_last":
         raise ArchspecError(f"layer {layer.name!r}: only channels_last models export through the IR "
                             f"(got data_format={c['data_format']!r}); use --via tf2onnx")
-    if cls is L.Conv2D:
-        return "conv2d", dict(filters=c["filters"], kernel=_t(c["kernel_size"]), strides=_t(c["strides"]),
-                              padding=c["padding"], dilation=_t(c["dilation_rate"]), groups=c["groups"],
-                              use_bias=c["use_bias"], activation=_act_name(c["activation"]))
-    if cls is L.DepthwiseConv2D:
-        if tuple(_t(c["dilation_rate"])) not in ((1, 1), 1):
-            raise ArchspecError(f"layer {layer.name!r}: dilated depthwise convolutions have no IR op")
-        return "depthwise_conv2d", dict(kernel=_t(c["kernel_size"]), strides=_t(c["strides"]), padding=c["padding"],
-                                        depth_multiplier=c["depth_multiplier"], use_bias=c["use_bias"],
-                                        activation=_act_name(c["activation"]))
-    if cls is L.SeparableConv2D:
-        if tuple(_t(c["dilation_rate"])) not in ((1, 1), 1):
-            raise ArchspecError(f"layer {layer.name!r}: dilated separable convolutions have no IR op")
-        return "separable_conv2d", dict(filters=c["filters"], kernel=_t(c["kernel_size"]), strides=_t(c["strides"]),
-                                        padding=c["padding"], depth_multiplier=c["depth_multiplier"],
-                                        use_bias=c["use_bias"], activation=_act_name(c["activation"]))
-    if cls is L.BatchNormalization:
-        if c["axis"] not in (-1, [-1], len(layer.input.shape) - 1, [len(layer.input.shape) - 1]):
-            raise ArchspecError(f"layer {layer.name!r}: batch norm on axis {c['axis']} (the IR's is the last)")
-        return "batch_norm", dict(epsilon=c["epsilon"], momentum=c["momentum"], center=c["center"], scale=c["scale"])
-    if cls is L.ReLU:
-        if c.get("max_value") == 6.0 and not c.get("negative_slope") and not c.get("threshold"):
-            return "activation", dict(fn="relu6")
-        if c.get("max_value") is None and not c.get("negative_slope") and not c.get("threshold"):
-            return "activation", dict(fn="relu")
-        raise ArchspecError(f"layer {layer.name!r}: ReLU({c}) has no IR op")
-    if cls is L.Activation:
-        return "activation", dict(fn=_act_name(c["activation"]) or "linear")
-    if cls is L.Add:
-        return "add", {}
-    if cls is L.Multiply:
-        return "multiply", {}
-    if cls is L.Concatenate:
-        axis = c["axis"]
-        return "concat", dict(axis=axis if axis < 0 else axis - 1)
-    if cls in (L.MaxPooling2D, L.AveragePooling2D):
-        return ("max_pool" if cls is L.MaxPooling2D else "avg_pool"), dict(
-            pool=_t(c["pool_size"]), strides=_t(c["strides"]), padding=c["padding"])
-    if cls in (L.GlobalAveragePooling2D, L.GlobalMaxPooling2D):
-        return "global_pool", dict(mode="avg" if cls is L.GlobalAveragePooling2D else "max",
-                                   keepdims=bool(c.get("keepdims")))
-    if cls is L.ZeroPadding2D:
-        return "zero_padding", dict(padding=tuple(tuple(p) for p in c["padding"]))
-    if cls is L.Dense:
-        return "dense", dict(units=c["units"], use_bias=c["use_bias"], activation=_act_name(c["activation"]))
-    if cls is L.Dropout:
-        return "dropout", dict(rate=c["rate"])
-    if cls is L.Flatten:
-        return "flatten", {}
-    if cls is L.Reshape:
-        return "reshape", dict(target_shape=tuple(c["target_shape"]))
-    if cls is L.Rescaling:
-        return "rescaling", dict(scale=c["scale"], offset=c["offset"])
-    if cls is L.Normalization:
-        if c.get("invert"):
-            raise ArchspecError(f"layer {layer.name!r}: an inverted Normalization has no IR op")
-        return "normalization", dict(mean=c.get("mean"), variance=c.get("variance"))
-    if cls is L.LayerNormalization:
-        last = len(layer.input.shape) - 1
-        if c["axis"] not in (-1, [-1], last, [last]) or c.get("rms_scaling"):
-            raise ArchspecError(f"layer {layer.name!r}: layer norm on axis {c['axis']} (the IR's is the last)")
-        return "layer_norm", dict(epsilon=c["epsilon"], center=c["center"], scale=c["scale"])
-    if cls is LayerScale:
-        return "layer_scale", dict(init=c["init"])
-    if cls is L.Identity:
-        return "identity", {}
-    if cls is L.UpSampling2D:
-        return "upsample", dict(size=_t(c["size"]), interpolation=c["interpolation"])
-    if cls is LocalResponseNormalization:
-        return "lrn", dict(depth=c["depth"], k=c["k"], alpha=c["alpha"], beta=c["beta"])
-    raise ArchspecError(f"layer {layer.name!r} ({cls.__name__}) has no IR op, so the IR exporter cannot export "
-                        f"this model; use --via tf2onnx")
+    found = (classes if classes is not None else keras_classes(k)).get(cls)
+    if found is None:
+        raise ArchspecError(f"layer {layer.name!r} ({cls.__name__}) has no IR op, so the IR exporter cannot "
+                            f"export this model; use --via tf2onnx")
+    entry, name = found
+    return entry.op, entry.from_keras(layer, c, name)
 
 
 def graph_from_keras(model) -> Graph:
@@ -149,6 +71,7 @@ def graph_from_keras(model) -> Graph:
 
     k = keras()
     nodes, seen = [], set()
+    classes = keras_classes(k)
     for layer in model.layers:
         if len(layer._inbound_nodes) != 1:
             raise ArchspecError(f"layer {layer.name!r} is used {len(layer._inbound_nodes)} times; the IR exporter "
@@ -158,7 +81,7 @@ def graph_from_keras(model) -> Graph:
                               shape=tuple(layer.output.shape[1:])))
             seen.add(layer.name)
             continue
-        op, attrs = _layer_attrs(layer, k)
+        op, attrs = _layer_attrs(layer, k, classes)
         inputs = [t._keras_history.operation.name for t in layer._inbound_nodes[0].input_tensors]
         missing = [i for i in inputs if i not in seen]
         if missing:
@@ -325,7 +248,7 @@ def foldable_batch_norms(graph: Graph) -> dict[str, str]:
         if n.op != "batch_norm" or len(n.inputs) != 1:
             continue
         conv = nodes.get(n.inputs[0])
-        if (conv is not None and conv.op in FOLDABLE and _act_name(conv.attrs.get("activation")) is None
+        if (conv is not None and conv.op in FOLDABLE and act_name(conv.attrs.get("activation")) is None
                 and readers.get(conv.name) == [n.name] and conv.name not in graph.outputs):
             pairs[n.name] = conv.name
     return pairs
