@@ -24,7 +24,10 @@ The package, by concern:
   tf2onnx, with the workarounds only that path needs (grouped convolutions, large Dense
   kernels, Erfc);
 - `onnx_passes`: named passes over the ONNX model, each tested on its own;
-- `checkdata`: the check's real images, read as `archspec evaluate` reads data;
+- `checkdata`: the check's real images, read as `archspec evaluate` reads data (and
+  preprocessed as the spec's `input.preprocess` says, as training and evaluate do);
+- `bake`: ``bake_preprocessing``: that preprocessing as fixed layers in front of the
+  exported network, recorded in the metadata (``archspec.preprocessing``);
 - `variants`: float16 (with the nodes that overflow it kept float32) and int8;
 - `writers`: each format written to its staging path;
 - `verify`: running the artefact and comparing it with Keras;
@@ -57,7 +60,7 @@ def export(model_or_spec, path: str | os.PathLike, format: str | None = None, *,
            check: bool = True, force: bool = False, fp16: bool = False, quantize: str | None = None,
            calibration=None, overrides: list[str] | None = None, progress: Progress | None = None,
            samples: int = 3, seed: int = 0, via: str = "ir", external_data: bool | None = None,
-           check_data=None, min_agreement: float | None = None) -> dict[str, Any]:
+           check_data=None, min_agreement: float | None = None, bake_preprocessing: bool = False) -> dict[str, Any]:
     """Export a Keras model, a `.keras` file, a run directory or a spec to ONNX, SavedModel
     or `.keras`.
 
@@ -100,9 +103,16 @@ def export(model_or_spec, path: str | os.PathLike, format: str | None = None, *,
             test split. Default: a run directory's data, else random inputs.
         min_agreement: the top-1 agreement a variant needs on real images (default
             `MIN_AGREEMENT` of the variant).
+        bake_preprocessing: put the spec's `input.preprocess` (keras.applications'
+            caffe / torch / tf `preprocess_input`) in front of the exported network as fixed
+            layers (`bake`), so the artefact takes RGB images 0..255; the network's own
+            layers, names and weights are unchanged. ``none`` bakes nothing. Recorded in
+            the metadata's ``archspec.preprocessing`` (``mode``, ``baked``, ``expects``). Without
+            it the artefact takes preprocessed images, and the metadata says which mode.
 
     Returns:
-        A report: path, format, bytes, seconds, max_abs_diff, tolerance, passed, checked,
+        A report: path, format, bytes, seconds, preprocessing (mode, from, baked), max_abs_diff,
+        tolerance, passed, checked,
         check_inputs ("random", or where the images came from), samples, top1_agreement,
         accuracy (keras, export: with labelled check data), input_names, output_names,
         metadata, for ONNX via, opset and external_data (the data file, or None), and for
@@ -120,27 +130,49 @@ def export(model_or_spec, path: str | os.PathLike, format: str | None = None, *,
     target = check_options(path, format, opset, force, fp16, quantize, calibration, overrides, samples,
                            model_or_spec, via, external_data, min_agreement)
     variant = "fp16" if fp16 else quantize
+    if not isinstance(bake_preprocessing, bool):
+        raise SpecError(f"bake_preprocessing must be True or False (got {bake_preprocessing!r})")
     data_ref = _check_data_ref(model_or_spec, check_data, check, variant, calibration)
     model, info, t_build = source.model_to_export(model_or_spec, overrides, seed, say)
     if len(model.inputs) != 1:
         raise ArchspecError(f"export supports single-input models (got {len(model.inputs)} inputs)")
+    mode, mode_from = _preprocess_mode(model_or_spec, model)
+    baked = bake_preprocessing and mode != "none"
+    if bake_preprocessing and mode_from is None:
+        raise SpecError("bake_preprocessing: this Keras model carries no record of its spec's input.preprocess; "
+                        "export the spec, the run directory or the .keras file instead")
+    if baked:
+        from . import bake
+
+        say(f"baking the {mode} preprocessing into the model…")
+        model = bake.bake(model, mode)
+    data_mode = "none" if baked else mode  # what the check's images get before the (baked) model
     input_name = model.inputs[0].name
     output_names = list(model.output_names)
     input_shape = tuple(model.inputs[0].shape[1:])
     tolerance = TOLERANCES["float16"] if fp16 else (
         None if variant else TOLERANCES.get(files.compute_dtype(model), 1e-4))
     metadata = files.metadata(model, info, input_name, input_shape, output_names)
+    from .bake import record
+
+    record(metadata, mode, baked, mode_from or "unknown")
     report: dict[str, Any] = {
         "path": str(target), "format": format, "spec": info.get("spec_name"), "input_names": [input_name],
         "output_names": output_names, "input_shape": [None, *input_shape], "metadata": metadata,
         "tolerance": tolerance, "checked": bool(check),
+        "preprocessing": {"mode": mode, "from": mode_from, "baked": baked},
     }
+    if calibration is not None and data_mode != "none":  # the user's images, as stored: preprocessed like the data
+        from . import checkdata
+
+        calibration = checkdata.calibration_data(calibration, model, seed, preprocess=data_mode)
     data = None
     if check and data_ref is not None:
-        data = _load_check_data(data_ref, model, seed, say, calibration)
+        data = _load_check_data(data_ref, model, seed, say, calibration, data_mode)
     if check:
-        x = data.x if data is not None else files.random_inputs(model, max(samples, 16) if variant else samples,
-                                                                 seed)
+        n_random = max(samples, 16) if variant else samples
+        x = data.x if data is not None else (_random_pixels(model, n_random, seed) if baked else
+                                             files.random_inputs(model, n_random, seed))
         report["check_inputs"] = data.source if data is not None else "random"
     else:
         x = None
@@ -240,12 +272,43 @@ def _check_data_ref(model_or_spec, check_data, check, variant, calibration):
 _CALIBRATION = object()  # the check runs on the calibration images
 
 
-def _load_check_data(ref, model, seed, say, calibration=None):
+def _load_check_data(ref, model, seed, say, calibration=None, preprocess: str = "none"):
     from . import checkdata
 
-    if ref is _CALIBRATION:  # static int8 with the user's calibration images and no other data
+    if ref is _CALIBRATION:  # static int8 with the user's calibration images (preprocessed already)
         return checkdata.CheckData(checkdata.calibration_data(calibration, model, seed), None, "calibration images")
-    return checkdata.load(ref, model, say=say)
+    return checkdata.load(ref, model, say=say, preprocess=preprocess)
+
+
+def _preprocess_mode(model_or_spec, model) -> tuple[str, str | None]:
+    """(the spec's `input.preprocess`, where it was read; None when nothing records it): a
+    spec's from its graph, a run directory's from its spec.yaml, a `.keras` file's from its
+    archspec.json (``none`` once baked) or its run's spec.yaml (`evaluate.preprocess_of`)."""
+    from pathlib import Path
+
+    graph = source.graph_of(model)
+    if graph is not None:
+        return graph.meta.get("preprocess") or "none", "the spec (input.preprocess)"
+    ref = model_or_spec
+    run = source.run_dir(ref)
+    if run is not None:
+        from ..training.evaluate import model_file
+
+        ref = model_file(run)[0]
+    if isinstance(ref, (str, os.PathLike)) and os.fspath(ref).endswith(".keras"):
+        from ..training.evaluate import preprocess_of
+
+        mode, where = preprocess_of(Path(os.fspath(ref)))
+        return mode, (where if where != "no record of the model's spec" else None)
+    return "none", None
+
+
+def _random_pixels(model, n: int, seed: int):
+    """Random RGB pixels 0..255: the check inputs of a model with its preprocessing baked in."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed + 1234)
+    return rng.uniform(0.0, 255.0, size=(n, *model.inputs[0].shape[1:])).astype("float32")
 
 
 def _check(model, tmp, format, target, input_name, output_names, variant, tolerance, x, data, min_agreement,

@@ -1,7 +1,8 @@
 """The export check's real images: ``check_data`` (``--check-data``), a run directory's own
 training data, or the user's calibration images, read into the model's input the way
 `archspec evaluate` feeds them (`training.data.evaluation_dataset`: resized to the input
-size, channels converted, float32 pixel values as stored).
+size, channels converted, float32 pixel values as stored, then the spec's
+`input.preprocess`, unless it is baked into the exported model).
 
 Why: random weights on random inputs give a near-uniform softmax, where top-1 "agreement"
 means nothing, and random inputs miss what only real activations show (a float16 overflow,
@@ -37,16 +38,21 @@ def _spread(n: int, k: int) -> np.ndarray:
     return np.unique(np.linspace(0, n - 1, k).round().astype(np.int64))
 
 
-def load(ref, model, limit: int = CHECK_IMAGES, say=lambda m: None) -> CheckData:
+def load(ref, model, limit: int = CHECK_IMAGES, say=lambda m: None, preprocess: str = "none") -> CheckData:
     """The check images for `model` from `ref`: an ``.npz`` (x_train, y_train[, x_test,
     y_test]), a CIFAR directory or a folder of class sub-folders (read by
     `training.data.open_source`, labels included), a flat folder of images (no labels), or
     an array (N, H, W, C). At most `limit` images, evenly spaced over the test split (the
     training split when there is none); calibration images come from the training split,
-    or, without a test split, from the images not checked."""
+    or, without a test split, from the images not checked. Every image is given as stored
+    (RGB 0..255) and gets `preprocess` (the spec's `input.preprocess`; ``none`` when the
+    model has it baked in), as training and evaluate give it."""
+    from ..language.preprocess import preprocess as _pre
+
     shape = tuple(int(d) for d in model.inputs[0].shape[1:])
+    _check_mode(preprocess, shape)
     if isinstance(ref, np.ndarray):
-        return CheckData(_as_input(ref, shape, "check data"), None, "array")
+        return CheckData(_pre(_as_input(ref, shape, "check data"), preprocess), None, "array")
     if not isinstance(ref, (str, os.PathLike)):
         raise SpecError(f"check data must be a directory, an .npz file or an array (got {type(ref).__name__})")
     p = Path(os.fspath(ref))
@@ -56,7 +62,7 @@ def load(ref, model, limit: int = CHECK_IMAGES, say=lambda m: None) -> CheckData
         files = _flat_images(p)
         idx = _spread(len(files), limit)
         say(f"reading {len(idx)} check images from {p}…")
-        return CheckData(_decode([files[i] for i in idx], shape), None, str(p))
+        return CheckData(_pre(_decode([files[i] for i in idx], shape), preprocess), None, str(p))
     from ..training import data as data_mod
 
     src = data_mod.open_source(p)
@@ -83,19 +89,27 @@ def load(ref, model, limit: int = CHECK_IMAGES, say=lambda m: None) -> CheckData
         if len(rest_x):
             j = _spread(len(rest_x), 64)
             calib = dataclasses.replace(src, x_test=rest_x[j], y_test=rest_y[j])
-    x, y = _through_input(check, shape, data_mod)
+    x, y = _through_input(check, shape, data_mod, preprocess)
     classes = int(model.outputs[0].shape[-1])
     if y is not None and len(y) and int(y.max()) >= classes:
         raise SpecError(f"{p}: the check data has labels up to {int(y.max())} but the model has {classes} classes")
-    x_calib = _through_input(calib, shape, data_mod)[0] if calib is not None else None
+    x_calib = _through_input(calib, shape, data_mod, preprocess)[0] if calib is not None else None
     return CheckData(x, y, str(p), x_calib)
 
 
-def _through_input(src, shape, data_mod):
+def _check_mode(preprocess: str, shape) -> None:
+    from ..language.preprocess import check_channels
+
+    problem = check_channels(preprocess, shape[-1])
+    if problem:
+        raise SpecError(problem)
+
+
+def _through_input(src, shape, data_mod, preprocess: str = "none"):
     """(images, labels) of `src`'s evaluation split at the model's input, as evaluate reads them."""
     labels = src.labels if src.kind == "folder" else src.y_test
     classes = int(np.max(labels)) + 1 if len(labels) else 1
-    ds, y = data_mod.evaluation_dataset(src, shape[:2], shape[2], classes, 64)
+    ds, y = data_mod.evaluation_dataset(src, shape[:2], shape[2], classes, 64, preprocess=preprocess)
     x = np.concatenate([np.asarray(b, dtype="float32") for b, _ in ds])
     return x, np.asarray(y, dtype=np.int64)
 
@@ -121,9 +135,10 @@ def _as_input(arr, shape, what) -> np.ndarray:
     return arr
 
 
-def calibration_data(calibration, model, seed, n: int = 16):
+def calibration_data(calibration, model, seed, n: int = 16, preprocess: str = "none"):
     """None (generated random images), a `.npy` file or array (N, H, W, C), or a directory
-    of images (decoded as RGB 0-255 and resized to the input size)."""
+    of images (decoded as RGB 0-255 and resized to the input size); the user's images get
+    `preprocess` (the spec's `input.preprocess`), as the check's images do."""
     import numpy as np
 
     from ..backends.keras import files
@@ -147,6 +162,11 @@ def calibration_data(calibration, model, seed, n: int = 16):
     if arr.ndim != 4 or tuple(arr.shape[1:]) != shape or len(arr) == 0:
         raise SpecError(f"calibration data must have shape (N, {', '.join(map(str, shape))}) "
                         f"(got {tuple(arr.shape)})")
+    if preprocess != "none":
+        from ..language.preprocess import preprocess as _pre
+
+        _check_mode(preprocess, shape)
+        arr = _pre(arr, preprocess)
     return arr
 
 

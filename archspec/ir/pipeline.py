@@ -28,21 +28,28 @@ def lower_spec(spec: "str | os.PathLike | Spec", overrides: list[str] | None = N
     # what was built, exactly (export writes it into the artefact's metadata)
     graph.meta["spec_sha256"] = spec_hash(resolved)
     graph.meta["reference"] = resolved.reference or None
+    # the data's preprocessing (input.preprocess): applied to the data, not a node of the graph
+    graph.meta["preprocess"] = resolved.input.preprocess
     return graph
 
 
 def analyze(spec: "str | os.PathLike | Spec | Graph", overrides: list[str] | None = None) -> dict[str, Any]:
     """Shapes, parameters and MACs of every layer and block, without any framework.
 
-    Returns a dict with `name, input_shape, output_shape, params, trainable_params,
-    non_trainable_params, macs, layers, blocks`.
+    Returns a dict with `name, input_shape, preprocess, output_shape, params,
+    trainable_params, non_trainable_params, macs, layers, blocks`. `preprocess` is the
+    spec's `input.preprocess` (mode and what it does to RGB pixels 0..255): the data's
+    preprocessing, outside the network.
     """
+    from ..language.preprocess import describe
     g = spec if isinstance(spec, Graph) else lower_spec(spec, overrides)
     outs = [g.node(o) for o in g.outputs]
     inp = g.inputs[0]
+    mode = g.meta.get("preprocess") or "none"
     return {
         "name": g.name,
         "input_shape": list(inp.shape),
+        "preprocess": {"mode": mode, "description": describe(mode)},
         "output_shape": list(outs[-1].shape) if len(outs) == 1 else [list(o.shape) for o in outs],
         "outputs": [{"name": o.name, "shape": list(o.shape)} for o in outs],
         "taps": list(g.meta.get("taps", [])),

@@ -18,6 +18,7 @@ from pydantic import Field, PrivateAttr, field_validator, model_validator
 from .blocks import Block
 from .common import Bool, Float, Initializer, PosFloat, PosInt, Rate, Strict
 from .define import Definition
+from .preprocess import Mode as PreprocessMode
 
 
 class InputSpec(Strict):
@@ -25,6 +26,11 @@ class InputSpec(Strict):
     name: str = Field(default="input_layer", min_length=1)
     preprocessing: list[Block] = Field(default_factory=list,
                                        description="Layers applied to the input first (rescaling, normalization).")
+    preprocess: PreprocessMode = Field(default="none", description=(
+        "keras.applications' preprocess_input mode the data gets before the network (not a layer of it): "
+        "caffe (ResNet, VGG: RGB->BGR, minus the ImageNet mean pixel), torch (DenseNet: /255, minus mean, "
+        "divided by std), tf (MobileNet, Xception, Inception: /127.5 - 1), none. Applied by train, evaluate, "
+        "predict and the export check to images of RGB pixels 0..255."))
 
     @field_validator("preprocessing")
     @classmethod

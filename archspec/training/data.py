@@ -692,6 +692,36 @@ def _converter(channels: int, size: tuple[int, int]):
     return to_float
 
 
+def preprocessor(mode: str, channels: int):
+    """`input.preprocess` as a tf function on float32 images (..., channels), or None for
+    ``none``: the steps of `archspec.language.preprocess` (keras.applications'
+    `preprocess_input`), in keras' order with its float32 constants, so a batch here equals
+    `preprocess(x, mode)` on the same pixels. A mode that cannot take `channels` (caffe and
+    torch need RGB) is a SpecError."""
+    from ..language.preprocess import check_channels, steps
+
+    problem = check_channels(mode, channels)
+    if problem:
+        raise SpecError(problem)
+    todo = steps(mode)
+    if not todo:
+        return None
+    import tensorflow as tf
+
+    def apply(img):
+        for step in todo:
+            if step[0] == "flip":
+                img = tf.reverse(img, axis=[-1])
+            elif step[0] == "div":
+                img = img / tf.constant(step[1], tf.float32)
+            elif step[0] == "sub":
+                img = img - tf.constant(step[1], tf.float32)
+            else:  # "divc"
+                img = img / tf.constant(step[1], tf.float32)
+        return img
+    return apply
+
+
 def read_images(files: list, channels: int, size: tuple[int, int], root=None) -> np.ndarray:
     """Image files checked (`_check_images`: every bad one reported) and decoded by training's
     own decoder, at `size` with `channels`: what export's check and calibration images read."""
@@ -712,7 +742,7 @@ def decode_all(files: list[str], channels: int, size: tuple[int, int], say=lambd
 
 
 def datasets(src: Source, recipe, size: tuple[int, int], channels: int, classes: int, outputs: int,
-             global_batch: int, seed: int, augment=None, say=lambda m: None) -> Pipelines:
+             global_batch: int, seed: int, augment=None, say=lambda m: None, preprocess: str = "none") -> Pipelines:
     """`tf.data` pipelines. Training: per epoch, the example indices shuffled with that
     epoch's own seed (`epoch_order`) and batched (a batch never spans two epochs); then a
     batch is gathered from the in-memory arrays, or its files decoded in parallel, and
@@ -733,9 +763,13 @@ def datasets(src: Source, recipe, size: tuple[int, int], channels: int, classes:
         augment: a function (images, one-hot labels) -> (images, labels) for training
             batches, or None.
         say: progress messages (the decoding of `data.cache`).
+        preprocess: the spec's `input.preprocess` (keras.applications' `preprocess_input`
+            mode), applied to every batch after augmentation (`preprocessor`): the data
+            stays as stored (RGB 0..255), as evaluate, predict and the export check take it.
     """
     import tensorflow as tf
 
+    pre = preprocessor(preprocess, channels)
     d = recipe.data
     tr, va, val_kind = split(src, d.validation_split, seed)
     AUTOTUNE = tf.data.AUTOTUNE
@@ -747,6 +781,8 @@ def datasets(src: Source, recipe, size: tuple[int, int], channels: int, classes:
             oh = tf.one_hot(y, classes)
             if train and augment is not None:
                 images, oh = augment(images, oh)
+            if pre is not None:
+                images = pre(images)
             return images, (tuple([oh] * outputs) if outputs > 1 else oh)
         return f
 
@@ -802,11 +838,15 @@ def datasets(src: Source, recipe, size: tuple[int, int], channels: int, classes:
     return Pipelines(train_from, val, steps(len(tr), global_batch), len(tr), n_val)
 
 
-def evaluation_dataset(src: Source, size, channels: int, classes: int, batch: int, relabel: np.ndarray | None = None):
+def evaluation_dataset(src: Source, size, channels: int, classes: int, batch: int, relabel: np.ndarray | None = None,
+                       preprocess: str = "none"):
     """The data to evaluate on: the test set when the data has one, else all of it; as
     (dataset of (images, one-hot labels), integer labels in order). `relabel` maps each
-    label of the data to the model's class index (classes matched by name)."""
+    label of the data to the model's class index (classes matched by name); `preprocess`
+    is the spec's `input.preprocess`, applied as training applies it (`preprocessor`)."""
     import tensorflow as tf
+
+    pre = preprocessor(preprocess, channels)
 
     if src.kind == "folder":
         ys = np.asarray(src.labels, np.int64)
@@ -815,6 +855,8 @@ def evaluation_dataset(src: Source, size, channels: int, classes: int, batch: in
     else:
         x, ys = (src.x_test, src.y_test) if src.x_test is not None else (src.x_train, src.y_train)
         ds = tf.data.Dataset.from_tensor_slices(x).map(_converter(channels, size), num_parallel_calls=tf.data.AUTOTUNE)
+    if pre is not None:
+        ds = ds.map(pre, num_parallel_calls=tf.data.AUTOTUNE)
     if relabel is not None:
         ys = np.asarray(relabel)[ys]
     labels = tf.data.Dataset.from_tensor_slices(tf.one_hot(ys, classes))

@@ -1,6 +1,8 @@
 """`archspec evaluate` and `archspec predict`: a trained model (a run directory or a
 `.keras` file) on data from disk: loss, top-1/top-5, per-class accuracy and the confusion
-matrix; top-k classes of single images with the class names of the training data."""
+matrix; top-k classes of single images with the class names of the training data. Both
+take images as stored (RGB 0..255) and apply the spec's `input.preprocess`
+(`preprocess_of`) as training did."""
 
 from __future__ import annotations
 
@@ -33,6 +35,37 @@ def model_file(ref: str | os.PathLike) -> tuple[Path, list[str] | None]:
     names_file = model.parent / "classes.json"
     names = read_class_names(names_file) if names_file.is_file() else None
     return model, names
+
+
+def preprocess_of(model_path: Path) -> tuple[str, str]:
+    """(mode, where it was read) of the `input.preprocess` a model's data gets: the
+    exported file's own record (``archspec.preprocessing`` in its archspec.json: ``none`` when
+    the preprocessing is baked into the model), else the spec of the run directory the
+    model is in (its spec.yaml), else ``none`` (a model with no record of its spec takes
+    its inputs as given)."""
+    import zipfile
+
+    from ..backends.keras.files import METADATA_FILE
+    from ..language.preprocess import MODES
+
+    doc = {}
+    try:
+        with zipfile.ZipFile(model_path) as z:
+            info = z.getinfo(METADATA_FILE) if METADATA_FILE in z.namelist() else None
+            if info is not None and info.file_size <= 16 << 20:  # a record, not a payload
+                doc = json.loads(z.read(info))
+    except (OSError, ValueError, RecursionError, zipfile.BadZipFile):
+        doc = {}
+    rec = doc.get("archspec.preprocessing") if isinstance(doc, dict) else None
+    if isinstance(rec, dict) and rec.get("mode") in MODES:
+        return ("none" if rec.get("baked") else rec["mode"]), f"{model_path.name} (archspec.json)"
+    spec_file = model_path.parent / "spec.yaml"
+    if spec_file.is_file() and (model_path.parent / "run.json").is_file():
+        from ..language import load
+
+        spec, _ = load(str(spec_file))
+        return spec.input.preprocess, str(spec_file)
+    return "none", "no record of the model's spec"
 
 
 def read_class_names(path: Path) -> list[str]:
@@ -172,7 +205,8 @@ def evaluate(model_ref, data, *, batch_size: int = 64, confusion_csv: str | os.P
     if len(ys) and int(relabel[ys].max()) >= classes:
         raise SpecError(f"the data has label {int(relabel[ys].max())} but the model has {classes} classes "
                         f"(0..{classes - 1})", Location(str(data)))
-    ds, y = data_mod.evaluation_dataset(src, (h, w), c, classes, batch_size, relabel)
+    mode, mode_from = preprocess_of(model_path)
+    ds, y = data_mod.evaluation_dataset(src, (h, w), c, classes, batch_size, relabel, preprocess=mode)
     outs = []
     for xb, _ in ds:
         out = model(xb, training=False)
@@ -204,7 +238,8 @@ def evaluate(model_ref, data, *, batch_size: int = 64, confusion_csv: str | os.P
         w.writerow(["true\\predicted", *(csv_cell(n) for n in label_names[:classes])])
         w.writerows([csv_cell(label_names[i]), *(int(v) for v in cm[i])] for i in range(classes))
         write_text_atomic(Path(confusion_csv), buf.getvalue())
-    return {"model": str(model_path), "data": str(data), "images": int(len(y)), "head": activation, "loss": loss,
+    return {"model": str(model_path), "data": str(data), "images": int(len(y)), "head": activation,
+            "preprocess": {"mode": mode, "from": mode_from}, "loss": loss,
             "top1": top1, "top5": top5, "per_class": per_class, "confusion": cm.tolist(),
             **({"confusion_csv": str(confusion_csv)} if confusion_csv else {})}
 
@@ -235,7 +270,13 @@ def predict(model_ref, images: list[str], *, top: int = 5) -> list[dict]:
             raise SpecError(f"unreadable image: {type(exc).__name__}: {exc}", Location(str(f))) from None
         batch.append(arr[..., None] if c == 1 else arr)
     activation = head_activation(model)
-    out = model(np.stack(batch), training=False)
+    mode, _ = preprocess_of(model_path)
+    from ..language.preprocess import check_channels, preprocess
+
+    problem = check_channels(mode, int(c))
+    if problem:
+        raise SpecError(problem)
+    out = model(preprocess(np.stack(batch), mode), training=False)
     out = np.asarray(out[0] if isinstance(out, (list, tuple)) else out, dtype="float64")
     if activation == "linear":  # logits: their softmax
         out = np.exp(_log_softmax(out))

@@ -134,6 +134,7 @@ def context(graph: Graph, spec, raw, *, measured: dict | None = None, scaling: d
         "title": title or f"{graph.name} \u2014 archspec report",
         "name": graph.name, "description": getattr(spec, "description", "") or "",
         "input_shape": shape_str(graph.inputs[0].shape),
+        "preprocess": _preprocess(graph),
         "outputs": [{"name": o.name, "shape": shape_str(o.shape)} for o in outs],
         "params": graph.params, "trainable": graph.trainable_params,
         "non_trainable": graph.params - graph.trainable_params, "macs": graph.macs, "macs_h": human(graph.macs),
@@ -146,6 +147,14 @@ def context(graph: Graph, spec, raw, *, measured: dict | None = None, scaling: d
         "version": __version__, "generated": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "human": human,
     }
+
+
+def _preprocess(graph: Graph) -> dict:
+    """The spec's `input.preprocess` as the report shows it: its mode and what it does."""
+    from ..language.preprocess import describe
+
+    mode = graph.meta.get("preprocess") or "none"
+    return {"mode": mode, "description": describe(mode)}
 
 
 def html_report(spec_ref, overrides: list[str] | None = None, *, model: str | None = None,

@@ -43,6 +43,10 @@ def format_report(report: dict) -> str:
            f"MACs:       {report['macs']:,} ({human(report['macs'])}; multiply-accumulates of conv and dense "
            f"layers, what papers call FLOPs)",
            f"layers:     {len(report['layers'])}"]
+    if report.get("preprocess"):
+        pre = report["preprocess"]
+        out.append(f"preprocess: {pre['description']}" + ("" if pre["mode"] == "none" else
+                   "; applied to the data by train, evaluate, predict and the export check (input.preprocess)"))
     if report.get("taps"):
         out.append("taps:       " + ", ".join(
             f"{o['name']} {shape_str(o['shape'])}" for o in report["outputs"] if o["name"] in report["taps"]))
