@@ -60,7 +60,8 @@ def export(model_or_spec, path: str | os.PathLike, format: str | None = None, *,
            check: bool = True, force: bool = False, fp16: bool = False, quantize: str | None = None,
            calibration=None, overrides: list[str] | None = None, progress: Progress | None = None,
            samples: int = 3, seed: int = 0, via: str = "ir", external_data: bool | None = None,
-           check_data=None, min_agreement: float | None = None, bake_preprocessing: bool = False) -> dict[str, Any]:
+           check_data=None, min_agreement: float | None = None, bake_preprocessing: bool = False, weights=None,
+           weights_skip=()) -> dict[str, Any]:
     """Export a Keras model, a `.keras` file, a run directory or a spec to ONNX, SavedModel
     or `.keras`.
 
@@ -109,6 +110,10 @@ def export(model_or_spec, path: str | os.PathLike, format: str | None = None, *,
             layers, names and weights are unchanged. ``none`` bakes nothing. Recorded in
             the metadata's ``archspec.preprocessing`` (``mode``, ``baked``, ``expects``). Without
             it the artefact takes preprocessed images, and the metadata says which mode.
+        weights: with a spec, a weights file loaded into the built model by the one strict
+            loader (`archspec.backends.keras.weights`: a keras.applications .h5, a Keras 3
+            .weights.h5 or .keras, an .npz); a load the policy refuses is a SpecError.
+        weights_skip: fnmatch globs of layers left at their initial weights (reported).
 
     Returns:
         A report: path, format, bytes, seconds, preprocessing (mode, from, baked), max_abs_diff,
@@ -133,7 +138,7 @@ def export(model_or_spec, path: str | os.PathLike, format: str | None = None, *,
     if not isinstance(bake_preprocessing, bool):
         raise SpecError(f"bake_preprocessing must be True or False (got {bake_preprocessing!r})")
     data_ref = _check_data_ref(model_or_spec, check_data, check, variant, calibration)
-    model, info, t_build = source.model_to_export(model_or_spec, overrides, seed, say)
+    model, info, t_build = source.model_to_export(model_or_spec, overrides, seed, say, weights, weights_skip)
     if len(model.inputs) != 1:
         raise ArchspecError(f"export supports single-input models (got {len(model.inputs)} inputs)")
     mode, mode_from = _preprocess_mode(model_or_spec, model)

@@ -49,12 +49,21 @@ def run_data(run: Path) -> str | None:
     return data if isinstance(data, str) else None
 
 
-def model_to_export(obj, overrides, seed, say) -> tuple[Any, dict, float]:
+def model_to_export(obj, overrides, seed, say, weights=None, weights_skip=()) -> tuple[Any, dict, float]:
     """(model, info, seconds): `obj` is a keras.Model, a `.keras` path, a run directory of
     `archspec train` (its best.keras, else final.keras), or a spec (path, bundled name or
-    Spec) built with `seed` (load, resolve, lower: `archspec.ir.pipeline`; build: the Keras backend)."""
+    Spec) built with `seed` (load, resolve, lower: `archspec.ir.pipeline`; build: the Keras backend)
+    and, with `weights`, loaded from that file by the one strict loader
+    (`archspec.backends.keras.weights`; `weights_skip` globs left at init), its summary said."""
     k = keras()
     t0 = time.perf_counter()
+    if weights is not None or weights_skip:
+        if weights is None:
+            raise SpecError("--weights-skip names layers of a --weights file; give --weights")
+        if isinstance(obj, k.Model) or run_dir(obj) is not None or (
+                isinstance(obj, (str, os.PathLike)) and os.fspath(obj).endswith(".keras")):
+            raise SpecError("--weights loads pretrained weights into a spec built for the export; a model, a "
+                            ".keras file or a run directory has its own weights")
     if isinstance(obj, k.Model):
         return obj, dict(_MODEL_INFO.get(obj) or {"spec_name": obj.name}), 0.0
     run = run_dir(obj)
@@ -78,8 +87,19 @@ def model_to_export(obj, overrides, seed, say) -> tuple[Any, dict, float]:
     from ..ir.pipeline import lower_spec
 
     graph = lower_spec(obj, overrides)
+    if weights is not None:  # the static report first: a refused load costs no build
+        from ..backends.keras.weights import check_weights_file, weights_report
+
+        check_weights_file(weights)
+        report = weights_report(graph, weights, weights_skip)
+        if not report.loadable:
+            raise report.error()
     say(f"building {graph.name} ({graph.params:,} parameters)…")
     model = build_model(graph, seed=seed)
+    if weights is not None:
+        from ..backends.keras.weights import load_weights
+
+        load_weights(model, graph, weights, skip=weights_skip, say=say)
     info = {"spec_name": graph.name, "spec_sha256": graph.meta.get("spec_sha256"),
             "reference": graph.meta.get("reference") or None}
     _MODEL_INFO[model] = info

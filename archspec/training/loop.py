@@ -405,7 +405,8 @@ def strategy_of(distribute: str | None):
 def train(spec_ref, recipe_ref, data: str | os.PathLike | None, out: str | os.PathLike, *,
           overrides: list[str] | None = None, recipe_overrides: list[str] | None = None,
           epochs: int | None = None, batch_size: int | None = None, weights: str | None = None,
-          resume: bool = False, force: bool = False, distribute: str | None = None,
+          weights_skip: list[str] | tuple = (), resume: bool = False, force: bool = False,
+          distribute: str | None = None,
           say: Callable[[str], None] = lambda m: None, verbose: int | str = "auto") -> dict:
     """Train a spec from a recipe into the run directory `out` (or resume it). The run
     directory is locked (`RunLock`) from the moment it is made or reopened to the end.
@@ -420,9 +421,12 @@ def train(spec_ref, recipe_ref, data: str | os.PathLike | None, out: str | os.Pa
         overrides: `--set` overrides of the spec.
         recipe_overrides: `--recipe-set` overrides of the recipe.
         epochs, batch_size: shortcuts for the recipe's `epochs` and `data.batch_size`.
-        weights: initial weights (.weights.h5, .keras, or a keras.applications .h5 by layer
-            name), checked before the run directory is made: every layer the file holds must
-            have the model's shapes, except the classifier (re-initialised, and said so).
+        weights: initial weights (a keras.applications .h5, a Keras 3 .weights.h5 or .keras, an
+            .npz), checked before the run directory is made (`archspec weights`' report): every
+            weighted layer must load, except the classifier when head.classes differs
+            (re-initialised), a stem over other input channels (adapted by timm's rule) and
+            the layers `weights_skip` names; anything else is an error naming the layers.
+        weights_skip: fnmatch globs of layers left at their initial weights (reported).
         resume: continue `out` from its latest checkpoint.
         force: start over in an existing `out` (its contents are deleted): only a run
             directory (run.json) or an empty one, never one holding the data, the spec, the
@@ -437,15 +441,16 @@ def train(spec_ref, recipe_ref, data: str | os.PathLike | None, out: str | os.Pa
     held: list[RunLock] = []
     try:
         return _train(spec_ref, recipe_ref, data, out, overrides=overrides, recipe_overrides=recipe_overrides,
-                      epochs=epochs, batch_size=batch_size, weights=weights, resume=resume, force=force,
+                      epochs=epochs, batch_size=batch_size, weights=weights, weights_skip=tuple(weights_skip or ()),
+                      resume=resume, force=force,
                       distribute=distribute, say=say, verbose=verbose, held=held)
     finally:
         for lock in held:
             lock.release()
 
 
-def _train(spec_ref, recipe_ref, data, out, *, overrides, recipe_overrides, epochs, batch_size, weights, resume,
-           force, distribute, say, verbose, held: list) -> dict:
+def _train(spec_ref, recipe_ref, data, out, *, overrides, recipe_overrides, epochs, batch_size, weights,
+           weights_skip, resume, force, distribute, say, verbose, held: list) -> dict:
     from ..backends.keras import load as _keras_build
     from ..ir.pipeline import lower_spec
     from ..language import load as _load
@@ -526,10 +531,8 @@ def _train(spec_ref, recipe_ref, data, out, *, overrides, recipe_overrides, epoc
         frozen_layers(graph, spec, ph["phase"], recipe_raw, i)
     check_distribute(distribute)
     kb = _keras_build()
-    if weights and not resume:  # the shapes of the weights against the network, before the run directory
-        with _quiet_tf():
-            rundir.load_initial_weights(kb, kb.build_model(graph, seed=recipe.seed), weights,
-                                        rundir.classifier_layers(graph), lambda m: None)
+    if weights and not resume:  # the weights against the network (static report), before the run directory
+        rundir.check_initial_weights(graph, weights, weights_skip)
     if not resume:
         held.append(prepare_run_dir(out, force=force, resume=False, inputs=[data, spec_ref, recipe_ref, weights]))
         from ..language import dump_spec
@@ -546,7 +549,7 @@ def _train(spec_ref, recipe_ref, data, out, *, overrides, recipe_overrides, epoc
                                       "image_size": list(size), "phases": [
                                           {k: v for k, v in p.items() if k != "phase"} for p in phases]})
     return _fit(kb, graph, spec, recipe, src, out, phases, size, weights if not resume else None, resume,
-                distribute, say, verbose)
+                distribute, say, verbose, weights_skip)
 
 
 def _quiet_tf():
@@ -589,7 +592,8 @@ def _check_same_spec(spec_ref, overrides, own, run: dict, out: Path, load) -> No
                         where(os.fspath(shown_ref)))
 
 
-def _fit(kb, graph, spec, recipe, src, out: Path, phases, size, weights, resume, distribute, say, verbose) -> dict:
+def _fit(kb, graph, spec, recipe, src, out: Path, phases, size, weights, resume, distribute, say, verbose,
+         weights_skip=()) -> dict:
     import keras
     import numpy as np
     import tensorflow as tf
@@ -606,10 +610,11 @@ def _fit(kb, graph, spec, recipe, src, out: Path, phases, size, weights, resume,
     with strategy.scope():
         model = kb.build_model(graph, precision=None if recipe.precision == "float32" else recipe.precision,
                                seed=recipe.seed)
-        if weights:  # pretrained weights by layer name; a classifier of another width keeps its initial ones
-            from .rundir import classifier_layers, load_initial_weights
+        if weights:  # pretrained weights, strictly: the report's summary line said; a new head re-initialised
+            from .rundir import load_initial_weights
 
-            load_initial_weights(kb, model, weights, classifier_layers(graph), say)
+            with _quiet_tf():
+                load_initial_weights(model, graph, weights, weights_skip, say)
     pipes = data_mod.datasets(src, recipe, size, spec.input.shape[2], classes, outputs, global_batch, recipe.seed,
                               augmenter(recipe, size, recipe.seed), say)
     if pipes.val is None:

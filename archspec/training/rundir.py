@@ -14,7 +14,6 @@ import io
 import json
 import os
 import stat
-import zipfile
 from pathlib import Path
 
 from ..core.errors import ArchspecError, Location, SpecError
@@ -216,179 +215,47 @@ def _cell(path: Path, line: int, key: str, value: str):
 # ---------------------------------------------------------------- initial weights
 
 
-HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
-
-
-def _is_hdf5(fh) -> bool:
-    """HDF5's signature at offset 0, 512, 1024, ... (a user block may precede it)."""
-    offset = 0
-    while True:
-        fh.seek(offset)
-        head = fh.read(8)
-        if head == HDF5_SIGNATURE:
-            return True
-        if len(head) < 8 or offset > 1 << 20:
-            return False
-        offset = 512 if offset == 0 else offset * 2
+# One reader and one loader of weights files for every command: archspec.backends.keras.weights
+# (the static report, the strict policy, the formats); what training needs of it is here.
 
 
 def check_weights_file(path) -> None:
-    """`train --weights FILE` before anything is made: a .weights.h5 or legacy .h5 is an HDF5
-    file, a .keras file a complete zip archive with the model's weights in HDF5. Anything
-    else (garbage, a truncated download, another format under the suffix) is a SpecError
-    naming the file."""
-    p = Path(os.fspath(path))
-    try:
-        st = os.stat(p)
-    except OSError as exc:
-        raise os_error(p, exc, "cannot read the weights") from None
-    if not stat.S_ISREG(st.st_mode):
-        raise SpecError("not a regular file (weights)", where(p))
-    name = p.name.lower()
-    try:
-        if name.endswith(".keras"):
-            try:
-                with zipfile.ZipFile(p) as z:
-                    if "model.weights.h5" not in z.namelist():
-                        raise SpecError("not a .keras file with weights (the archive holds no model.weights.h5)",
-                                        where(p))
-                    with z.open("model.weights.h5") as fh:
-                        ok = _is_hdf5(fh)
-            except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, NotImplementedError) as exc:
-                raise SpecError(f"not a .keras file (not a complete zip archive: truncated, or another format: "
-                                f"{str(exc)[:80]})", where(p)) from None
-            if not ok:
-                raise SpecError("not a .keras file (its model.weights.h5 is not HDF5)", where(p))
-        elif name.endswith((".h5", ".hdf5")):
-            with open(p, "rb") as fh:
-                if not _is_hdf5(fh):
-                    raise SpecError("not an HDF5 file (no HDF5 signature): weights are a Keras .weights.h5, a "
-                                    "keras.applications .h5 or a .keras file", where(p))
-        else:
-            raise SpecError(f"weights are a Keras .weights.h5, a keras.applications .h5 or a .keras file (got "
-                            f"{p.suffix or 'no suffix'!r})", where(p))
-    except OSError as exc:
-        raise os_error(p, exc, "cannot read the weights") from None
+    """`train --weights FILE` before anything is made: a SpecError naming the file when it is
+    not a weights file (`archspec.backends.keras.weights.check_weights_file`)."""
+    from ..backends.keras.weights import check_weights_file as check
 
-
-def weight_shapes(path) -> dict[str, list[tuple]] | None:
-    """The weight shapes per layer name that a weights file holds, or None when its layout
-    is not one we know: a legacy .h5 (`layer_names`, `weight_names`), or Keras 3's
-    .weights.h5 / a .keras file's model.weights.h5 (groups `vars` named by layer)."""
-    import h5py
-
-    p = Path(os.fspath(path))
-    try:
-        if p.name.lower().endswith(".keras"):
-            with zipfile.ZipFile(p) as z, z.open("model.weights.h5") as member:
-                with h5py.File(io.BytesIO(member.read()), "r") as f:
-                    return _shapes(f)
-        with h5py.File(p, "r") as f:
-            return _shapes(f)
-    except (OSError, KeyError, ValueError, zipfile.BadZipFile) as exc:
-        raise SpecError(f"not a readable weights file (truncated or damaged: {' '.join(str(exc).split())[:80]})",
-                        where(p)) from None
-
-
-def _text(v) -> str:
-    return v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)
-
-
-def _shapes(f) -> dict[str, list[tuple]] | None:
-    import h5py
-
-    group = f["model_weights"] if "model_weights" in f else f
-    if "layer_names" in group.attrs:  # legacy: by layer name
-        out = {}
-        for layer in group.attrs["layer_names"]:
-            g = group[_text(layer)]
-            out[_text(layer)] = [tuple(g[_text(w)].shape) for w in g.attrs.get("weight_names", [])]
-        return out
-    out: dict[str, list[tuple]] = {}
-
-    def visit(name, obj):
-        if isinstance(obj, h5py.Group) and "name" in obj.attrs:
-            keys = sorted((k for k in obj.keys() if k.isdigit() and isinstance(obj[k], h5py.Dataset)), key=int)
-            if keys:
-                out.setdefault(_text(obj.attrs["name"]), [tuple(obj[k].shape) for k in keys])
-    f.visititems(visit)
-    return out or None
-
-
-def _fmt(shape) -> str:
-    return "(" + ", ".join(str(int(d)) for d in shape) + ("," if len(shape) == 1 else "") + ")"
-
-
-def _first_difference(mine: list[tuple], theirs: list[tuple]) -> str:
-    for a, b in zip(theirs, mine):
-        if tuple(a) != tuple(b):
-            return f"{_fmt(a)} in the file, {_fmt(b)} in the model"
-    return f"{len(theirs)} weights in the file, {len(mine)} in the model"
-
-
-def load_initial_weights(kb, model, path, classifiers: list[str], say) -> None:
-    """Load `train --weights` into `model` strictly: every layer whose weights the file
-    holds under its name must have the same shapes, except the classifiers (`classifiers`:
-    a new head of another width is re-initialised, and said so). A mismatch is one line
-    naming the first mismatching layer, both shapes and how many others differ (exit 2);
-    Keras' own warnings (which print the arrays) are not shown."""
-    import warnings
-
-    p = Path(os.fspath(path))
-    check_weights_file(p)
-    shapes = weight_shapes(p)
-    heads, others, loaded, absent = [], [], 0, []
-    for layer in model.layers:
-        mine = [tuple(w.shape) for w in layer.weights]
-        if not mine:
-            continue
-        theirs = shapes.get(layer.name) if shapes is not None else None
-        if theirs is None:
-            absent.append(layer.name)
-        elif [tuple(s) for s in theirs] == mine:
-            loaded += 1
-        elif layer.name in classifiers:
-            heads.append((layer.name, _first_difference(mine, theirs)))
-        else:
-            others.append((layer.name, _first_difference(mine, theirs)))
-    if others:
-        name, diff = others[0]
-        more = len(others) - 1
-        raise SpecError(f"layer {name!r} has weights of shape {diff}" + (
-            f" (and {more} other layer{'s' if more > 1 else ''} with other shapes: "
-            f"{', '.join(n for n, _ in others[1:4])}{', ...' if more > 3 else ''})" if more else "")
-            + "; the spec must be the network the weights were saved from (only the classifier may differ: it is "
-              "re-initialised)", where(p))
-    if shapes is not None and not loaded:
-        raise SpecError("holds weights for none of the model's layers (no layer of the same name and shapes): "
-                        "not weights of this network", where(p))
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            kb.load_weights(model, str(p), skip_mismatch=True)
-        except ArchspecError as exc:
-            raise ArchspecError(" ".join(str(exc).split())[:300]) from None
-    if shapes is None:  # a layout we cannot read: Keras' word on what it skipped, on one line
-        skipped = [" ".join(str(w.message).split()) for w in caught
-                   if "could not be loaded" in str(w.message) or "Skipping loading" in str(w.message)]
-        if skipped:
-            raise SpecError(f"not every layer loaded: {skipped[0][:200]}", where(p))
-        say(f"initial weights from {shown(p)}")
-        return
-    say(f"initial weights from {shown(p)}: {loaded} layers loaded"
-        + "".join(f"; classifier {n!r} re-initialised ({d})" for n, d in heads)
-        + (f"; {len(absent)} layers not in the file keep their initial weights ({', '.join(absent[:5])}"
-           f"{', ...' if len(absent) > 5 else ''})" if absent else ""))
+    check(path)
 
 
 def classifier_layers(graph) -> list[str]:
-    """The layers holding each output's classifier weights: from each output back through
-    weightless nodes (an activation) to the first node with weights."""
-    names = []
-    for o in graph.outputs:
-        node = graph.node(o)
-        while node is not None and not node.params and node.inputs:
-            node = graph.node(node.inputs[0])
-        if node is not None and node.params:
-            names.append(node.name)
-    return names
+    """The layers holding each output's classifier weights (the ones re-initialised when
+    head.classes differs from a weights file)."""
+    from ..backends.keras.weights import classifier_layers as heads
+
+    return heads(graph)
+
+
+def check_initial_weights(graph, path, skip=()):
+    """`train --weights FILE` before the run directory is made: the static report of `path`
+    against `graph` (no model built), a SpecError naming the layers when the policy refuses
+    the load. Returns the report."""
+    from ..backends.keras.weights import weights_report
+
+    report = weights_report(graph, Path(os.fspath(path)), skip)
+    if not report.loadable:
+        raise report.error()
+    if not report.loading:
+        raise SpecError("holds weights for none of the spec's layers: not weights of this network", where(path))
+    return report
+
+
+def load_initial_weights(model, graph, path, skip=(), say=lambda m: None):
+    """Load `train --weights` into `model` (built from `graph`) by the one loader, strictly:
+    every weighted layer loads, except the classifier when head.classes differs (re-initialised),
+    a stem over other input channels (adapted) and the `skip` globs (left at init); anything
+    else is a SpecError, one line naming the file and the layers, before any layer changes.
+    The report's summary line goes to `say`."""
+    from ..backends.keras.weights import load_weights
+
+    return load_weights(model, graph, Path(os.fspath(path)), skip=skip,
+                        say=lambda line: say(line.replace("weights from", "initial weights from", 1)))

@@ -31,13 +31,29 @@ def load():
     return build
 
 
-def build_model(spec, overrides: list[str] | None = None, *, precision: str | None = None, seed: int | None = None):
-    """A spec (path, bundled name, Spec) or a Graph compiled to a `keras.Model`."""
+def build_model(spec, overrides: list[str] | None = None, *, precision: str | None = None, seed: int | None = None,
+                weights=None, weights_skip=(), say=None):
+    """A spec (path, bundled name, Spec) or a Graph compiled to a `keras.Model`; with `weights`,
+    loaded from that file by the one strict loader (`weights.load_weights`: checked statically
+    before the build, `weights_skip` globs left at init, the summary line to `say`)."""
     from ...ir.graph import Graph
     from ...ir.pipeline import lower_spec
 
     g = spec if isinstance(spec, Graph) else lower_spec(spec, overrides)
-    return load().build_model(g, precision=precision, seed=seed)
+    if weights is None:
+        if weights_skip:
+            from ...core.errors import SpecError
+
+            raise SpecError("weights_skip names layers of a weights file; give weights")
+        return load().build_model(g, precision=precision, seed=seed)
+    from .weights import load_weights, weights_report
+
+    report = weights_report(g, weights, weights_skip)  # a refused load costs no build
+    if not report.loadable:
+        raise report.error()
+    model = load().build_model(g, precision=precision, seed=seed)
+    load_weights(model, g, weights, skip=weights_skip, say=say)
+    return model
 
 
 def keras():

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 import time
+import weakref
 
 import keras
 from keras import layers, ops
@@ -76,6 +77,8 @@ def _reg(v):
     return keras.regularizers.L2(v) if v else None
 
 
+#: the graph each model was built from (`load_weights` compares a weights file with it)
+_GRAPHS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 _SEED: list = [None]  # (base seed, counter) while build_model(seed=...) runs
 
 
@@ -138,6 +141,7 @@ def build_model(graph: Graph, *, precision: str | None = None, seed: int | None 
 
         raise ArchspecError(f"Keras counts {model.count_params():,} params, the analysis {graph.params:,} "
                             f"(a bug in archspec: please report it with the spec)")
+    _GRAPHS[model] = graph
     return model
 
 
@@ -171,22 +175,18 @@ def timed_build(graph: Graph, **kw) -> tuple[keras.Model, float]:
     return model, time.perf_counter() - t0
 
 
-def load_weights(model: keras.Model, path: str, skip_mismatch: bool = False) -> None:
-    """Load weights into a built model: Keras 3 `.weights.h5` / `.keras` files, or legacy
-    `.h5` files (the format keras.applications ships its weights in) matched by layer name,
-    so a variant that keeps the names loads pretrained weights. `skip_mismatch` leaves the
-    layers whose shapes differ as they are (a new classifier when fine-tuning)."""
-    import os
+def load_weights(model: keras.Model, path, skip=(), say=None, graph: Graph | None = None):
+    """Load a weights file into a model built here, strictly and said (`weights.load_weights`:
+    legacy keras.applications `.h5` by layer name, Keras 3 `.weights.h5` / `.keras` by their
+    leaf layers' names, `.npz`; every layer set by archspec, the classifier of another width
+    re-initialised, a stem over other input channels adapted, `skip` globs left at init, any
+    other difference an error naming the layers). `graph`: the one `model` was built from
+    (by default the one `build_model` recorded); `say`: where the summary line goes (by
+    default standard error, so that `--json` output stays JSON). Returns the report."""
+    from ...core.errors import ArchspecError
+    from .weights import load_weights as load
 
-    from ...core.errors import ArchspecError, Location, SpecError
-
-    if not os.path.isfile(path):
-        raise SpecError("no such weights file", Location(path))
-    legacy = path.endswith((".h5", ".hdf5")) and not path.endswith(".weights.h5")
-    try:
-        if legacy:
-            model.load_weights(path, by_name=True, skip_mismatch=skip_mismatch)
-        else:
-            model.load_weights(path, skip_mismatch=skip_mismatch)
-    except (ValueError, KeyError, OSError) as exc:
-        raise ArchspecError(f"cannot load weights from {path}: {exc}") from None
+    graph = graph if graph is not None else _GRAPHS.get(model)
+    if graph is None:
+        raise ArchspecError("load_weights needs the graph the model was built from (graph=...)")
+    return load(model, graph, path, skip=skip, say=say)

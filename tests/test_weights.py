@@ -1,0 +1,397 @@
+"""Pretrained weights as data (issue 20): the static load report, the one strict loader
+(`archspec.backends.keras.weights`) behind `build/train/export --weights`, input-channel
+adaptation by timm's rule, and keras.applications' files in both formats loading into the
+bundled twins. No downloads: the files are saved here from keras.applications models built
+with ``weights=None`` and given random weights."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import h5py
+import keras
+import numpy as np
+import pytest
+
+from archspec.api import lower_spec, weights_report
+from archspec.backends.keras import weights as W
+from archspec.cli import main
+from archspec.core.errors import SpecError
+from parity import leaf_layers, randomize
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def save_legacy(model, path: Path) -> Path:
+    """keras.applications' own format: a Keras-2 style .h5 keyed by layer name."""
+    from keras.src.legacy.saving import legacy_h5_format
+
+    with h5py.File(path, "w") as f:
+        legacy_h5_format.save_weights_to_hdf5_group(f, model)
+    return path
+
+
+def save(model, path: Path) -> Path:
+    if path.name.endswith(".weights.h5"):
+        model.save_weights(path)
+    elif path.suffix == ".keras":
+        model.save(path)
+    elif path.suffix == ".npz":
+        np.savez(path, **{f"{l.name}/{w.name}": v for l in leaf_layers(model) for w, v in zip(l.weights,
+                                                                                            l.get_weights())})
+    else:
+        save_legacy(model, path)
+    return path
+
+
+def randomize_leaves(model, seed=0):
+    """Random weights in every leaf layer (nested sub-models included), fan-in scaled, norms'
+    scales near 1, so that outputs are far from uniform and a wrong weight shows."""
+    rng = np.random.default_rng(seed)
+    for layer in leaf_layers(model):
+        if not layer.weights:
+            continue
+        new = []
+        for w, v in zip(layer.weights, layer.get_weights()):
+            if v.dtype.kind in "iu" or w.name == "count":
+                new.append(v)
+            elif "variance" in w.name or "gamma" in w.name or type(layer).__name__ == "LayerScale":
+                new.append(rng.uniform(0.5, 1.0, v.shape).astype(v.dtype))
+            elif v.ndim <= 1:
+                new.append((rng.standard_normal(v.shape) * 0.1).astype(v.dtype))
+            else:
+                fan_in = int(np.prod(v.shape[:-1]))
+                if isinstance(layer, keras.layers.DepthwiseConv2D):
+                    fan_in = int(np.prod(v.shape[:2]))
+                new.append((rng.standard_normal(v.shape) * np.sqrt(1.0 / fan_in)).astype(v.dtype))
+        layer.set_weights(new)
+
+
+def build_cli(capsys, spec, weights, out, *args):
+    code = main(["build", spec, "--weights", str(weights), "-o", str(out), *args])
+    err = capsys.readouterr().err
+    return code, err
+
+
+def outputs_equal(ours, ref, shape, atol=1e-4, seed=1, layer=None):
+    """Outputs within `atol`, and the classifier's input features (or `layer`'s output) within
+    a relative 1e-3: random weights give a near-uniform softmax, which alone would hide a
+    wrong layer. Returns the largest output difference."""
+    x = np.random.default_rng(seed).uniform(0, 1, (2, *shape)).astype("float32")
+    name = layer or [l.name for l in ref.layers if isinstance(l, keras.layers.Dense)][-1]
+
+    def run(m):
+        t = m.get_layer(name).output if layer else m.get_layer(name).input
+        return keras.Model(m.inputs, [t, m.output]).predict(x, verbose=0)
+
+    (fa, a), (fb, b) = run(ours), run(ref)
+    assert np.max(np.abs(fb[0] - fb[1])) > 1e-3 * np.max(np.abs(fb))  # two images, two answers
+    np.testing.assert_allclose(fa, fb, rtol=1e-3, atol=1e-4 * float(np.max(np.abs(fb))))
+    if layer:  # another head (fine-tuning): the features are the comparison
+        return float(np.max(np.abs(fa - fb)))
+    diff = float(np.max(np.abs(a - b)))
+    assert diff <= atol, diff
+    return diff
+
+
+def timm_rule(kernel: np.ndarray, c: int) -> np.ndarray:
+    """timm's adapt_input_conv, written again here on (kh, kw, in, out) kernels."""
+    if c == 1:
+        return kernel.sum(axis=2, keepdims=True)
+    idx = [i % 3 for i in range(c)]  # R, G, B, R, G, ...
+    return kernel[:, :, idx, :] * (3.0 / c)
+
+
+# ---------------------------------------------------------------- the static side
+
+
+@pytest.mark.parametrize("spec", ["resnet50", "mobilenet_v2", "convnext_tiny", "xception", "efficientnet",
+                                  "densenet121", "googlenet", "two_branch", "mobilenet_v3_small"])
+def test_static_weight_shapes_are_the_built_models(spec):
+    """The report reads weight shapes from the IR: they must be Keras' (names, order, shapes)."""
+    from archspec.backends.keras import load
+
+    g = lower_spec(spec)
+    model = load().build_model(g)
+    layers = {l.name: l for l in model.layers}
+    nodes = W.weighted_nodes(g)
+    assert len(nodes) == len([l for l in model.layers if l.weights])
+    for n in nodes:
+        specs = W.weight_specs(g, n)
+        assert [s for _, s in specs] == [tuple(w.shape) for w in layers[n.name].weights], n.name
+        assert [k for k, _ in specs] == [w.name for w in layers[n.name].weights], n.name
+
+
+def test_report_needs_no_tensorflow(tmp_path):
+    """`archspec weights` reads the file with h5py: neither TensorFlow nor Keras is imported."""
+    m = keras.applications.MobileNetV2(weights=None, input_shape=(96, 96, 3))
+    path = save_legacy(m, tmp_path / "m.h5")
+    code = ("import sys; from archspec.api import weights_report; "
+            f"r = weights_report('mobilenet_v2', {str(path)!r}, ['input.shape=[96,96,3]', 'head.classes=2']); "
+            "print(r.summary()); assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules, 'TF'")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert "104 of 105 layers load; classifier re-initialised (1000 → 2 classes)" in p.stdout
+
+
+# ---------------------------------------------------------------- keras.applications into the twins
+
+
+def test_resnet50_legacy_h5_loads_through_build(tmp_path, capsys):
+    ref = keras.applications.ResNet50(weights=None, input_shape=(64, 64, 3))
+    randomize(ref, seed=5)
+    w = save_legacy(ref, tmp_path / "resnet50.h5")
+    code, err = build_cli(capsys, "resnet50", w, tmp_path / "r.keras", "--set", "input.shape=[64,64,3]")
+    assert code == 0, err
+    assert "107 of 107 layers load" in err, err
+    print("resnet50 legacy .h5:", outputs_equal(keras.models.load_model(tmp_path / "r.keras"), ref, (64, 64, 3)))
+
+
+@pytest.mark.parametrize("suffix", [".weights.h5", ".h5", ".npz"])
+def test_mobilenet_v2_loads_from_every_format(tmp_path, capsys, suffix):
+    ref = keras.applications.MobileNetV2(weights=None, input_shape=(96, 96, 3))
+    randomize(ref, seed=6)
+    w = save(ref, tmp_path / f"mnv2{suffix}")
+    code, err = build_cli(capsys, "mobilenet_v2", w, tmp_path / "m.keras", "--set", "input.shape=[96,96,3]")
+    assert code == 0, err
+    assert "105 of 105 layers load" in err, err
+    print(f"mobilenet_v2 {suffix}:", outputs_equal(keras.models.load_model(tmp_path / "m.keras"), ref,
+                                                   (96, 96, 3)))
+
+
+@pytest.fixture(scope="module")
+def convnext_files(tmp_path_factory):
+    """keras.applications.ConvNeXtTiny nests Sequential sub-models (stem, downsampling);
+    archspec's twin is flat: the leaf layers match by name."""
+    d = tmp_path_factory.mktemp("convnext")
+    ref = keras.applications.ConvNeXtTiny(weights=None, input_shape=(64, 64, 3))
+    assert any(isinstance(l, keras.Sequential) for l in ref.layers)
+    randomize_leaves(ref, seed=7)
+    return ref, {s: save(ref, d / f"convnext_tiny{s}") for s in (".weights.h5", ".keras", ".h5")}
+
+
+@pytest.mark.parametrize("suffix", [".weights.h5", ".keras", ".h5"])
+def test_convnext_tiny_nested_submodels_load(convnext_files, tmp_path, capsys, suffix):
+    ref, files = convnext_files
+    code, err = build_cli(capsys, "convnext_tiny", files[suffix], tmp_path / "c.keras", "--set",
+                          "input.shape=[64,64,3]")
+    assert code == 0, err
+    assert "100 of 100 layers load" in err, err
+    print(f"convnext_tiny {suffix}:", outputs_equal(keras.models.load_model(tmp_path / "c.keras"), ref,
+                                                    (64, 64, 3), seed=2))
+
+
+@pytest.mark.slow
+def test_vgg16_imagenet_size_legacy_h5_loads(tmp_path, capsys):
+    ref = keras.applications.VGG16(weights=None)
+    randomize(ref, seed=8)
+    w = save_legacy(ref, tmp_path / "vgg16.h5")
+    code, err = build_cli(capsys, "vgg16", w, tmp_path / "v.keras")
+    assert code == 0, err
+    assert "16 of 16 layers load" in err, err
+    print("vgg16 legacy .h5:", outputs_equal(keras.models.load_model(tmp_path / "v.keras"), ref, (224, 224, 3)))
+
+
+@pytest.fixture(scope="module")
+def vgg64(tmp_path_factory):
+    """VGG16 at 64x64 (fc1 is 2048 -> 4096 there), random weights, keras.applications' format."""
+    d = tmp_path_factory.mktemp("vgg")
+    ref = keras.applications.VGG16(weights=None, input_shape=(64, 64, 3))
+    randomize(ref, seed=9)
+    return ref, save_legacy(ref, d / "vgg16.h5")
+
+
+def test_vgg16_finetune_reinitialises_the_classifier_and_loads_the_rest(vgg64, tmp_path, capsys):
+    """The notes' fine-tune: `--weights vgg16.h5 --set head.classes=2`."""
+    ref, w = vgg64
+    r = weights_report("vgg16", w, ["input.shape=[64,64,3]", "head.classes=2"])
+    assert r.loadable
+    assert r.summary() == "15 of 16 layers load; classifier re-initialised (1000 → 2 classes)"
+    assert [(l.name, l.status) for l in r.layers if l.status != "loaded"] == [("predictions", "re-initialised")]
+    code, err = build_cli(capsys, "vgg16", w, tmp_path / "v.keras", "--set", "input.shape=[64,64,3]",
+                          "--set", "head.classes=2")
+    assert code == 0 and "classifier re-initialised (1000 → 2 classes)" in err, err
+    ours = keras.models.load_model(tmp_path / "v.keras")
+    print("vgg16 fine-tune, fc2:", outputs_equal(ours, ref, (64, 64, 3), layer="fc2"))
+
+
+def test_vgg16_other_input_size_names_fc1(vgg64, tmp_path, capsys):
+    """A different input size: every conv loads; fc1 (after flatten) is named with both shapes
+    and refused, unless --weights-skip leaves it at init."""
+    ref, w = vgg64
+    r = weights_report("vgg16", w, ["input.shape=[32,32,3]"])
+    assert not r.loadable
+    bad = [(l.name, l.status, l.file[0], l.spec[0]) for l in r.problems]
+    assert bad == [("fc1", "mismatch", (2048, 4096), (512, 4096))]
+    assert "after flatten" in r.problems[0].note
+    assert r.summary().startswith("15 of 16 layers load; 1 with other shapes: fc1 (fc1: (2048, 4096), (4096,) "
+                                  "in the file, (512, 4096), (4096,) in the spec"), r.summary()
+    out = tmp_path / "v.keras"
+    code, err = build_cli(capsys, "vgg16", w, out, "--set", "input.shape=[32,32,3]")
+    assert code == 2 and "fc1" in err and "(2048, 4096)" in err and not out.exists(), err
+    assert len([l for l in err.splitlines() if "weights do not load" in l]) == 1 and "Traceback" not in err, err
+    r = weights_report("vgg16", w, ["input.shape=[32,32,3]"], skip=["fc1"])
+    assert r.loadable and r.summary() == "15 of 16 layers load; 1 skipped (--weights-skip): fc1"
+
+
+# ---------------------------------------------------------------- input channels
+
+
+@pytest.mark.parametrize("channels", [1, 2, 4])
+def test_other_input_channels_adapt_the_stem_by_timms_rule(tmp_path, channels):
+    from archspec.api import build
+
+    ref = keras.applications.ResNet50(weights=None, input_shape=(64, 64, 3))
+    randomize(ref, seed=10)
+    w = save_legacy(ref, tmp_path / "r.h5")
+    over = [f"input.shape=[64,64,{channels}]"]
+    r = weights_report("resnet50", w, over)
+    assert r.loadable and [(l.name, l.status) for l in r.layers if l.status != "loaded"] == [("conv1_conv",
+                                                                                             "adapted")]
+    assert f"conv1_conv adapted (3 → {channels} input channels" in r.summary()
+    lines = []
+    ours = build("resnet50", over, weights=w, say=lines.append)
+    assert lines == [f"weights from {w}: {r.summary()}"]
+    got = ours.get_layer("conv1_conv").get_weights()
+    want = timm_rule(ref.get_layer("conv1_conv").get_weights()[0], channels)
+    assert got[0].shape == (7, 7, channels, 64)
+    np.testing.assert_allclose(got[0], want, rtol=1e-6, atol=1e-7)
+    np.testing.assert_array_equal(got[1], ref.get_layer("conv1_conv").get_weights()[1])
+    # the rest loads unchanged: a grey image through the adapted stem gives the RGB network's features
+    x = np.random.default_rng(0).uniform(0, 1, (2, 64, 64, 1)).astype("float32")
+    if channels == 1:  # sum over RGB of a grey image = the grey image through the summed kernel
+        a = keras.Model(ours.inputs, ours.get_layer("conv1_conv").output).predict(x, verbose=0)
+        b = keras.Model(ref.inputs, ref.get_layer("conv1_conv").output).predict(np.repeat(x, 3, -1), verbose=0)
+        np.testing.assert_allclose(a, b, atol=1e-4)
+
+
+# ---------------------------------------------------------------- the policy
+
+
+VARIANT = """
+name: tiny
+input: {shape: [16, 16, 3]}
+stem:
+  - {type: conv, name: c1, filters: 4, kernel: 3}
+stages:
+  - blocks:
+      - {type: conv, name: c2, filters: 8, kernel: 3, stride: 2}
+head:
+  classes: 5
+  layers: [{type: global_pool, name: pool}, {type: classifier, name: predictions}]
+"""
+
+
+def _variant(tmp_path, text=VARIANT, name="tiny.yaml"):
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+def test_renamed_layer_is_missing_not_silently_random(tmp_path, capsys):
+    from archspec.api import build
+
+    spec = _variant(tmp_path)
+    w = tmp_path / "tiny.weights.h5"
+    build(str(spec), seed=1).save_weights(w)
+    renamed = _variant(tmp_path, VARIANT.replace("name: c2", "name: c2_new"), "renamed.yaml")
+    r = weights_report(str(renamed), w)
+    assert not r.loadable
+    assert [(l.name, l.status) for l in r.problems] == [("c2_new", "missing")]
+    assert r.extra == ["c2"]
+    assert "1 missing from the file: c2_new" in r.summary() and "1 in the file only: c2" in r.summary()
+    out = tmp_path / "x.keras"
+    code, err = build_cli(capsys, str(renamed), w, out)
+    assert code == 2 and "c2_new" in err and not out.exists(), err
+    # asked for: left at init, and said so
+    r = weights_report(str(renamed), w, skip=["c2_*"])
+    assert r.loadable and "1 skipped (--weights-skip): c2_new" in r.summary()
+
+
+def test_skip_glob_that_matches_nothing_is_an_error(tmp_path):
+    from archspec.api import build
+
+    w = tmp_path / "t.weights.h5"
+    build(str(_variant(tmp_path)), seed=1).save_weights(w)
+    with pytest.raises(SpecError, match="--weights-skip 'fc9' matches no layer"):
+        weights_report(str(_variant(tmp_path)), w, skip=["fc9"])
+
+
+def test_report_counts_equal_the_layers_whose_weights_changed(tmp_path):
+    """Loaded + adapted = the layers whose weights differ from their initial values after the
+    load; re-initialised and skipped layers keep theirs exactly."""
+    from archspec.backends.keras import load
+
+    ref = keras.applications.ResNet50(weights=None, input_shape=(64, 64, 3))
+    randomize(ref, seed=11)
+    w = save_legacy(ref, tmp_path / "r.h5")
+    g = lower_spec("resnet50", ["input.shape=[64,64,1]", "head.classes=7"])
+    model = load().build_model(g, seed=3)
+    before = {l.name: [v.copy() for v in l.get_weights()] for l in model.layers if l.weights}
+    report = W.load_weights(model, g, w, skip=["conv5_block3_3_*"], say=lambda m: None)
+    changed = {l.name for l in model.layers if l.weights
+               and any(not np.array_equal(a, b) for a, b in zip(before[l.name], l.get_weights()))}
+    assert changed == {l.name for l in report.loading}
+    assert len(changed) == 107 - 3 == len(report.of("loaded")) + len(report.of("adapted"))
+    assert {l.name for l in report.of("skipped")} == {"conv5_block3_3_conv", "conv5_block3_3_bn"}
+    assert [l.name for l in report.of("re-initialised")] == ["predictions"]
+    assert report.summary().startswith("104 of 107 layers load; classifier re-initialised (1000 → 7 classes); "
+                                       "conv1_conv adapted")
+
+
+def test_refused_load_changes_nothing(tmp_path):
+    from archspec.backends.keras import load
+
+    spec = _variant(tmp_path)
+    w = tmp_path / "t.weights.h5"
+    kb = load()
+    kb.build_model(lower_spec(str(spec)), seed=1).save_weights(w)
+    g = lower_spec(str(spec), ["stages[0].blocks[0].filters=6"])
+    model = kb.build_model(g, seed=2)
+    before = [v.copy() for v in model.get_weights()]
+    with pytest.raises(SpecError) as e:
+        W.load_weights(model, g, w)
+    assert "c2" in str(e.value) and "(3, 3, 4, 8)" in str(e.value) and "\n" not in str(e.value)
+    assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
+
+
+def test_export_and_build_take_weights(tmp_path):
+    from archspec.api import build, export
+
+    spec = str(_variant(tmp_path))
+    src = build(spec, seed=1)
+    w = save(src, tmp_path / "t.npz")
+    lines = []
+    m = build(spec, seed=2, weights=w, say=lines.append)
+    assert lines == [f"weights from {w}: 3 of 3 layers load"]
+    assert all(np.array_equal(a, b) for a, b in zip(m.get_weights(), src.get_weights()))
+    r = export(spec, tmp_path / "e.keras", weights=w, seed=5)
+    assert r["passed"]
+    e = keras.models.load_model(tmp_path / "e.keras")
+    assert all(np.array_equal(a, b) for a, b in zip(e.get_weights(), src.get_weights()))
+    with pytest.raises(SpecError, match="has its own weights"):
+        export(tmp_path / "e.keras", tmp_path / "f.keras", weights=w)
+
+
+def test_no_blanket_skip_mismatch_anywhere():
+    hits = [str(p.relative_to(ROOT)) for p in (ROOT / "archspec").rglob("*.py") if "skip_mismatch" in p.read_text()]
+    assert hits == []
+
+
+def test_keras_file_without_weights_and_npz_without_arrays_are_one_line(tmp_path):
+    k = tmp_path / "x.keras"
+    with zipfile.ZipFile(k, "w") as z:
+        z.writestr("config.json", "{}")
+    with pytest.raises(SpecError, match="holds no model.weights.h5"):
+        weights_report("two_branch", k)
+    n = tmp_path / "x.npz"
+    with zipfile.ZipFile(n, "w") as z:
+        z.writestr("a.txt", "x")
+    with pytest.raises(SpecError, match="holds no .npy"):
+        weights_report("two_branch", n)
