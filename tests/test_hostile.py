@@ -297,7 +297,7 @@ def test_out_of_memory_or_disk_is_one_line(tmp_path, monkeypatch, capsys, kind):
     def boom(*a, **k):
         raise exc
 
-    monkeypatch.setattr(kb, "timed_build", boom)
+    monkeypatch.setattr(kb, "build_model", boom)
     out = tmp_path / "m.keras"
     assert main(["build", "cifar100_cnn", "-o", str(out)]) == 1
     err = capsys.readouterr().err.strip().splitlines()

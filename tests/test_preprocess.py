@@ -322,3 +322,33 @@ def test_bake_none_is_a_no_op_and_a_bare_model_is_refused(tmp_path):
     assert r["preprocessing"] == {"mode": "none", "from": "the spec (input.preprocess)", "baked": False}
     with pytest.raises(SpecError, match="no record"):
         export(build_model("cifar100_cnn"), tmp_path / "d.onnx", bake_preprocessing=True)
+
+
+@pytest.mark.parametrize("mode", ["none", "tf"])
+def test_train_feeds_the_network_preprocessed_images(tmp_path, mode, monkeypatch):
+    """`train` preprocesses as evaluate, predict and the export check do: the batches the
+    model is fitted on are keras' tf preprocess_input of the raw pixels (the digits, 0..16:
+    x / 127.5 - 1 is negative everywhere), and raw with mode none."""
+    from test_train import DIGITS_SPEC, QUICK
+
+    from archspec.cli import main
+    from archspec.training import data as data_mod
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x, y = d.images.astype("uint8")[..., None], d.target.astype("int64")
+    np.savez(tmp_path / "d.npz", x_train=x[:256], y_train=y[:256], x_test=x[256:320], y_test=y[256:320])
+    (tmp_path / "spec.yaml").write_text(DIGITS_SPEC)
+    (tmp_path / "quick.yaml").write_text(QUICK)
+    pipes = []
+    real = data_mod.datasets
+    monkeypatch.setattr(data_mod, "datasets", lambda *a, **k: pipes.append(real(*a, **k)) or pipes[-1])
+    assert main(["train", str(tmp_path / "spec.yaml"), "--recipe", str(tmp_path / "quick.yaml"), "--data",
+                 str(tmp_path / "d.npz"), "--out", str(tmp_path / "run"), "--epochs", "1", "--json",
+                 "--set", f"input.preprocess={mode}"]) == 0
+    batch = np.asarray(next(iter(pipes[0].train_from(0)))[0])
+    if mode == "tf":
+        np.testing.assert_array_less(batch, 0.0)  # 0..16 / 127.5 - 1 < -0.87
+        assert batch.min() >= -1.0
+    else:
+        assert batch.min() >= 0.0 and batch.max() > 1.0

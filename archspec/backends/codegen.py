@@ -27,6 +27,7 @@ import keyword
 import os
 import re
 import textwrap
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -656,3 +657,19 @@ def generate(spec: "str | os.PathLike | Any | Graph", overrides: list[str] | Non
         constants=consts.lines(), padded=any(n.op == "zero_padding" for n in graph.nodes),
         features_name=_text(next((i.name for i in reversed(instances) if not i.head), graph.inputs[0].name)))
     return text
+
+
+def write_code(spec, overrides: list[str] | None = None, output=None, *, force: bool = False) -> tuple[Path | None, str]:
+    """`archspec codegen`: the source of `generate`, written atomically to `output` (a `.py`
+    file, checked before any work; an existing one replaced only with `force`) when given.
+    Returns (the path written or None, the source)."""
+    from ..core.atomic import check_output, write_text_atomic
+    from ..core.errors import Location, SpecError
+
+    out = check_output(output, force) if output else None
+    if out is not None and out.suffix != ".py":
+        raise SpecError("the output of codegen must end in .py", Location(str(out)))
+    code = generate(spec, overrides)
+    if out is not None:
+        write_text_atomic(out, code, force=force)
+    return out, code

@@ -95,3 +95,25 @@ def internal_error_words(exc: BaseException, limit: int = 300) -> str:
     if len(msg) > limit:
         msg = msg[:limit] + " ..."
     return f"{type(exc).__name__}: {msg}" if msg else type(exc).__name__
+
+
+def error_lines(exc: BaseException, force_option: str = "--force") -> tuple[int, list[str]]:
+    """How the command line reports a failure: (exit code, the lines for stderr). A SpecError
+    is its located line(s), exit 2 (an existing output names `force_option` as the way to
+    replace it); an ArchspecError `archspec: error: ...` with its exit code; running out of
+    memory or disk space its words, exit 1; Ctrl-C `archspec: interrupted`, exit 130; a closed
+    pipe (``archspec list | head``) nothing, exit 0; anything else one bounded line, exit 1."""
+    if isinstance(exc, KeyboardInterrupt):
+        return 130, ["archspec: interrupted"]
+    if isinstance(exc, BrokenPipeError):
+        return 0, []
+    if isinstance(exc, SpecError):
+        if hasattr(exc, "reworded"):  # core.atomic.OutputExists
+            exc = exc.reworded(force_option)
+        return 2, exc.lines() if isinstance(exc, SpecErrors) else [exc.one_line()]
+    if isinstance(exc, ArchspecError):
+        return exc.exit_code, [f"archspec: error: {exc}"]
+    resource = resource_words(exc)
+    if resource:
+        return 1, [f"archspec: error: {resource}"]
+    return 1, [f"archspec: internal error: {internal_error_words(exc)}; rerun with --debug for the traceback"]

@@ -25,3 +25,19 @@ def pair(v) -> tuple[int, int]:
     if isinstance(v, (list, tuple)):
         return int(v[0]), int(v[1])
     return int(v), int(v)
+
+
+def parse_count(text: str, most: int = 1 << 20) -> int:
+    """A count written on the command line: an integer from 1 to `most` (``--top 0`` printed
+    nothing and ``--top -1`` every class but one, both with exit 0).
+
+    Raises:
+        ValueError: anything else, the message repeating the text.
+    """
+    try:
+        n = int(text)
+    except ValueError:
+        raise ValueError(f"expected an integer >= 1 (got {text!r})") from None
+    if not 1 <= n <= most:
+        raise ValueError(f"expected an integer from 1 to {most:,} (got {n})")
+    return n

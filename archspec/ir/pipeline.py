@@ -5,9 +5,9 @@ Pure Python: no TensorFlow, no Keras."""
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, Iterator
 
-from ..core.errors import ArchspecError
+from ..core.errors import ArchspecError, SpecError
 from ..language import Spec, raw_of, spec_hash
 from ..language import load as _load_spec
 from ..resolving import resolve as _resolve
@@ -61,3 +61,28 @@ def analyze(spec: "str | os.PathLike | Spec | Graph", overrides: list[str] | Non
         "layers": [n.to_dict() for n in g.nodes],
         "blocks": g.block_rows(),
     }
+
+
+def catalogue() -> list[dict[str, Any]]:
+    """`archspec list`: each bundled spec's name, description, input shape, params and MACs
+    (each loaded once: a Spec keeps its document, so an error keeps its file:line:col)."""
+    from ..language.loader import bundled_names
+
+    rows = []
+    for name in bundled_names():
+        spec = _load_spec(name)[0]
+        r = analyze(spec)
+        rows.append({"name": name, "description": spec.description, "input_shape": r["input_shape"],
+                     "params": r["params"], "macs": r["macs"]})
+    return rows
+
+
+def validate_specs(refs, overrides: list[str] | None = None) -> Iterator[tuple[Any, "Graph | SpecError"]]:
+    """`archspec validate`: each spec of `refs` loaded, resolved and lowered (every check,
+    the static shape analysis included), one after another whatever the others gave:
+    yields (ref, its Graph or its SpecError)."""
+    for ref in refs:
+        try:
+            yield ref, lower_spec(ref, overrides)
+        except SpecError as exc:
+            yield ref, exc

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Iterable
+from typing import Callable, Iterable
 
 from ..language.rounding import compound, flops_factor, round_resolution
 
@@ -197,3 +197,15 @@ def apply_preset(spec, name: str):
     same = p.width == 1 and p.depth == 1 and res == (h, w0) and p.dropout in (None, spec.head.dropout)
     return _rescale(spec, d=p.depth, w=p.width, resolution=res, dropout=p.dropout,
                     name=spec.name if same else f"{spec.name}-{name}", record=record)
+
+
+def apply_scaling(spec, phi: float | None = None, preset: str | None = None,
+                  warn: Callable[[str], None] | None = None):
+    """`apply_phi` (phi given) or `apply_preset`; each distinct ScalingWarning passed to
+    `warn` once (dropped without it)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ScalingWarning)
+        out = apply_phi(spec, phi) if phi is not None else apply_preset(spec, preset)
+    for w in dict.fromkeys(str(w.message) for w in caught) if warn else ():
+        warn(w)
+    return out

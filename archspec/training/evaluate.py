@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -178,7 +179,8 @@ def loss_of(outputs: np.ndarray, y: np.ndarray, activation: str) -> float:
     return float(-np.mean(np.log(np.clip(p[np.arange(n), y], eps, 1 - eps))))
 
 
-def evaluate(model_ref, data, *, batch_size: int = 64, confusion_csv: str | os.PathLike | None = None) -> dict:
+def evaluate(model_ref, data, *, batch_size: int = 64, confusion_csv: str | os.PathLike | None = None,
+             force: bool = False) -> dict:
     """Loss, top-1 and top-5 accuracy, per-class accuracy and the confusion matrix on the
     data's test set (all of it when it has none). The data's classes are matched to the
     model's by name (see `label_map`); the loss is the one the head trains with (see
@@ -188,8 +190,13 @@ def evaluate(model_ref, data, *, batch_size: int = 64, confusion_csv: str | os.P
         model_ref: a run directory or a .keras file.
         data: an image folder, a CIFAR directory or an .npz (as for training).
         batch_size: images per batch.
-        confusion_csv: also write the confusion matrix there (rows: true class, columns: predicted).
+        confusion_csv: also write the confusion matrix there (rows: true class, columns: predicted),
+            checked before any work; an existing file is replaced only with `force`.
     """
+    if confusion_csv is not None:
+        from ..core.atomic import check_output
+
+        check_output(confusion_csv, force)
     from . import data as data_mod
 
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or not 1 <= batch_size <= 1 << 20:
@@ -237,18 +244,18 @@ def evaluate(model_ref, data, *, batch_size: int = 64, confusion_csv: str | os.P
         w = csv.writer(buf, lineterminator="\n", quoting=csv.QUOTE_NONNUMERIC)
         w.writerow(["true\\predicted", *(csv_cell(n) for n in label_names[:classes])])
         w.writerows([csv_cell(label_names[i]), *(int(v) for v in cm[i])] for i in range(classes))
-        write_text_atomic(Path(confusion_csv), buf.getvalue())
+        write_text_atomic(Path(confusion_csv), buf.getvalue(), force=force)
     return {"model": str(model_path), "data": str(data), "images": int(len(y)), "head": activation,
             "preprocess": {"mode": mode, "from": mode_from}, "loss": loss,
             "top1": top1, "top5": top5, "per_class": per_class, "confusion": cm.tolist(),
             **({"confusion_csv": str(confusion_csv)} if confusion_csv else {})}
 
 
-def predict(model_ref, images: list[str], *, top: int = 5) -> list[dict]:
+def predict(model_ref, images: list[str], *, top: int = 5, say: Callable[[str], None] = lambda m: None) -> list[dict]:
     """The top-k classes of each image (names from the run's classes.json when known), with
     their probability: the softmax (of the logits, for a linear head), or each class's own
     sigmoid probability for a sigmoid head (which need not add up to 1). `top` is at least
-    1; above the number of classes, every class is given (the CLI says so)."""
+    1; above the number of classes, every class is given and `say` is told so."""
     if isinstance(top, bool) or not isinstance(top, int) or top < 1:
         raise SpecError(f"--top must be an integer >= 1 (got {top!r})")
     model_path, names = model_file(model_ref)
@@ -281,6 +288,8 @@ def predict(model_ref, images: list[str], *, top: int = 5) -> list[dict]:
     if activation == "linear":  # logits: their softmax
         out = np.exp(_log_softmax(out))
     k = min(top, out.shape[-1])
+    if k < top:
+        say(f"note: --top {top} is more than the model's {k} classes: all {k} are given")
     result = []
     for f, probs in zip(images, out):
         idx = np.argsort(-probs)[:k]

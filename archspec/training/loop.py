@@ -438,6 +438,10 @@ def train(spec_ref, recipe_ref, data: str | os.PathLike | None, out: str | os.Pa
     Returns:
         The run's metrics (as metrics.json) with `history`, one dict per completed epoch.
     """
+    if not resume and (spec_ref is None or recipe_ref is None):
+        raise SpecError("give SPEC and --recipe R (or --resume RUN_DIR to continue a run)")
+    if out is None:
+        raise SpecError("--out RUN_DIR is required (where checkpoints, logs and models are written)")
     held: list[RunLock] = []
     try:
         return _train(spec_ref, recipe_ref, data, out, overrides=overrides, recipe_overrides=recipe_overrides,
@@ -616,7 +620,7 @@ def _fit(kb, graph, spec, recipe, src, out: Path, phases, size, weights, resume,
             with _quiet_tf():
                 load_initial_weights(model, graph, weights, weights_skip, say)
     pipes = data_mod.datasets(src, recipe, size, spec.input.shape[2], classes, outputs, global_batch, recipe.seed,
-                              augmenter(recipe, size, recipe.seed), say)
+                              augmenter(recipe, size, recipe.seed), say, preprocess=spec.input.preprocess)
     if pipes.val is None:
         say("no validation data (the data has no test set and data.validation_split is 0): val_* metrics are absent")
     # A list in the model's output order: Keras 3.15 pairs a dict of loss weights with a list of

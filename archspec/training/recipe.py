@@ -417,3 +417,24 @@ def phase_counts(graph: Graph, spec, recipe: Recipe, raw: RawSpec | None = None)
                      "non_trainable": graph.params - graph.trainable_params,
                      "frozen_layers": sum(1 for n in graph.nodes if n.name in frozen and n.op != "input")})
     return rows
+
+
+def recipe_phases(recipe_ref, recipe_overrides, spec, graph: Graph | None = None) -> list[dict] | None:
+    """`inspect/report --recipe R`: the trainable and frozen counts of each phase of recipe
+    `recipe_ref` (with `recipe_overrides`) on `spec` (lowered unless `graph` is given), or
+    None without a recipe."""
+    if not recipe_ref:
+        return None
+    from ..ir.pipeline import lower_spec
+
+    recipe, raw = load_recipe(recipe_ref, recipe_overrides)
+    return phase_counts(graph or lower_spec(spec), spec, recipe, raw)
+
+
+def schema_text(of_recipe: bool = False) -> str:
+    """`archspec schema`: the JSON Schema of the spec language (or of recipes), for editors."""
+    import json
+
+    from ..language.schema import Spec, editor_schema
+
+    return json.dumps(editor_schema(Recipe if of_recipe else Spec), indent=2) + "\n"

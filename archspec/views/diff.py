@@ -126,13 +126,20 @@ def side_label(name: str, overrides: Iterable[str] | None = None, preset: str | 
 
 
 def diff_command(a, b, *, overrides=(), overrides_a=(), overrides_b=(), preset=None, phi=None, preset_a=None,
-                 preset_b=None, phi_a=None, phi_b=None, warn: Callable[[str], None] | None = None) -> dict[str, Any]:
+                 preset_b=None, phi_a=None, phi_b=None, warn: Callable[[str], None] | None = None, html=None,
+                 force: bool = False) -> dict[str, Any]:
     """`archspec diff`: `overrides` (``--set``) then a side's own (``--set-a``/``--set-b``) on
     each side, then its scaling: its own preset or phi over the shared ones (both for one
-    side is a SpecError); scaling warnings go to `warn`. Returns `diff_specs`' dict."""
+    side is a SpecError); scaling warnings go to `warn`. Returns `diff_specs`' dict; with
+    `html`, also writes the self-contained page there (the path checked before any work;
+    an existing file replaced only with `force`) and records it under ``"html"``."""
+    from ..core.atomic import check_output, write_text_atomic
+    from ..core.templates import render
+    from ..core.units import shape_str
     from ..language import load
-    from .sweeps import apply_scaling
+    from ..resolving.compound import apply_scaling
 
+    out = check_output(html, force) if html else None  # before any work
     sides = []
     for s, ref, own, p, f in (("a", a, overrides_a, preset_a, phi_a), ("b", b, overrides_b, preset_b, phi_b)):
         sets, p, f = list(overrides) + list(own), p or preset, f if f is not None else phi
@@ -147,6 +154,9 @@ def diff_command(a, b, *, overrides=(), overrides_a=(), overrides_b=(), preset=N
     d = diff_specs(sa, sb, label_a=ia.pop("label"), label_b=ib.pop("label"))
     d["a"].update(ia)
     d["b"].update(ib)
+    if out is not None:
+        write_text_atomic(out, render("diff.html.j2", d=d, human=human, signed=signed, shape_str=shape_str), force=force)
+        d["html"] = str(out)
     return d
 
 

@@ -17,7 +17,8 @@ from ..language.define import spec_blocks
 from ..language.rounding import flops_factor
 from ..resolving import resolve, width_fields_of
 from ..resolving.compound import (FORMULA, PAPER_CONSTRAINT, ScalingWarning, _rescale, _scaling_of, _spec_error,
-                                  apply_phi, apply_preset, coefficient_warnings, coefficients_of, preset_names, scaled_resolution)
+                                  apply_phi, apply_preset, apply_scaling, coefficient_warnings, coefficients_of,
+                                  preset_names, scaled_resolution)
 
 
 def _counts(spec) -> tuple[int, int]:
@@ -194,18 +195,6 @@ def _numbers(spec) -> list:
 
 
 # ---------------------------------------------------------------- `archspec scale`
-
-
-def apply_scaling(spec, phi: float | None = None, preset: str | None = None,
-                  warn: Callable[[str], None] | None = None):
-    """`apply_phi` (phi given) or `apply_preset`; each distinct ScalingWarning passed to
-    `warn` once (dropped without it)."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", ScalingWarning)
-        out = apply_phi(spec, phi) if phi is not None else apply_preset(spec, preset)
-    for w in dict.fromkeys(str(w.message) for w in caught) if warn else ():
-        warn(w)
-    return out
 
 
 def search_report(spec, step: float = 0.05, tolerance: float = 0.05, *, output=None, plot=None) -> dict[str, Any]:

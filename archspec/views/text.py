@@ -53,6 +53,13 @@ def format_report(report: dict) -> str:
     return "\n".join(out)
 
 
+def brief_layers(report: dict) -> dict:
+    """`inspect --json` without --layers: each layer's name, op, output shape, params, MACs
+    and block only."""
+    keep = ("name", "op", "output_shape", "params", "macs", "block")
+    return {**report, "layers": [{k: layer[k] for k in keep} for layer in report["layers"]]}
+
+
 def format_inspect(report: dict, recipe: str | None = None) -> str:
     """`format_report`, then the phases of `--recipe` when the report has them."""
     out = format_report(report)

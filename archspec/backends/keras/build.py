@@ -9,7 +9,6 @@ registered as serializable, so `.keras` files reopen after ``import archspec``.
 from __future__ import annotations
 
 import random
-import time
 import weakref
 
 import keras
@@ -167,12 +166,6 @@ def warm_up() -> None:
     """Make the backend's first device context now (TensorFlow prints its native start-up
     notices then), so that they happen where archspec filters them."""
     ops.convert_to_tensor([0.0])
-
-
-def timed_build(graph: Graph, **kw) -> tuple[keras.Model, float]:
-    t0 = time.perf_counter()
-    model = build_model(graph, **kw)
-    return model, time.perf_counter() - t0
 
 
 def load_weights(model: keras.Model, path, skip=(), say=None, graph: Graph | None = None):
