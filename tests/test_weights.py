@@ -80,19 +80,21 @@ def build_cli(capsys, spec, weights, out, *args):
 
 
 def outputs_equal(ours, ref, shape, atol=1e-4, seed=1, layer=None):
-    """Outputs within `atol`, and the classifier's input features (or `layer`'s output) within
-    a relative 1e-3: random weights give a near-uniform softmax, which alone would hide a
-    wrong layer. Returns the largest output difference."""
+    """Outputs within `atol`, and the pooled features before the classifier (or `layer`'s
+    output) within a relative 1e-3: random weights give a near-uniform softmax, which alone
+    would hide a wrong layer. Returns the largest output difference."""
     x = np.random.default_rng(seed).uniform(0, 1, (2, *shape)).astype("float32")
-    name = layer or [l.name for l in ref.layers if isinstance(l, keras.layers.Dense)][-1]
+    pools = (keras.layers.GlobalAveragePooling2D, keras.layers.GlobalMaxPooling2D, keras.layers.Flatten)
+    mine = {l.name for l in ours.layers}
+    name = layer or [l.name for l in ref.layers if isinstance(l, pools) and l.name in mine][-1]
 
     def run(m):
-        t = m.get_layer(name).output if layer else m.get_layer(name).input
-        return keras.Model(m.inputs, [t, m.output]).predict(x, verbose=0)
+        return keras.Model(m.inputs, [m.get_layer(name).output, m.output]).predict(x, verbose=0)
 
     (fa, a), (fb, b) = run(ours), run(ref)
-    assert np.max(np.abs(fb[0] - fb[1])) > 1e-3 * np.max(np.abs(fb))  # two images, two answers
-    np.testing.assert_allclose(fa, fb, rtol=1e-3, atol=1e-4 * float(np.max(np.abs(fb))))
+    scale = float(np.max(np.abs(fb)))
+    assert scale > 1e-3 and np.std(fb) > 1e-2 * scale  # features that vary: a wrong layer would show
+    np.testing.assert_allclose(fa, fb, rtol=1e-3, atol=1e-4 * scale)
     if layer:  # another head (fine-tuning): the features are the comparison
         return float(np.max(np.abs(fa - fb)))
     diff = float(np.max(np.abs(a - b)))
@@ -395,3 +397,68 @@ def test_keras_file_without_weights_and_npz_without_arrays_are_one_line(tmp_path
         z.writestr("a.txt", "x")
     with pytest.raises(SpecError, match="holds no .npy"):
         weights_report("two_branch", n)
+
+
+def test_efficientnet_normalization_and_stem_adapt_to_one_channel(tmp_path):
+    """keras' EfficientNet normalizes its input with stored RGB statistics: for a 1-channel
+    input their mean is taken (the stem kernel is summed, timm's rule), both reported."""
+    from archspec.api import build
+
+    ref = keras.applications.EfficientNetB0(weights=None, input_shape=(64, 64, 3))
+    randomize_leaves(ref, seed=12)
+    w = save(ref, tmp_path / "e.weights.h5")
+    r = weights_report("efficientnet", w, ["input.shape=[64,64,1]"])
+    assert r.loadable and [l.name for l in r.of("adapted")] == ["normalization", "stem_conv"]
+    ours = build("efficientnet", ["input.shape=[64,64,1]"], weights=w, say=lambda m: None)
+    mean, var, count = ref.get_layer("normalization").get_weights()
+    got = ours.get_layer("normalization").get_weights()
+    np.testing.assert_allclose(got[0], [mean.mean()], rtol=1e-6)
+    np.testing.assert_allclose(got[1], [var.mean()], rtol=1e-6)
+    np.testing.assert_allclose(ours.get_layer("stem_conv").get_weights()[0],
+                               timm_rule(ref.get_layer("stem_conv").get_weights()[0], 1), rtol=1e-6, atol=1e-7)
+
+
+TWINS = [  # spec, keras.applications model, input size
+    ("resnet50", "ResNet50", 64), ("resnet101", "ResNet101", 64), ("resnet152", "ResNet152", 64),
+    ("vgg16", "VGG16", 64), ("vgg19", "VGG19", 64), ("mobilenet", "MobileNet", 96),
+    ("mobilenet_v2", "MobileNetV2", 96), ("mobilenet_v3_small", "MobileNetV3Small", 96),
+    ("mobilenet_v3_large", "MobileNetV3Large", 96), ("densenet121", "DenseNet121", 64),
+    ("densenet169", "DenseNet169", 64), ("densenet201", "DenseNet201", 64), ("xception", "Xception", 96),
+    ("efficientnet", "EfficientNetB0", 64), ("convnext_tiny", "ConvNeXtTiny", 64),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("spec,cls,size", TWINS)
+def test_every_bundled_twin_loads_keras_applications_weights_from_both_formats(tmp_path, capsys, spec, cls, size):
+    ref = getattr(keras.applications, cls)(weights=None, input_shape=(size, size, 3))
+    randomize_leaves(ref, seed=13)
+    n = len([l for l in leaf_layers(ref) if l.weights])
+    for suffix in (".h5", ".weights.h5"):
+        w = save(ref, tmp_path / f"{spec}{suffix}")
+        out = tmp_path / f"{spec}{suffix}.keras"
+        code, err = build_cli(capsys, spec, w, out, "--set", f"input.shape=[{size},{size},3]")
+        assert code == 0 and f"{n} of {n} layers load" in err, err
+        print(f"{spec} {suffix}: {n} layers, max |output diff|",
+              outputs_equal(keras.models.load_model(out), ref, (size, size, 3)))
+        keras.backend.clear_session()
+
+
+def test_notop_file_reinitialises_the_classifier_and_the_text_lists_it(tmp_path):
+    """keras' *_notop.h5 files have no classifier: re-initialised, and said so; the report's
+    text has the summary line first, then the layers that do not load as they are."""
+    from archspec.views.weights import format_weights
+
+    ref = keras.applications.ResNet50(weights=None, include_top=False, input_shape=(64, 64, 3))
+    w = save_legacy(ref, tmp_path / "resnet50_notop.h5")
+    r = weights_report("resnet50", w, ["input.shape=[64,64,3]", "head.classes=3"])
+    assert r.loadable and r.summary() == "106 of 107 layers load; classifier re-initialised (not in the file)"
+    text = format_weights(r.to_dict())
+    lines = text.splitlines()
+    assert lines[0] == r.summary()
+    assert any(l.startswith("re-initialised  predictions") for l in lines), text
+    assert "loads under the policy" in lines[-1]
+    d = r.to_dict()
+    assert d["counts"] == {"loaded": 106, "adapted": 0, "re-initialised": 1, "skipped": 0, "missing": 0,
+                           "mismatch": 0}
+    assert d["loadable"] and d["format"] == "legacy_h5" and len(d["layers"]) == 107

@@ -124,17 +124,24 @@ def stem_convs(graph: Graph) -> list[str]:
     """The convolutions that read the network's input: reached from an input through nodes
     that keep its channels (padding, rescaling, normalization, ...), without another
     convolution or dense layer in between."""
+    return _input_side(graph)[0]
+
+
+def _input_side(graph: Graph) -> tuple[list[str], list[str]]:
+    """(stem convolutions, normalization layers with weights before them)."""
     inputs = {n.name for n in graph.inputs}
     reach = set(inputs)
-    out = []
+    convs, norms = [], []
     for n in graph.nodes:
         if n.name in inputs or not n.inputs or not all(i in reach for i in n.inputs):
             continue
         if n.op == "conv2d":
-            out.append(n.name)
+            convs.append(n.name)
         elif n.op not in ("depthwise_conv2d", "separable_conv2d", "dense", "flatten", "reshape", "concat"):
             reach.add(n.name)
-    return out
+            if n.op == "normalization" and n.params:
+                norms.append(n.name)
+    return convs, norms
 
 
 def _after_flatten(graph: Graph) -> set[str]:
@@ -405,7 +412,7 @@ class WeightsReport:
             parts.append(f"{what} re-initialised ({'; '.join(notes)})")
         adapted = self.of(ADAPTED)
         if adapted:
-            parts.append(f"{_names(adapted)} adapted ({adapted[0].note})")
+            parts.append(f"{_names(adapted)} adapted ({adapted[-1].note})")
         skipped = self.of(SKIPPED)
         if skipped:
             parts.append(f"{len(skipped)} skipped (--weights-skip): {_names(skipped)}")
@@ -445,6 +452,16 @@ def _shapes(shapes) -> str:
     return ", ".join(shape_str(s) for s in shapes) if shapes else "no weights"
 
 
+def adapt_input_stats(stats: np.ndarray, channels: int) -> np.ndarray:
+    """Per-channel RGB statistics (a Normalization layer's mean or variance over the input)
+    for `channels` channels: their mean for 1 channel, else repeated cyclically (R, G, B, R, ...),
+    the channels timm's rule gives the stem."""
+    v = np.asarray(stats)
+    if channels == 1:
+        return v.mean(axis=-1, keepdims=True).astype(v.dtype)
+    return v[..., [i % 3 for i in range(channels)]]
+
+
 def adapt_input_kernel(kernel: np.ndarray, channels: int) -> np.ndarray:
     """An RGB conv kernel (kh, kw, 3, filters) for `channels` input channels, by timm's
     `adapt_input_conv` rule: 1 channel sums the RGB kernels; any other count repeats them
@@ -481,7 +498,7 @@ def compare(graph: Graph, wf: WeightsFile, skip=()) -> WeightsReport:
     """`graph`'s weighted layers against an open weights file, under the policy."""
     skip = _glob_check(graph, skip)
     heads = set(classifier_layers(graph))
-    stems = set(stem_convs(graph))
+    stems, norms = (set(x) for x in _input_side(graph))
     sized = _after_flatten(graph)
     channels = {n.shape[-1] for n in graph.inputs}
     rows = []
@@ -505,6 +522,12 @@ def compare(graph: Graph, wf: WeightsFile, skip=()) -> WeightsReport:
         elif node.name in stems and len(channels) == 1 and _adaptable(mine, theirs, next(iter(channels))):
             rows.append(LayerWeights(node.name, ADAPTED, mine, theirs,
                                      f"3 → {next(iter(channels))} input channels by timm's adapt_input_conv rule"))
+        elif (node.name in norms and len(channels) == 1 and mine[0] == (next(iter(channels)),)
+              and [tuple(s) for s in theirs] == [(3,), (3,), ()]):
+            c = next(iter(channels))
+            rows.append(LayerWeights(node.name, ADAPTED, mine, theirs,
+                                     f"3 → {c} input channels: " + ("the mean of the RGB statistics" if c == 1 else
+                                                                    "the RGB statistics repeated")))
         else:
             note = "its shape follows the input size (after flatten)" if node.name in sized else ""
             rows.append(LayerWeights(node.name, MISMATCH, mine, theirs, note))
@@ -547,8 +570,10 @@ def load_weights(model, graph: Graph, path, skip=(), say=None) -> WeightsReport:
             except (OSError, KeyError, ValueError) as exc:
                 raise SpecError(f"layer {row.name!r}: cannot read its weights (truncated or damaged: "
                                 f"{' '.join(str(exc).split())[:80]})", _where(wf.path)) from None
-            if row.status == ADAPTED:
+            if row.status == ADAPTED and len(row.spec[0]) == 4:
                 got = [adapt_input_kernel(got[0], row.spec[0][2])] + got[1:]
+            elif row.status == ADAPTED:  # a normalization's mean and variance; its count as it is
+                got = [adapt_input_stats(got[0], row.spec[0][0]), adapt_input_stats(got[1], row.spec[0][0]), got[2]]
             arrays[row.name] = got
     layers = {l.name: l for l in model.layers}
     for name, got in arrays.items():
