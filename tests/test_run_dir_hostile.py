@@ -219,6 +219,16 @@ def test_weights_with_another_classifier_load_and_say_so(d, tmp_path, capsys):
     assert "value=[[" not in err and "could not be loaded" not in err
 
 
+def test_weights_skip_leaves_the_named_layers_at_init_and_says_so(d, tmp_path, capsys):
+    """Weights of another network load only with the mismatching layers skipped by name."""
+    w = build_weights(d, "wide.yaml", tmp_path / "wide.weights.h5")
+    capsys.readouterr()
+    out = tmp_path / "run"
+    assert train(d, out, "--weights", str(w), "--weights-skip", "c?", "--epochs", "1") == 0
+    err = capsys.readouterr().err
+    assert "1 of 3 layers load; 2 skipped (--weights-skip): c1, c2" in err, err
+
+
 # ---------------------------------------------------------------- item 14: a run directory's files
 
 

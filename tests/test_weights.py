@@ -434,14 +434,15 @@ def test_every_bundled_twin_loads_keras_applications_weights_from_both_formats(t
     ref = getattr(keras.applications, cls)(weights=None, input_shape=(size, size, 3))
     randomize_leaves(ref, seed=13)
     n = len([l for l in leaf_layers(ref) if l.weights])
+    diffs = []
     for suffix in (".h5", ".weights.h5"):
         w = save(ref, tmp_path / f"{spec}{suffix}")
         out = tmp_path / f"{spec}{suffix}.keras"
         code, err = build_cli(capsys, spec, w, out, "--set", f"input.shape=[{size},{size},3]")
         assert code == 0 and f"{n} of {n} layers load" in err, err
-        print(f"{spec} {suffix}: {n} layers, max |output diff|",
-              outputs_equal(keras.models.load_model(out), ref, (size, size, 3)))
-        keras.backend.clear_session()
+        diffs.append(f"{suffix} {outputs_equal(keras.models.load_model(out), ref, (size, size, 3)):.3g}")
+    with capsys.disabled():
+        print(f"{spec}: {n} layers, max |output diff| {', '.join(diffs)}")
 
 
 def test_notop_file_reinitialises_the_classifier_and_the_text_lists_it(tmp_path):
@@ -462,3 +463,60 @@ def test_notop_file_reinitialises_the_classifier_and_the_text_lists_it(tmp_path)
     assert d["counts"] == {"loaded": 106, "adapted": 0, "re-initialised": 1, "skipped": 0, "missing": 0,
                            "mismatch": 0}
     assert d["loadable"] and d["format"] == "legacy_h5" and len(d["layers"]) == 107
+
+
+# ---------------------------------------------------------------- the command line
+
+
+def test_weights_command_prints_the_report_and_exits_by_the_policy(vgg64, capsys):
+    import json
+
+    _, w = vgg64
+    assert main(["weights", "vgg16", str(w), "--set", "input.shape=[64,64,3]", "--set", "head.classes=2"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "15 of 16 layers load; classifier re-initialised (1000 → 2 classes)"
+    assert any(l.startswith("re-initialised  predictions") and "(4096, 1000), (1000,)" in l for l in out), out
+    assert main(["weights", "vgg16", str(w), "--set", "input.shape=[64,64,3]", "--set", "head.classes=2",
+                 "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["loadable"] and d["counts"]["loaded"] == 15 and d["counts"]["re-initialised"] == 1
+    # another input size: fc1 named with both shapes, exit 2; skipped on request, exit 0
+    assert main(["weights", "vgg16", str(w), "--set", "input.shape=[32,32,3]"]) == 2
+    out = capsys.readouterr().out
+    assert out.splitlines()[0].startswith("15 of 16 layers load; 1 with other shapes: fc1")
+    assert any(l.startswith("mismatch") and "fc1" in l and "(2048, 4096)" in l for l in out.splitlines()), out
+    assert "does not load" in out.splitlines()[-1]
+    assert main(["weights", "vgg16", str(w), "--set", "input.shape=[32,32,3]", "--weights-skip", "fc1"]) == 0
+    assert "1 skipped (--weights-skip): fc1" in capsys.readouterr().out
+
+
+def test_weights_command_names_a_renamed_layer(tmp_path, capsys):
+    from archspec.api import build
+
+    w = tmp_path / "tiny.weights.h5"
+    build(str(_variant(tmp_path)), seed=1).save_weights(w)
+    renamed = _variant(tmp_path, VARIANT.replace("name: c2", "name: c2_new"), "renamed.yaml")
+    assert main(["weights", str(renamed), str(w)]) == 2
+    out = capsys.readouterr().out
+    assert "1 missing from the file: c2_new" in out and "in the file, not in the spec (1): c2" in out, out
+    assert main(["weights", str(renamed), str(tmp_path / "nope.h5")]) == 2
+    assert "nope.h5" in capsys.readouterr().err
+
+
+def test_export_command_takes_weights(tmp_path, capsys):
+    from archspec.api import build
+
+    spec = str(_variant(tmp_path))
+    src = build(spec, seed=1)
+    w = save(src, tmp_path / "t.weights.h5")
+    out = tmp_path / "e.keras"
+    assert main(["export", spec, "-o", str(out), "--weights", str(w), "--weights-skip", "predictions"]) == 0
+    err = capsys.readouterr().err
+    assert "weights from" in err and "2 of 3 layers load; 1 skipped (--weights-skip): predictions" in err, err
+    e = keras.models.load_model(out)
+    for name in ("c1", "c2"):
+        assert all(np.array_equal(a, b) for a, b in zip(e.get_layer(name).get_weights(),
+                                                        src.get_layer(name).get_weights()))
+    assert not np.array_equal(e.get_layer("predictions").get_weights()[0], src.get_layer("predictions").get_weights()[0])
+    assert main(["export", spec, "-o", str(tmp_path / "f.keras"), "--weights-skip", "c1"]) == 2
+    assert "give --weights" in capsys.readouterr().err
