@@ -520,3 +520,16 @@ def test_export_command_takes_weights(tmp_path, capsys):
     assert not np.array_equal(e.get_layer("predictions").get_weights()[0], src.get_layer("predictions").get_weights()[0])
     assert main(["export", spec, "-o", str(tmp_path / "f.keras"), "--weights-skip", "c1"]) == 2
     assert "give --weights" in capsys.readouterr().err
+
+
+def test_npz_weights_are_taken_by_name(tmp_path):
+    """An .npz names each array layer/weight: the order of its keys does not matter."""
+    from archspec.api import build
+
+    spec = str(_variant(tmp_path))
+    src = build(spec, seed=1)
+    arrays = {f"{l.name}/{w.name}": v for l in src.layers for w, v in zip(l.weights, l.get_weights())}
+    w = tmp_path / "reversed.npz"
+    np.savez(w, **dict(reversed(list(arrays.items()))))
+    m = build(spec, seed=2, weights=w, say=lambda m: None)
+    assert all(np.array_equal(a, b) for a, b in zip(m.get_weights(), src.get_weights()))

@@ -505,6 +505,8 @@ def compare(graph: Graph, wf: WeightsFile, skip=()) -> WeightsReport:
     for node in weighted_nodes(graph):
         mine = [s for _, s in weight_specs(graph, node)]
         fl = wf.layers.get(node.name)
+        if fl is not None and wf.format == "npz":  # an .npz names its weights: taken by name when all match
+            _by_name(fl, [k for k, _ in weight_specs(graph, node)])
         theirs = None if fl is None else [s for _, s in fl.weights]
         if any(fnmatch.fnmatchcase(node.name, g) for g in skip):
             rows.append(LayerWeights(node.name, SKIPPED, mine, theirs))
@@ -534,6 +536,15 @@ def compare(graph: Graph, wf: WeightsFile, skip=()) -> WeightsReport:
     names = {n.name for n in graph.nodes}
     extra = [n for n, fl in wf.layers.items() if n not in names and fl.weights]
     return WeightsReport(_shown_path(wf.path), wf.format, graph.name, rows, extra, skip)
+
+
+def _by_name(fl: FileLayer, names: list[str]) -> None:
+    """`fl`'s weights put in the order of `names` when it holds exactly those names."""
+    have = [k for k, _ in fl.weights]
+    if have != names and sorted(have) == sorted(names):
+        order = [have.index(n) for n in names]
+        fl.weights = [fl.weights[i] for i in order]
+        fl._get = [fl._get[i] for i in order]
 
 
 def weights_report(graph: Graph, path, skip=()) -> WeightsReport:
