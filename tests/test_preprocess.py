@@ -352,3 +352,24 @@ def test_train_feeds_the_network_preprocessed_images(tmp_path, mode, monkeypatch
         assert batch.min() >= -1.0
     else:
         assert batch.min() >= 0.0 and batch.max() > 1.0
+
+
+def test_export_command_bakes_on_request(tmp_path, tiny, capsys):
+    """`archspec export --bake-preprocessing`: the ONNX file takes raw pixels (its metadata
+    says baked) and equals the same-seed Keras model on keras-preprocessed images; without
+    the flag it records the mode and expects preprocessed images."""
+    import onnxruntime as ort
+
+    from archspec.backends.keras import build_model
+    from archspec.cli import main
+
+    for flag, baked in (([], False), (["--bake-preprocessing"], True)):
+        out = tmp_path / f"m{int(baked)}.onnx"
+        assert main(["export", str(tiny), "-o", str(out), "--seed", "5", "--json"] + flag) == 0
+        r = json.loads(capsys.readouterr().out)
+        assert r["preprocessing"]["baked"] is baked and r["preprocessing"]["mode"] == "caffe"
+    sess = ort.InferenceSession(str(tmp_path / "m1.onnx"), providers=["CPUExecutionProvider"])
+    assert json.loads(sess.get_modelmeta().custom_metadata_map["archspec.preprocessing"])["baked"] is True
+    raw = _images(4, 8, 8, seed=21)
+    want = np.asarray(build_model(str(tiny), seed=5)(_keras_pre("resnet50")(raw.copy()), training=False))
+    np.testing.assert_allclose(sess.run(None, {sess.get_inputs()[0].name: raw})[0], want, rtol=0, atol=1e-4)
