@@ -533,3 +533,26 @@ def test_npz_weights_are_taken_by_name(tmp_path):
     np.savez(w, **dict(reversed(list(arrays.items()))))
     m = build(spec, seed=2, weights=w, say=lambda m: None)
     assert all(np.array_equal(a, b) for a, b in zip(m.get_weights(), src.get_weights()))
+
+
+def test_report_model_takes_a_weights_file_through_the_one_loader(tmp_path, capsys):
+    """`report --model` with a weights file: the spec built with those weights by the strict
+    loader, its Keras counts beside the static ones and the load's summary line in the page;
+    a file that does not load is the loader's one-line error (exit 2), nothing written."""
+    from archspec.cli import main
+
+    ref = keras.applications.MobileNetV2(weights=None, input_shape=(96, 96, 3), alpha=0.35, classes=10)
+    w = tmp_path / "m.weights.h5"
+    ref.save_weights(w)
+    over = ["--set", "input.shape=[96,96,3]", "--set", "scaling.width=0.35", "--set", "head.classes=10"]
+    out = tmp_path / "r.html"
+    assert main(["report", "mobilenet_v2", *over, "--model", str(w), "-o", str(out)]) == 0
+    page = out.read_text()
+    assert f"{ref.count_params():,}</b><span>parameters Keras counts in" in page
+    assert "105 of 105 layers load" in page and "equal to the analysis" in page
+    capsys.readouterr()
+    bad = tmp_path / "bad.html"
+    assert main(["report", "mobilenet_v2", *over[:2], "--model", str(w), "-o", str(bad)]) == 2  # width 1.0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "weights do not load" in err[0] and "Conv1" in err[0], err
+    assert not bad.exists()

@@ -253,7 +253,8 @@ OPTIONS: dict[str, dict[str, str]] = {
     },
     "report": {
         "--output": "output .html file (default: NAME.html), or .svg for the diagram alone with every block expanded",
-        "--model": "a model built from the spec (archspec build): measured Keras counts beside the static ones",
+        "--model": "a model built from the spec (archspec build), or a weights file (.h5, .weights.h5, .npz) "
+                   "loaded into it by the strict loader: measured Keras counts beside the static ones",
     },
     "diff": {
         "a": "side A: a spec file or the name of a bundled spec",

@@ -66,19 +66,31 @@ def spec_sources(raw, graph: Graph) -> tuple[list[dict], dict]:
     return out, lines
 
 
-def keras_counts(model_path: str | os.PathLike) -> dict:
-    """Parameters Keras counts in a saved `.keras` model, per layer and in all."""
-    p = Path(model_path)
-    if not p.is_file() or p.suffix != ".keras":
-        raise SpecError("expected a .keras file written by `archspec build`" if p.is_file() else "no such file",
-                        Location(str(p)))
-    from ..backends.keras import load as _keras_build
+WEIGHT_FILES = (".h5", ".hdf5", ".npz")
 
-    _keras_build()
+
+def keras_counts(model_path: str | os.PathLike, graph: Graph | None = None) -> dict:
+    """Parameters Keras counts, per layer and in all, in a saved `.keras` model, or in the
+    spec's model (`graph`) built with the weights of a weights file (keras.applications'
+    `.h5`, a `.weights.h5`, an `.npz`) loaded by the one strict loader, whose summary line
+    is kept under ``"weights"``."""
+    p = Path(model_path)
+    if not p.is_file() or (p.suffix != ".keras" and not (graph is not None and p.name.endswith(WEIGHT_FILES))):
+        raise SpecError("expected a .keras file written by `archspec build`, or a weights file (.h5, .weights.h5, "
+                        ".npz)" if p.is_file() else "no such file", Location(str(p)))
+    from ..backends import keras as keras_backend
+
+    keras_backend.load()
     import keras
 
+    said: list[str] = []
     try:
-        model = keras.models.load_model(p, compile=False)
+        if p.suffix == ".keras":
+            model = keras.models.load_model(p, compile=False)
+        else:
+            model = keras_backend.build_model(graph, weights=p, say=said.append)
+    except ArchspecError:
+        raise
     except Exception as exc:  # noqa: BLE001 - Keras raises many kinds for an unreadable file
         raise ArchspecError(f"cannot load {p}: {exc}") from None
     layers = {}
@@ -92,7 +104,8 @@ def keras_counts(model_path: str | os.PathLike) -> dict:
 
     walk(model)
     return {"path": str(p), "name": model.name, "params": model.count_params(), "layers": layers,
-            "trainable_params": sum(int(w.numpy().size) for w in model.trainable_weights)}
+            "trainable_params": sum(int(w.numpy().size) for w in model.trainable_weights),
+            **({"weights": said[-1]} if said else {})}
 
 
 def context(graph: Graph, spec, raw, *, measured: dict | None = None, scaling: dict | None = None,
@@ -187,7 +200,7 @@ def html_report(spec_ref, overrides: list[str] | None = None, *, model: str | No
         names = preset_names(spec)
         if names:
             scaling = sweep(spec, [float(k) for k in range(len(names))], names)
-    measured = keras_counts(model) if model else None
+    measured = keras_counts(model, graph) if model else None
     from ..core.templates import render
 
     return graph.name, render("report.html.j2", r=context(graph, spec, raw, measured=measured, scaling=scaling,
