@@ -166,6 +166,16 @@ def test_set_into_a_misspelled_list_key_names_the_key(capsys):
     assert "unknown key 'block' at stages[1] (did you mean 'blocks'?)" in err[0]
 
 
+def test_set_into_a_list_the_document_does_not_have_says_so(capsys):
+    """`--recipe-set phases[0]...` on a recipe without phases: 'phases' is a valid key, just not
+    set (it said "unknown key 'phases' at the top level")."""
+    rc = main(["inspect", "resnet18", "--recipe", "cifar100", "--recipe-set", "phases[0].epochs=3"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "unknown key" not in err[0]
+    assert "'phases' is not set at the top level, so there is no list to index with [0]" in err[0]
+    assert "(phases=[...])" in err[0] and err[0].startswith("--recipe-set phases[0].epochs=3:")
+
+
 @pytest.mark.parametrize("ref,close", [("resnet5", "resnet50"), ("densnet121", "densenet121")])
 def test_bundled_and_extends_names_suggest_the_closest(tmp_path, capsys, ref, close):
     assert main(["inspect", ref]) == 2

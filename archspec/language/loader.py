@@ -482,8 +482,13 @@ def apply_overrides(raw: RawSpec, overrides: list[str], flag: str = "--set") -> 
 
                     close = difflib.get_close_matches(part, [k for k in node if isinstance(k, str)], n=1)
                     hint = f" (did you mean {close[0]!r}?)" if close else ""
-                    raise SpecError(f"unknown key {part!r} at {format_path(path[:i]) or 'the top level'}{hint}: "
-                                    f"it holds no list to index with [{nxt}]", where, format_path(path))
+                    at = format_path(path[:i]) or "the top level"
+                    if close:  # a typo, most likely
+                        raise SpecError(f"unknown key {part!r} at {at}{hint}: it holds no list to index with [{nxt}]",
+                                        where, format_path(path))
+                    raise SpecError(f"{part!r} is not set at {at}, so there is no list to index with [{nxt}]; set the "
+                                    f"whole value instead ({format_path(path[:i + 1])}=[...])", where,
+                                    format_path(path))
                 if part not in node or node[part] is None:
                     node[part] = {}
                 node = node[part]
