@@ -14,25 +14,23 @@ existing path is only replaced with ``force=True``.
 
 The package, by concern:
 
-- `options`: formats, opsets, variants, tolerances and the checks on them;
-- `source`: the Keras model to export (given, a `.keras` file, or a spec built through
-  `archspec.api`), its metadata and the check's random inputs;
-- `via_ir` (the default ONNX path) and `onnx_ops`: ONNX emitted straight from the graph IR
-  and the model's weights with `onnx.helper`, one emitter per IR op; no TensorFlow, so it
-  runs on Keras' JAX backend too, and writes external data past 2 GB;
-- `via_tf2onnx` (``via="tf2onnx"``, the cross-check): Keras → ONNX through TensorFlow and
-  tf2onnx, with the workarounds only that path needs (grouped convolutions, large Dense
-  kernels, Erfc);
-- `onnx_passes`: named passes over the ONNX model, each tested on its own;
+- `options`: formats, `format_for`, opsets, variants, tolerances and the checks on them;
+- `source`: the Keras model to export (given, a `.keras` file, a run directory's model, or a
+  spec built through `archspec.ir.pipeline` and the Keras backend; with ``weights``, loaded
+  by the one strict loader);
 - `checkdata`: the check's real images, read as `archspec evaluate` reads data (and
-  preprocessed as the spec's `input.preprocess` says, as training and evaluate do);
+  preprocessed as the spec's `input.preprocess` says, as training and evaluate do), and
+  static int8's calibration images;
 - `bake`: ``bake_preprocessing``: that preprocessing as fixed layers in front of the
   exported network, recorded in the metadata (``archspec.preprocessing``);
-- `variants`: float16 (with the nodes that overflow it kept float32) and int8;
-- `writers`: each format written to its staging path;
+- `writers`: each format written to its staging path, through the backends:
+  `archspec.backends.onnx` (`via_ir` from the graph IR, the default; `via_tf2onnx`, the
+  cross-check; `passes`; `variants`: float16 and int8) and
+  `archspec.backends.keras.files` (`.keras` with its provenance);
 - `verify`: running the artefact and comparing it with Keras;
-- `archspec.core.atomic` (the one writer of every output): staging, fsync, atomic rename, clean-up;
-- `progress`: heartbeat lines during long steps.
+- `build_file`: `archspec build` (a spec built, weights loaded, saved with provenance);
+- `archspec.core.atomic` (the one writer of every output) and `archspec.core.progress`
+  (heartbeat lines during long steps).
 
 TensorFlow, Keras, tf2onnx, onnx and onnxruntime are imported inside functions only;
 TensorFlow only by the tf2onnx and SavedModel paths.

@@ -43,7 +43,7 @@ def build_file(spec_ref, overrides: list[str] | None = None, output=None, *, for
     if out.suffix != ".keras":
         raise SpecError("the output of build must end in .keras", Location(str(out)))
     say(f"building {graph.name} ({len(graph.nodes)} layers, {graph.params:,} params)")
-    keras_backend.load()
+    keras_backend.load()  # imported before the clock: build_seconds is the build (and weights load)
     t0 = time.perf_counter()
     with tf_retracing_quiet():  # counts checked by the builder; weights checked before it builds
         model = keras_backend.build_model(graph, precision=precision, seed=seed, weights=weights,
