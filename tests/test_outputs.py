@@ -359,7 +359,7 @@ def test_the_quantizers_root_logger_warnings_are_not_printed(tmp_path, monkeypat
 
     monkeypatch.setattr(q, "quantize_dynamic", chatty)
     monkeypatch.delenv("ARCHSPEC_DEBUG", raising=False)
-    logging.getLogger().handlers.clear()
+    monkeypatch.setattr(logging.getLogger(), "handlers", [])  # restored after the test: no handler on a closed stream
     rc = main(["export", "two_branch", "-o", str(tmp_path / "m.onnx"), "--quantize", "int8-dynamic", "--no-check"])
     err = capfd.readouterr().err
     assert rc == 0 and (tmp_path / "m.onnx").is_file()

@@ -77,14 +77,17 @@ def python_loggers_quiet(*names: str, level: int | None = None):
         return
     level = logging.ERROR if level is None else level
     loggers = [logging.getLogger(n) if n else logging.getLogger() for n in names]
-    saved = [lg.level for lg in loggers]
+    saved = [(lg.level, lg.propagate) for lg in loggers]
     for lg in loggers:
         lg.setLevel(level)
+        if lg is not logging.getLogger():  # kept off the root logger's handlers (whatever they are)
+            lg.propagate = False
     try:
         yield
     finally:
-        for lg, lv in zip(loggers, saved):
+        for lg, (lv, prop) in zip(loggers, saved):
             lg.setLevel(lv)
+            lg.propagate = prop
 
 
 def quantizer_quiet():
@@ -93,5 +96,6 @@ def quantizer_quiet():
 
 
 def tf_retracing_quiet():
-    """TensorFlow's retracing notices (its Python logger, and absl's that it writes through)."""
+    """TensorFlow's retracing notices (its Python logger, and absl's that it writes through),
+    kept from reaching the root logger: loading weights and ``model.fit`` run inside it."""
     return python_loggers_quiet("tensorflow", "absl")

@@ -742,8 +742,9 @@ def _fit(kb, graph, spec, recipe, src, out: Path, phases, size, weights, resume,
             for first, end, offset in fits:
                 run_cb.offset, run_cb.images = offset, pipes.train_size - offset * global_batch
                 data = pipes.train_from(first).skip(offset) if offset else pipes.train_from(first)
-                model.fit(data, validation_data=pipes.val, epochs=end, initial_epoch=first,
-                          steps_per_epoch=steps - offset, callbacks=callbacks, verbose=verbose, shuffle=False)
+                with _quiet_tf():  # "tf.function retracing" notices stay off the root logger
+                    model.fit(data, validation_data=pipes.val, epochs=end, initial_epoch=first,
+                              steps_per_epoch=steps - offset, callbacks=callbacks, verbose=verbose, shuffle=False)
                 if model.stop_training:  # a signal, a NaN or early stopping
                     break
             completed = int(epoch_var.numpy())
