@@ -389,10 +389,10 @@ def label(op: str, attrs: dict) -> str:
 
 def keras_class(name: str, keras):
     """The Keras class a table entry names: ``layers.X`` from `keras.layers`, the others
-    archspec's own layers (`backends.keras.build`)."""
+    archspec's own layers (`backends.keras_layers`)."""
     if name.startswith("layers."):
         return getattr(keras.layers, name[len("layers."):])
-    from .keras.build import CUSTOM_OBJECTS
+    from .keras_layers import CUSTOM_OBJECTS
 
     return CUSTOM_OBJECTS[f"archspec>{name}"]
 

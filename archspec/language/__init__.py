@@ -11,6 +11,8 @@ from pydantic import ValidationError
 from ..core.errors import SpecError, SpecErrors
 from .loader import RawSpec, apply_overrides, format_path, load_with_extends, loads
 from .define import check_defined
+# the wording shared with define's checks lives below both (no cycle through this package)
+from .messages import _at, sorted_errors, unknown_key_message
 from .schema import Spec
 
 __all__ = ["Spec", "RawSpec", "load", "load_raw", "validate", "loads", "spec_hash", "dump_spec", "stage_of"]
@@ -92,15 +94,6 @@ def validate(raw: RawSpec) -> Spec:
     check_defined(spec, raw)
     spec._raw = raw
     return spec
-
-
-def sorted_errors(errors) -> list[SpecError]:
-    """Errors in file order (line, column), those without a line last."""
-    def key(e: SpecError):
-        loc = e.location
-        return (loc is None or loc.line is None, loc.line or 0 if loc else 0, loc.column or 0 if loc else 0)
-
-    return sorted(errors, key=key)
 
 
 def validate_blocks(data: list, raw: RawSpec | None, path: tuple, suffix: str = "") -> list:
@@ -242,72 +235,3 @@ def _describe(e: dict, data) -> tuple[tuple, str, str]:
 
 
 _TUPLES = {("input", "shape"): "3 values (height, width, channels)", ("shape",): "3 values (height, width, channels)"}
-
-
-def _at(data, path):
-    for p in path:
-        try:
-            data = data[p]
-        except (KeyError, IndexError, TypeError):
-            return None
-    return data
-
-
-def unknown_key_message(path: tuple, data) -> str:
-    """'unknown key' with the keys the place accepts and the closest of them (`data` is a
-    whole document, a list of blocks or one block; `path` the key's place in it)."""
-    from .define import suggest
-
-    key = path[-1] if path else "?"
-    fields = _fields_at(path[:-1], data)
-    if fields is None:
-        return f"unknown key {key!r}"
-    parent = _at(data, path[:-1])
-    what = f"a {parent['type']!r} block" if isinstance(parent, dict) and isinstance(parent.get("type"), str) \
-        else (format_path(path[:-1]) or "the top level")
-    elsewhere = ""
-    if isinstance(parent, dict) and isinstance(parent.get("type"), str) and key != "type":
-        from .blocks import REGISTRY
-
-        owners = sorted(t for t, f in REGISTRY.items() if key in f.model.model_fields)
-        if owners:
-            elsewhere = f" ({key!r} is a key of {', '.join(owners[:6])}{', ...' if len(owners) > 6 else ''})"
-    return f"unknown key {key!r}{suggest(key, fields)}{elsewhere}; {what} takes: {', '.join(fields)}"
-
-
-def _fields_at(path: tuple, data) -> list[str] | None:
-    """The keys the model at `path` of the document accepts (walking the schema from the
-    Spec for a whole document, or from a block for a list of blocks)."""
-    import typing
-
-    from pydantic import BaseModel
-
-    from .blocks import REGISTRY
-
-    def models_of(ann):
-        if isinstance(ann, type) and issubclass(ann, BaseModel):
-            return [ann]
-        if typing.get_origin(ann) is typing.Annotated:
-            return models_of(typing.get_args(ann)[0])
-        return [m for a in typing.get_args(ann) if a is not type(None) for m in models_of(a)]
-
-    def block_model(node):
-        if isinstance(node, dict) and isinstance(node.get("type"), str) and node["type"] in REGISTRY:
-            return REGISTRY[node["type"]].model
-        return None
-
-    model, node = block_model(data) or (Spec if isinstance(data, dict) else None), data
-    for part in path:
-        if isinstance(part, int):  # an item of the list whose field we are in
-            node = node[part] if isinstance(node, list) and 0 <= part < len(node) else None
-        else:
-            fld = model.model_fields.get(part) if model is not None else None
-            if fld is None:
-                return None
-            node = node.get(part) if isinstance(node, dict) else None
-            cands = models_of(fld.annotation)
-            model = cands[0] if len(cands) == 1 else None
-        model = block_model(node) or model
-    if model is None:
-        return None
-    return [f for f in model.model_fields if f != "type"]

@@ -9,52 +9,14 @@ validated as blocks each time it is used, by the lowering (`archspec.ir.lower`).
 
 from __future__ import annotations
 
-import difflib
 from typing import Any, Iterator
 
-from pydantic import Field, field_validator, model_validator
-
 from ..core.errors import SpecError
-from .common import Strict
 from .loader import RawSpec, format_path
-
-REQUIRED = "required"
-RESERVED = ("type", "name", "repeats", "inputs", "in_channels", "in_shape", "rounding", "min_filters")
-
-
-class Definition(Strict):
-    """A new block type: ``{params: {name: default | required}, width_params: [...], body: [blocks]}``."""
-
-    description: str = ""
-    params: dict[str, Any] = Field(default_factory=dict, description=(
-        "Parameter defaults; the string 'required' for a parameter every use must give."))
-    width_params: list[str] = Field(default_factory=list, description=(
-        "Params holding channel counts: width scaling multiplies them (and rounds them as filters)."))
-    body: list[dict[str, Any]] = Field(min_length=1, description=(
-        "The blocks, whose values may be expressions \"${...}\" over the params, in_channels and in_shape."))
-
-    @field_validator("params")
-    @classmethod
-    def _names(cls, v):
-        for k in v:
-            if not k.isidentifier():
-                raise ValueError(f"param name {k!r} is not an identifier")
-            if k in RESERVED:
-                raise ValueError(f"param name {k!r} is reserved ({', '.join(RESERVED)})")
-        return v
-
-    @model_validator(mode="after")
-    def _width(self):
-        bad = [w for w in self.width_params if w not in self.params]
-        if bad:
-            raise ValueError(f"width_params {bad} are not params (params: {', '.join(self.params) or 'none'})")
-        return self
-
-
-def suggest(word: str, options) -> str:
-    """' (did you mean `x`?)' for the closest option, or ''."""
-    m = difflib.get_close_matches(str(word), [str(o) for o in options], n=1, cutoff=0.6)
-    return f" (did you mean {m[0]!r}?)" if m else ""
+# the model (`schema`) and the wording shared with the validator (`messages`) live below
+# this module, so neither imports it back (no cycle); importable from here as before
+from .messages import sorted_errors, suggest, unknown_key_message
+from .schema import REQUIRED, RESERVED, Definition  # noqa: F401
 
 
 def iter_blocks(blocks, path: tuple) -> Iterator[tuple[Any, tuple]]:
@@ -124,8 +86,6 @@ def check_defined(spec, raw: RawSpec | None) -> None:
                 err("a block needs a 'type'", p)
                 continue
             if bt in REGISTRY:
-                from . import unknown_key_message
-
                 for k in b:
                     if k not in REGISTRY[bt].model.model_fields:
                         err(unknown_key_message((k,), b), p + (k,), key=True)
@@ -147,7 +107,6 @@ def check_defined(spec, raw: RawSpec | None) -> None:
             _check_use_keys(b.type, defined[b.type], b.params, p, err)
     if errors:
         from ..core.errors import SpecErrors
-        from . import sorted_errors
 
         raise SpecErrors(sorted_errors(errors))
 

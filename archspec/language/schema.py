@@ -11,14 +11,47 @@ union on `type`. Every model forbids unknown keys.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, PrivateAttr, field_validator, model_validator
 
 from .blocks import Block
 from .common import Bool, Float, Initializer, PosFloat, PosInt, Rate, Strict
-from .define import Definition
 from .preprocess import Mode as PreprocessMode
+
+
+# `define:`'s model is here, below `define` (its checks), which imports it: no cycle
+REQUIRED = "required"
+RESERVED = ("type", "name", "repeats", "inputs", "in_channels", "in_shape", "rounding", "min_filters")
+
+
+class Definition(Strict):
+    """A new block type: ``{params: {name: default | required}, width_params: [...], body: [blocks]}``."""
+
+    description: str = ""
+    params: dict[str, Any] = Field(default_factory=dict, description=(
+        "Parameter defaults; the string 'required' for a parameter every use must give."))
+    width_params: list[str] = Field(default_factory=list, description=(
+        "Params holding channel counts: width scaling multiplies them (and rounds them as filters)."))
+    body: list[dict[str, Any]] = Field(min_length=1, description=(
+        "The blocks, whose values may be expressions \"${...}\" over the params, in_channels and in_shape."))
+
+    @field_validator("params")
+    @classmethod
+    def _names(cls, v):
+        for k in v:
+            if not k.isidentifier():
+                raise ValueError(f"param name {k!r} is not an identifier")
+            if k in RESERVED:
+                raise ValueError(f"param name {k!r} is reserved ({', '.join(RESERVED)})")
+        return v
+
+    @model_validator(mode="after")
+    def _width(self):
+        bad = [w for w in self.width_params if w not in self.params]
+        if bad:
+            raise ValueError(f"width_params {bad} are not params (params: {', '.join(self.params) or 'none'})")
+        return self
 
 
 class InputSpec(Strict):

@@ -9,7 +9,7 @@ import keras
 import tensorflow as tf
 
 from ..core.atomic import atomic_output
-from . import loop
+from . import epochs  # not the loop, which imports this module: no cycle
 from .recipe import maximizes
 
 
@@ -32,13 +32,15 @@ class RunCallback(keras.callbacks.Callback):
         output whose metrics are reported as top1/top5; monitor: best.keras's metric; say:
         progress messages; fit_state: the `FitState` of the stateful callbacks (saved with
         the checkpoint); save_checkpoint: called with the epochs complete to save it;
-        write_best: called with (epoch, value) to write best.keras. Set by the loop before
+        write_best: called with (epoch, value) to write best.keras; write_history: called
+        with (run, rows) to write history.csv (the loop passes its own). Set by the loop before
         each fit: `images` (training images per epoch) and `offset` (batches of the first
         epoch trained before a resume).
     """
 
     def __init__(self, run, recipe, phase, base_lr, manager, epoch_var, step_var, history, state, steps,
-                 main_output, monitor, say, fit_state=None, save_checkpoint=None, write_best=None):
+                 main_output, monitor, say, fit_state=None, save_checkpoint=None, write_best=None,
+                 write_history=None):
         super().__init__()
         self.run, self.recipe, self.phase, self.base_lr = run, recipe, phase, base_lr
         self.manager, self.epoch_var, self.step_var = manager, epoch_var, step_var
@@ -47,13 +49,14 @@ class RunCallback(keras.callbacks.Callback):
         self.fit_state = fit_state
         self.save_checkpoint = save_checkpoint or (lambda n: self.manager.save(checkpoint_number=n))
         self.write_best = write_best
+        self.write_history = write_history or epochs.write_history
         self.images, self.offset, self.step_in_epoch = 0, 0, 0
-        best = loop._best_row(history, monitor, recipe.callbacks.checkpoint.mode)
+        best = epochs.best_row(history, monitor, recipe.callbacks.checkpoint.mode)
         self.best = best[monitor] if best else None
 
     def on_epoch_begin(self, epoch, logs=None):
         if self.recipe.schedule.name != "plateau":
-            self.model.optimizer.learning_rate = loop.schedule_lr(
+            self.model.optimizer.learning_rate = epochs.schedule_lr(
                 self.recipe, self.base_lr, epoch - self.phase["start"], self.phase["end"] - self.phase["start"])
         self.step_in_epoch = self.offset
         self.t0 = time.perf_counter()
@@ -91,7 +94,7 @@ class RunCallback(keras.callbacks.Callback):
         row = {**self._row(epoch, logs), "learning_rate": lr, "seconds": seconds,
                "images_per_second": self.images / seconds if seconds > 0 else 0.0}
         self.history.append(row)
-        loop.write_history(self.run, self.history)
+        self.write_history(self.run, self.history)
         if self.fit_state is not None:  # after the row (its rate is the epoch's, before a plateau drop)
             self.fit_state.epoch_end(epoch, logs)
         self.epoch_var.assign(epoch + 1)
@@ -102,7 +105,7 @@ class RunCallback(keras.callbacks.Callback):
         except BaseException:  # a full disk: the epoch is not complete, its row goes (the checkpoint is the truth)
             self.history.pop()
             try:
-                loop.write_history(self.run, self.history)
+                self.write_history(self.run, self.history)
             except Exception:  # noqa: BLE001 - a resume drops a row past the checkpoint anyway
                 pass
             raise

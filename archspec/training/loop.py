@@ -39,10 +39,8 @@ replicas (the linear scaling rule).
 
 from __future__ import annotations
 
-import csv
 import errno
 import fcntl
-import io
 import json
 import math
 import os
@@ -54,8 +52,10 @@ from typing import Any, Callable
 from ..backends.keras.files import keras_training_info, save_keras
 from ..core.atomic import write_text_atomic
 from ..core.errors import ArchspecError, Location, SpecError
-
-HISTORY = "history.csv"
+# what the callback needs of the loop lives below both (`epochs`), so it never imports the
+# loop back (no cycle); importable from here as before
+from .epochs import HISTORY, schedule_lr, write_history  # noqa: F401
+from .epochs import best_row as _best_row
 
 
 class Interrupted(ArchspecError):
@@ -84,21 +84,6 @@ def plan(recipe, epochs: int | None = None) -> list[dict]:
         out.append({"name": p.name, "start": start, "end": start + p.epochs, "phase": p})
         start += p.epochs
     return out
-
-
-def schedule_lr(recipe, base: float, epoch_in_phase: int, phase_epochs: int) -> float:
-    """The learning rate of an epoch (0-based within its phase) under the recipe's schedule
-    (plateau is handled by its callback and starts at `base`)."""
-    s = recipe.schedule
-    if s.warmup_epochs and epoch_in_phase < s.warmup_epochs and s.name in ("step", "cosine"):
-        return base * (epoch_in_phase + 1) / (s.warmup_epochs + 1)
-    if s.name == "step":
-        return base * s.factor ** sum(1 for b in s.boundaries if epoch_in_phase >= b)
-    if s.name == "cosine":
-        span = max(1, phase_epochs - s.warmup_epochs)
-        t = min(1.0, (epoch_in_phase - s.warmup_epochs) / span)
-        return s.min_learning_rate + (base - s.min_learning_rate) * 0.5 * (1 + math.cos(math.pi * t))
-    return base
 
 
 # ---------------------------------------------------------------- the run directory
@@ -238,20 +223,6 @@ def read_history(out: Path) -> list[dict]:
     from .rundir import read_history as read
 
     return read(out)
-
-
-def write_history(out: Path, rows: list[dict]) -> None:
-    if not rows:
-        if (out / HISTORY).is_file():  # no complete epoch (left): no row either
-            write_text_atomic(out / HISTORY, "")
-        return
-    keys = list(dict.fromkeys(k for r in rows for k in r))
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=keys, lineterminator="\n")
-    w.writeheader()
-    for r in rows:
-        w.writerow({k: r.get(k, "") for k in keys})
-    write_text_atomic(out / HISTORY, buf.getvalue())
 
 
 def write_json(path: Path, obj) -> None:
@@ -721,7 +692,7 @@ def _fit(kb, graph, spec, recipe, src, out: Path, phases, size, weights, resume,
             run_cb = RunCallback(out, recipe, ph, base_lr, manager, epoch_var, step_var, history, state,
                                  pipes.steps_per_epoch, main_out, monitor, say, fit_state=fit_state,
                                  save_checkpoint=lambda n, manager=manager: save_checkpoint(manager, n),
-                                 write_best=write_best)
+                                 write_best=write_best, write_history=write_history)
             callbacks = [run_cb]
             from .callbacks import LossGuard  # first: RunCallback must see an exploded epoch as incomplete
 
@@ -870,12 +841,3 @@ def summary(out: Path, recipe, pipes, phases) -> dict:
             **{k: (best.get(k) if best else None) for k in ("val_loss", "val_top1", "val_top5", "loss", "top1", "top5")},
             "images_per_second": ips[len(ips) // 2] if ips else None,
             "train_images": pipes.train_size, "val_images": pipes.val_size}
-
-
-def _best_row(rows: list[dict], monitor: str, mode: str):
-    rows = [r for r in rows if monitor in r and r[monitor] == r[monitor]]
-    if not rows:
-        return None
-    from .recipe import maximizes
-
-    return (max if maximizes(monitor, mode) else min)(rows, key=lambda r: r[monitor])

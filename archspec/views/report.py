@@ -21,6 +21,8 @@ from ..core.units import human, shape_str
 from ..core.errors import ArchspecError, Location, SpecError
 from ..ir.graph import Graph
 from ..language import stage_of
+# the sweep's page lives with the sweep, below this report (which shows a sweep); still importable here
+from .sweeps import sweep, sweep_html  # noqa: F401
 
 
 def _source_file(source: str) -> Path | None:
@@ -195,7 +197,6 @@ def html_report(spec_ref, overrides: list[str] | None = None, *, model: str | No
     scaling = None
     if spec.scaling is not None and getattr(spec.scaling, "presets", None):
         from ..resolving.compound import preset_names
-        from .sweeps import sweep
 
         names = preset_names(spec)
         if names:
@@ -214,13 +215,6 @@ def diagram_svg(spec_ref, overrides: list[str] | None = None) -> tuple[str, str]
 
     graph = lower_spec(spec_ref, overrides)
     return graph.name, render_svg(graph, expanded=True)
-
-
-def sweep_html(report: dict) -> str:
-    """The HTML page of a scaling sweep (`archspec scale ... --plot out.html`): the plot and its table."""
-    from ..core.templates import render
-
-    return render("sweep.html.j2", s=report, plot=scaling_plot(report), human=human, version=__version__)
 
 
 def write_report(spec_ref, overrides: list[str] | None = None, output=None, *, force: bool = False,

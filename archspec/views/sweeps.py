@@ -239,7 +239,7 @@ def scale(spec, ref: str, phis: Iterable[float] = (), preset: str | None = None,
         if out.suffix not in (".svg", ".html"):
             raise SpecError(f"--plot writes .svg (the plot) or .html (plot and table); got "
                             f"{out.suffix or 'no suffix'!r}", Location(str(out)))
-        from .report import scaling_plot, sweep_html
+        from .charts import scaling_plot
 
         shown = report
         if phis and not presets and preset_names(spec):  # the official points beside the formula's
@@ -247,3 +247,14 @@ def scale(spec, ref: str, phis: Iterable[float] = (), preset: str | None = None,
         write_text_atomic(out, scaling_plot(shown) if out.suffix == ".svg" else sweep_html(shown), force=force)
         report["plot"] = str(out)
     return report
+
+
+def sweep_html(report: dict) -> str:
+    """The HTML page of a scaling sweep (`archspec scale ... --plot out.html`): the plot and its table
+    (here, not in `report`, which shows a sweep: the page stays below the report, no cycle)."""
+    from ..core.templates import render
+    from ..core.units import human
+    from ..core.version import __version__
+    from .charts import scaling_plot
+
+    return render("sweep.html.j2", s=report, plot=scaling_plot(report), human=human, version=__version__)
