@@ -49,9 +49,9 @@ RECIPE = textwrap.dedent("""\
     """)
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """(run directory, digits .npz, held-out x, y, Keras' held-out predictions)."""
+def _train_on_digits(tmp_path_factory, spec, overrides=(), epochs=6):
+    """(run directory, digits .npz, held-out x, y, Keras' held-out predictions, model) of
+    `spec` trained with RECIPE for `epochs` on the digits."""
     import keras
     from sklearn.datasets import load_digits
 
@@ -63,14 +63,28 @@ def trained(tmp_path_factory):
     idx = np.random.default_rng(0).permutation(len(y))
     tr, te = idx[:1500], idx[1500:]
     np.savez(d / "digits.npz", x_train=x[tr], y_train=y[tr], x_test=x[te], y_test=y[te])
-    (d / "spec.yaml").write_text(SPEC)
-    (d / "quick.yaml").write_text(RECIPE)
+    if spec == SPEC:
+        (d / "spec.yaml").write_text(SPEC)
+        spec = d / "spec.yaml"
+    (d / "quick.yaml").write_text(RECIPE.replace("epochs: 6", f"epochs: {epochs}"))
     run = d / "run"
-    archspec.train(d / "spec.yaml", d / "quick.yaml", d / "digits.npz", run, verbose=0)
+    archspec.train(spec, d / "quick.yaml", d / "digits.npz", run, overrides=list(overrides), verbose=0)
     model = keras.models.load_model(run / "best.keras")
     x_test = x[te].astype("float32")
     keras_pred = np.argmax(model.predict(x_test, verbose=0), -1)
     return run, d / "digits.npz", x_test, y[te], keras_pred, model
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """The small CNN (conv + batch norm on 0-255 pixels) trained on the digits."""
+    return _train_on_digits(tmp_path_factory, SPEC)
+
+
+@pytest.fixture(scope="module")
+def resnet18_trained(tmp_path_factory):
+    """The bundled ResNet-18 at 32x32, 10 classes, trained on the digits for 3 epochs."""
+    return _train_on_digits(tmp_path_factory, "resnet18", ["input.shape=[32,32,3]", "head.classes=10"], epochs=3)
 
 
 def _ort_pred(path, x):
@@ -210,3 +224,71 @@ def test_check_data_folders_and_bad_labels(trained, tmp_path):
     with pytest.raises(SpecError, match="labels up to 12 but the model has 10 classes"):
         ex.export(run, tmp_path / "c.onnx", check_data=tmp_path / "bad.npz")
     assert not (tmp_path / "c.onnx").exists()
+
+
+@pytest.mark.parametrize("net", ["trained", pytest.param("resnet18_trained", marks=pytest.mark.slow)])
+def test_int8_cannot_saturate_on_cpus_without_vnni(net, request, tmp_path):
+    """Issue 25: x86 CPUs without VNNI add u8 * s8 product pairs in int16 with saturation
+    (emulated in numpy by tests/int8emu.py, so this holds whatever CPU runs it). The static
+    int8 export of a trained run: every convolution is quantized with weights in -64..64 and
+    uint8 activations, so no pair can pass 2 * 255 * 64 = 32,640 < 32,767; on real held-out
+    images no pair overflows, in either packing of the reduction axis; the first convolution
+    computed with saturation keeps >= 95% top-1 agreement with Keras; and onnxruntime's own
+    run of the file agrees >= 95% (computed here, not taken from the export's report). The
+    control: the same float model quantized with full 8-bit weights (the old export)
+    overflows under the emulator and loses agreement when saturated."""
+    import int8emu
+    from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType, quantize_static)
+
+    run, npz, x, y, keras_pred, _ = request.getfixturevalue(net)
+    out = tmp_path / "m8.onnx"
+    r = ex.export(run, out, quantize="int8")
+    assert r["passed"] and r["top1_agreement"] >= 0.95
+    assert accuracy_score(keras_pred, _ort_pred(out, x)) >= 0.95
+
+    def emulate(path, every=True):
+        """(overflowing pairs of every conv (or the first) on 16 images, agreement with Keras of
+        the first conv saturated, agreement with onnxruntime's run of the first conv computed
+        exactly), on the held-out images."""
+        proto = onnx.load(str(path))
+        convs = int8emu.qdq_convs(proto)
+        assert len(convs) == sum(n.op_type == "Conv" for n in proto.graph.node) > 0  # every conv quantized
+        feed = {proto.graph.input[0].name: x}
+        last = proto.graph.output[-1].name
+        vals = int8emu.tensors(proto, [c.x_q for c in convs] + [last], feed)
+        bad = {c.node.name: int8emu.pair_overflows(c, vals[c.x_q][:16]) for c in (convs if every else convs[:1])}
+        first = convs[0]
+        saturated = int8emu.run_from(proto, first.output, int8emu.conv_output(first, vals[first.x_q], True))
+        exact = int8emu.run_from(proto, first.output, int8emu.conv_output(first, vals[first.x_q], False))
+        return (convs, bad, accuracy_score(keras_pred, saturated.argmax(-1)),
+                accuracy_score(vals[last].argmax(-1), exact.argmax(-1)))
+
+    convs, bad, agree_saturated, emulator_vs_ort = emulate(out)
+    assert emulator_vs_ort >= 0.99  # the emulator computes what onnxruntime computes
+    for c in convs:
+        assert c.w_q.dtype == np.int8 and int(np.abs(c.w_q.astype(int)).max()) <= variants.INT8_WEIGHT_BOUND, c.node.name
+        assert 2 * 255 * variants.INT8_WEIGHT_BOUND <= 32767
+    assert all(n == 0 for per in bad.values() for n, _ in per.values()), bad
+    assert agree_saturated >= 0.95
+
+    # the control: full 8-bit weights, as exported before
+    f32 = tmp_path / "m32.onnx"
+    ex.export(run, f32)
+    z = np.load(npz)
+    name = onnx.load(str(f32)).graph.input[0].name
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self._it = iter([{name: z["x_train"][i:i + 1].astype("float32")} for i in range(64)])
+
+        def get_next(self):
+            return next(self._it, None)
+
+    full = tmp_path / "full.onnx"
+    quantize_static(str(f32), str(full), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    convs, bad, full_saturated, emulator_vs_ort = emulate(full, every=False)
+    first = convs[0].node.name
+    assert emulator_vs_ort >= 0.99
+    assert all(n > 0 for n, _ in bad[first].values()), bad[first]
+    assert full_saturated < agree_saturated, (full_saturated, agree_saturated)

@@ -192,8 +192,11 @@ OPTIONS: dict[str, dict[str, str]] = {
         "--force": "replace an existing PATH",
         "--fp16": "ONNX with float16 weights (inputs/outputs stay float32; batch norms folded into their "
                   "convolutions, nodes that overflow float16 kept float32)",
-        "--quantize": "ONNX Runtime int8 quantization: static (calibrated) or dynamic (weights only); needs "
-                      "--check-data (or a run directory, or static's --calibration) unless --no-check",
+        "--quantize": "ONNX Runtime int8 quantization. int8: static QDQ, uint8 activations calibrated on real "
+                      "images, int8 weights per output channel in 7 bits (-64..64: no product pair overflows "
+                      "int16 in the u8*s8 kernels of x86 CPUs without VNNI, so the file agrees on any CPU); "
+                      "int8-dynamic: uint8 weights, activations quantized at run time. Needs --check-data (or a run "
+                      "directory, or static's --calibration) unless --no-check",
         "--calibration": "--quantize int8: a .npy (N,H,W,C) or a directory of images (default: training images of "
                          "the check data, else generated)",
         "--samples": "random inputs for the check without check data (default 3; variants at least 16)",
