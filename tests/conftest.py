@@ -21,6 +21,25 @@ settings.register_profile("long", max_examples=3000, deadline=None,
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
+#: a test worker's peak resident memory: TensorFlow plus the biggest network a test builds
+#: (EfficientNet-B7, VGG19 with its keras.applications twin), measured at about 4 GiB
+WORKER_GIB = 6
+
+
+def pytest_xdist_auto_num_workers(config):
+    """`-n auto` (pyproject's addopts): one worker a core this process may use, as many as
+    the machine's memory holds at WORKER_GIB each."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    try:
+        gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    except (ValueError, OSError, AttributeError):
+        gib = WORKER_GIB * cores
+    return max(1, min(cores, int(gib // WORKER_GIB)))
+
+
 def _rss_gib() -> float:
     try:
         with open("/proc/self/statm") as f:
