@@ -9,7 +9,7 @@ import pytest
 import archspec
 from archspec.api import analyze
 from archspec.cli import main
-from parity import copy_weights_by_name, randomize
+from parity import copy_weights_by_name, infer, randomize
 
 
 def test_resnet50_features_equal_keras_applications():
@@ -19,7 +19,7 @@ def test_resnet50_features_equal_keras_applications():
     randomize(ref, seed=4)
     copy_weights_by_name(ref, ours)
     x = np.random.default_rng(0).uniform(size=(2, 224, 224, 3)).astype("float32")
-    np.testing.assert_allclose(ours.predict(x, verbose=0), ref.predict(x, verbose=0), atol=1e-5)
+    np.testing.assert_allclose(infer(ours, x), infer(ref, x), atol=1e-5)
 
 
 def test_stage_taps_return_several_feature_maps(capsys):
@@ -28,7 +28,7 @@ def test_stage_taps_return_several_feature_maps(capsys):
     assert r["taps"] == ["conv2_block3_out", "conv3_block4_out", "conv4_block6_out", "conv5_block3_out"]
     assert [o["shape"] for o in r["outputs"]] == [[56, 56, 256], [28, 28, 512], [14, 14, 1024], [7, 7, 2048]]
     m = archspec.build("resnet50", over)
-    ys = m.predict(np.zeros((1, 224, 224, 3), "float32"), verbose=0)
+    ys = infer(m, np.zeros((1, 224, 224, 3), "float32"))
     assert [y.shape[1:] for y in ys] == [(56, 56, 256), (28, 28, 512), (14, 14, 1024), (7, 7, 2048)]
     assert main(["inspect", "resnet50", "--set", "head.include_top=false", "--set", "taps=stages"]) == 0
     assert "taps:       conv2_block3_out (56, 56, 256)" in capsys.readouterr().out
@@ -61,6 +61,6 @@ def test_keras_applications_h5_weights_load_by_name(tmp_path, capsys):
     capsys.readouterr()
     ours = keras.models.load_model(out)
     x = np.random.default_rng(1).uniform(size=(2, 64, 64, 3)).astype("float32")
-    np.testing.assert_allclose(ours.predict(x, verbose=0), ref.predict(x, verbose=0), atol=1e-5)
+    np.testing.assert_allclose(infer(ours, x), infer(ref, x), atol=1e-5)
     assert main(["build", "resnet50", "--weights", str(tmp_path / "nope.h5"), "-o", str(tmp_path / "x.keras")]) == 2
     assert not (tmp_path / "x.keras").exists()

@@ -20,7 +20,7 @@ from archspec.api import lower_spec, weights_report
 from archspec.backends.keras import weights as W
 from archspec.cli import main
 from archspec.core.errors import SpecError
-from parity import leaf_layers, randomize
+from parity import infer, leaf_layers, randomize
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -89,7 +89,7 @@ def outputs_equal(ours, ref, shape, atol=1e-4, seed=1, layer=None):
     name = layer or [l.name for l in ref.layers if isinstance(l, pools) and l.name in mine][-1]
 
     def run(m):
-        return keras.Model(m.inputs, [m.get_layer(name).output, m.output]).predict(x, verbose=0)
+        return infer(keras.Model(m.inputs, [m.get_layer(name).output, m.output]), x)
 
     (fa, a), (fb, b) = run(ours), run(ref)
     scale = float(np.max(np.abs(fb)))
@@ -268,8 +268,8 @@ def test_other_input_channels_adapt_the_stem_by_timms_rule(tmp_path, channels):
     # the rest loads unchanged: a grey image through the adapted stem gives the RGB network's features
     x = np.random.default_rng(0).uniform(0, 1, (2, 64, 64, 1)).astype("float32")
     if channels == 1:  # sum over RGB of a grey image = the grey image through the summed kernel
-        a = keras.Model(ours.inputs, ours.get_layer("conv1_conv").output).predict(x, verbose=0)
-        b = keras.Model(ref.inputs, ref.get_layer("conv1_conv").output).predict(np.repeat(x, 3, -1), verbose=0)
+        a = infer(keras.Model(ours.inputs, ours.get_layer("conv1_conv").output), x)
+        b = infer(keras.Model(ref.inputs, ref.get_layer("conv1_conv").output), np.repeat(x, 3, -1))
         np.testing.assert_allclose(a, b, atol=1e-4)
 
 

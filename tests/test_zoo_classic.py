@@ -22,7 +22,7 @@ from archspec.core.errors import SpecError
 
 keras = pytest.importorskip("keras")
 
-from parity import assert_same_outputs, assert_same_structure, copy_weights_by_name, randomize  # noqa: E402
+from parity import assert_same_outputs, assert_same_structure, copy_weights_by_name, infer, randomize  # noqa: E402
 
 
 def _free():
@@ -129,7 +129,7 @@ def test_cifar100_models_match_the_notes(spec, rows, total):
     model = build(g, seed=0)
     try:
         _assert_static_matches_keras(g, model)
-        y = model.predict(np.zeros((2, 32, 32, 3), "float32"), verbose=0)
+        y = infer(model, np.zeros((2, 32, 32, 3), "float32"))
         assert y.shape == (2, 100)
         np.testing.assert_allclose(y.sum(axis=1), 1.0, rtol=1e-5)
     finally:
@@ -210,7 +210,7 @@ def test_alexnet_builds_with_keras_counts_and_shapes():
     try:
         _assert_static_matches_keras(g, model)
         assert model.get_layer("conv2").groups == 2
-        y = model.predict(np.random.default_rng(0).uniform(0, 1, (1, 227, 227, 3)).astype("float32"), verbose=0)
+        y = infer(model, np.random.default_rng(0).uniform(0, 1, (1, 227, 227, 3)).astype("float32"))
         assert y.shape == (1, 1000) and np.isfinite(y).all()
         np.testing.assert_allclose(y.sum(), 1.0, rtol=1e-5)
     finally:
@@ -367,7 +367,7 @@ def test_googlenet_aux_classifiers_train_one_step():
         assert np.isfinite(logs["loss"][0]) and logs["loss"][0] > 0
         # the auxiliary branch got gradients: its weights moved
         assert not np.allclose(before, model.get_layer("loss1_fc").get_weights()[0])
-        outs = model.predict(x, verbose=0)
+        outs = infer(model, x)
         assert [o.shape for o in outs] == [(2, 10)] * 3
     finally:
         del model
