@@ -19,15 +19,20 @@ layers named by ``--weights-skip`` globs (left at their initial weights, and sai
 stem convolution over C != 3 input channels, which loads the file's RGB kernel by timm's
 ``adapt_input_conv`` rule (adapted, and said so). Anything else (a layer missing from the
 file, a shape mismatch) makes the load an error naming the layers; nothing is half-loaded.
+
+A weights file is untrusted input (see "what the file holds" below): no link followed out of
+it, no archive member inflated in memory, no array loaded that is not finite floating point
+written in the file, no layer taken from one of two groups that name it. The report and the
+loader run the same checks in the same order and refuse with the same line.
 """
 
 from __future__ import annotations
 
 import fnmatch
-import io
 import os
 import stat
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -154,23 +159,78 @@ def _after_flatten(graph: Graph) -> set[str]:
 
 
 # ---------------------------------------------------------------- what the file holds
+#
+# A weights file is hostile input (DESIGN.md, "Trust rules"). Nothing is read from outside it:
+# an HDF5 external link (anywhere in the file), a link of a user-defined kind, a virtual dataset
+# and a dataset stored in external files are refused before their target is opened; a soft link
+# is resolved inside the file, one that loops or leads nowhere refused. A .keras archive's
+# model.weights.h5 is bounded by its declared size and spooled to a temporary file, never
+# inflated in memory. The arrays that load are numbers: floating point (a normalization's
+# count may be an integer), every value finite and within float32's range, every byte written
+# (no unallocated or partly allocated dataset that would read as its fill value). Every refusal
+# is one SpecError line naming the file, and the layer and weight where there are ones; the
+# report (`weights_report`) and the loader (`load_weights`) run the same checks in the same
+# order, so `archspec weights` and `build --weights` say the same.
+
+#: the member of a .keras archive that holds its weights
+KERAS_MEMBER = "model.weights.h5"
+#: a .keras member may declare at most this many times the archive's size once past
+#: INFLATE_FLOOR (Keras stores its members uncompressed; deflate reaches about 1032:1)
+INFLATE_RATIO = 100
+INFLATE_FLOOR = 64 << 20
+#: bytes inflated at a time while spooling a .keras member to its temporary file
+SPOOL_CHUNK = 1 << 20
+#: HDF5 links walked before a file is refused as not a network's weights
+MAX_LINKS = 20 * MAX_LAYERS
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+#: HDF5 filters read (deflate, shuffle, fletcher32, szip, n-bit, scale-offset, h5py's lzf);
+#: any other would make HDF5 search for a plugin library
+KNOWN_FILTERS = frozenset({1, 2, 3, 4, 5, 6, 32000})
+#: weights that a layer holds as integers (keras' Normalization counts its samples in int64)
+INTEGER_WEIGHTS = frozenset({("normalization", "count")})
+#: what a damaged file raises while it is read (h5py, zipfile, numpy's .npy reader)
+_DAMAGED = (OSError, KeyError, ValueError, TypeError, RuntimeError, IndexError, EOFError, NotImplementedError,
+            zipfile.BadZipFile, zlib.error)
+
+
+def _short(exc: BaseException) -> str:
+    return _name(" ".join(str(exc).split()))[:80]
+
+
+def _bytes(n: int) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:,} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024
+    return ""  # pragma: no cover
+
+
+class _Weight:
+    """One weight of a file: `read()` its array; `dtype` as the file's index declares it (the
+    HDF5 type, the .npy header; None when it has no NumPy equivalent); `stored()` None when
+    its bytes are written in this file, else the words of the refusal."""
+
+    def __init__(self, read, dtype, stored=None):
+        self.read, self.dtype = read, dtype
+        self.stored = stored or (lambda: None)
+
+    def __call__(self):
+        return self.read()
 
 
 @dataclass
 class FileLayer:
     name: str
     weights: list[tuple[str, tuple]]  # (weight name as written, shape)
-    _get: list = field(default_factory=list, repr=False)  # one reader per weight
-
-    def arrays(self) -> list[np.ndarray]:
-        return [np.asarray(g()) for g in self._get]
+    _get: list = field(default_factory=list, repr=False)  # one _Weight per weight (read through `_values`)
 
 
 def check_weights_file(path) -> None:
     """A weights file before anything is made: a .weights.h5 or legacy .h5 is an HDF5
-    file, a .keras file a complete zip archive with the model's weights in HDF5, an .npz a
-    zip of arrays. Anything else (garbage, a truncated download, another format under the
-    suffix) is a SpecError naming the file."""
+    file, a .keras file a complete zip archive with the model's weights in HDF5 (a member
+    that declares more than INFLATE_RATIO times the archive is a zip bomb, refused before a
+    byte is inflated), an .npz a zip of arrays. Anything else (garbage, a truncated download,
+    another format under the suffix) is a SpecError naming the file."""
     p = Path(os.fspath(path))
     try:
         st = os.stat(p)
@@ -187,15 +247,14 @@ def check_weights_file(path) -> None:
                         if not any(n.endswith(".npy") for n in z.namelist()):
                             raise SpecError("not an .npz of arrays (the archive holds no .npy)", _where(p))
                         return
-                    if "model.weights.h5" not in z.namelist():
-                        raise SpecError("not a .keras file with weights (the archive holds no model.weights.h5)",
-                                        _where(p))
-                    with z.open("model.weights.h5") as fh:
+                    info = _keras_member(p, z, st.st_size)
+                    with z.open(info) as fh:
                         ok = _is_hdf5(fh)
-            except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, NotImplementedError) as exc:
+            except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, NotImplementedError, RuntimeError,
+                    ValueError, zlib.error) as exc:
                 kind = ".npz" if name.endswith(".npz") else ".keras"
                 raise SpecError(f"not a {kind} file (not a complete zip archive: truncated, or another format: "
-                                f"{str(exc)[:80]})", _where(p)) from None
+                                f"{_short(exc)})", _where(p)) from None
             if not ok:
                 raise SpecError("not a .keras file (its model.weights.h5 is not HDF5)", _where(p))
         elif name.endswith((".h5", ".hdf5")):
@@ -208,6 +267,21 @@ def check_weights_file(path) -> None:
                             f".npz (got {p.suffix or 'no suffix'!r})", _where(p))
     except OSError as exc:
         raise _os_error(p, exc) from None
+
+
+def _keras_member(p: Path, z: zipfile.ZipFile, size: int) -> zipfile.ZipInfo:
+    """The .keras archive's model.weights.h5, its declared size bounded before it is read."""
+    names = z.namelist()
+    if KERAS_MEMBER not in names:
+        raise SpecError("not a .keras file with weights (the archive holds no model.weights.h5)", _where(p))
+    if names.count(KERAS_MEMBER) > 1:
+        raise SpecError("holds model.weights.h5 twice: ambiguous, refused", _where(p))
+    info = z.getinfo(KERAS_MEMBER)
+    if info.file_size > max(INFLATE_FLOOR, INFLATE_RATIO * size):
+        raise SpecError(f"its model.weights.h5 declares {_bytes(info.file_size)} inflated from an archive of "
+                        f"{_bytes(size)}, more than {INFLATE_RATIO} times the archive (a zip bomb): not read",
+                        _where(p))
+    return info
 
 
 def _os_error(p: Path, exc: OSError) -> ArchspecError:
@@ -232,16 +306,92 @@ def _is_hdf5(fh) -> bool:
         offset = 512 if offset == 0 else offset * 2
 
 
+def _dtype_words(dt) -> str | None:
+    """None when `dt` is a floating-point type that loads (float16, float32, float64), else
+    what it is, in words."""
+    if dt is None:
+        return "of an HDF5 type with no NumPy equivalent"
+    meta = dt.metadata or {}
+    if "ref" in meta:
+        return "an HDF5 reference"
+    if "vlen" in meta:
+        return "a variable-length string" if meta["vlen"] in (str, bytes) else "a variable-length sequence"
+    if "enum" in meta:
+        return "an enumeration"
+    if dt.fields is not None:
+        return "a compound type"
+    if dt.subdtype is not None:
+        return "an array type"
+    if dt.kind in "SU":
+        return "a fixed-length string"
+    if dt.kind == "O":
+        return "Python objects"
+    if dt.kind == "f" and dt.itemsize in (2, 4, 8):
+        return None
+    return {"b": "bool", "c": f"complex ({dt.name})"}.get(dt.kind, dt.name)
+
+
+def _dtype_refusal(dt, ints: bool) -> str | None:
+    words = _dtype_words(dt)
+    if words is None or (ints and dt is not None and dt.kind in "iu" and not dt.metadata):
+        return None
+    return (f"is {words}: weights are float16, float32 or float64 arrays"
+            + (" (this one may be an integer)" if ints else ""))
+
+
+def _h5_elsewhere(ds) -> str | None:
+    """Words when `ds`'s values would be read from another file, from the index alone (the
+    sources of a virtual dataset are opened only when it is read)."""
+    if ds.is_virtual:
+        return "is a virtual dataset (its values would be read from other files)"
+    if ds.id.get_create_plist().get_external_count():
+        return "is stored in another file (HDF5 external storage)"
+    return None
+
+
+def _h5_stored(ds) -> str | None:
+    """Words when `ds`'s bytes are not all written in the file or need an unknown filter."""
+    plist = ds.id.get_create_plist()
+    for i in range(plist.get_nfilters()):
+        code = plist.get_filter(i)[0]
+        if code not in KNOWN_FILTERS:
+            return f"is encoded by HDF5 filter {code}, which archspec does not read (it would load a plugin)"
+    shape = ds.shape or ()
+    if int(np.prod(shape, dtype=np.float64)) == 0:
+        return None
+    if ds.id.get_storage_size() == 0:
+        return "was never written (the file stores no data for it: it would load as its fill value)"
+    if ds.chunks:
+        want = 1
+        for s, c in zip(shape, ds.chunks):
+            want *= -(-s // c)
+        have = ds.id.get_num_chunks()
+        if have < want:
+            return (f"was written in part ({have:,} of {want:,} chunks stored: the rest would load as its "
+                    f"fill value)")
+    return None
+
+
+def _h5_dtype(ds):
+    try:
+        return ds.dtype
+    except (TypeError, ValueError, OSError):
+        return None
+
+
 class WeightsFile:
     """An open weights file: `format` and `layers` (name -> FileLayer, in the file's order).
-    A context manager; the arrays are read on demand (`FileLayer.arrays`) while it is open."""
+    A context manager; the arrays are read on demand while it is open. `duplicates` maps a
+    layer named by more than one group (or .npz array) to where each is: a load that takes
+    such a layer is refused as ambiguous (`compare`)."""
 
     def __init__(self, path):
         self.path = Path(os.fspath(path))
         check_weights_file(self.path)
         self._closers: list = []
         self.layers: dict[str, FileLayer] = {}
-        self.duplicates: list[str] = []
+        self.duplicates: dict[str, list[str]] = {}
+        self._sources: dict[str, str] = {}
         name = self.path.name.lower()
         try:
             if name.endswith(".npz"):
@@ -251,31 +401,34 @@ class WeightsFile:
                 import h5py
 
                 if name.endswith(".keras"):
-                    with zipfile.ZipFile(self.path) as z:
-                        data = z.read("model.weights.h5")
-                    f = h5py.File(io.BytesIO(data), "r")
+                    f = h5py.File(self._spool(), "r")
                     self.format = "keras"
                 else:
                     f = h5py.File(self.path, "r")
                     self.format = None
                 self._closers.append(f.close)
-                group = f["model_weights"] if "model_weights" in f else f
+                links = self._check_links(f)
+                group = f
+                if f.get("model_weights", getlink=True) is not None:
+                    group = self._follow(f, "model_weights", "model_weights")
+                    if not isinstance(group, h5py.Group):
+                        raise SpecError("its model_weights is not a group", _where(self.path))
                 if "layer_names" in group.attrs:
                     self.format = "legacy_h5"
                     self._read_legacy(group)
                 else:
                     self.format = self.format or "weights_h5"
-                    self._read_keras3(f)
-        except SpecError:
+                    self._read_keras3(f, links)
+        except ArchspecError:
             self.close()
             raise
-        except (OSError, KeyError, ValueError, TypeError, zipfile.BadZipFile, EOFError) as exc:
+        except _DAMAGED as exc:
             self.close()
-            raise SpecError(f"not a readable weights file (truncated or damaged: "
-                            f"{' '.join(str(exc).split())[:80]})", _where(self.path)) from None
+            raise SpecError(f"not a readable weights file (truncated or damaged: {_short(exc)})",
+                            _where(self.path)) from None
 
     def close(self):
-        for c in self._closers:
+        for c in reversed(self._closers):
             try:
                 c()
             except Exception:  # pragma: no cover - closing a damaged file
@@ -288,77 +441,278 @@ class WeightsFile:
     def __exit__(self, *exc):
         self.close()
 
-    def _add(self, name: str, wname: str, shape: tuple, getter) -> None:
+    def _refuse(self, words: str) -> SpecError:
+        return SpecError(words, _where(self.path))
+
+    def _spool(self):
+        """The .keras archive's model.weights.h5 copied to an unnamed temporary file (deleted
+        when closed), SPOOL_CHUNK bytes at a time, counting what is inflated: never more than
+        the member declares, which check_weights_file bounded."""
+        import shutil
+        import tempfile
+
+        with zipfile.ZipFile(self.path) as z:
+            info = _keras_member(self.path, z, os.stat(self.path).st_size)
+            free = shutil.disk_usage(tempfile.gettempdir()).free
+            if info.file_size > free:
+                raise ArchspecError(f"{_shown_path(self.path)}: its model.weights.h5 needs "
+                                    f"{_bytes(info.file_size)} in the temporary directory, which has "
+                                    f"{_bytes(free)} free (set TMPDIR to a larger one)")
+            tmp = tempfile.TemporaryFile(prefix="archspec-weights-")
+            self._closers.append(tmp.close)
+            count = 0
+            with z.open(info) as src:
+                while True:
+                    chunk = src.read(SPOOL_CHUNK)
+                    if not chunk:
+                        break
+                    count += len(chunk)
+                    if count > info.file_size:
+                        raise self._refuse(f"its model.weights.h5 inflates past the {_bytes(info.file_size)} it "
+                                           f"declares (a zip bomb): not read")
+                    try:
+                        tmp.write(chunk)
+                    except OSError as exc:
+                        raise ArchspecError(f"{_shown_path(self.path)}: cannot unpack its model.weights.h5 to a "
+                                            f"temporary file: {exc.strerror or type(exc).__name__}") from None
+            if count != info.file_size:
+                raise self._refuse(f"its model.weights.h5 holds {_bytes(count)}, not the {_bytes(info.file_size)} "
+                                   f"it declares (truncated or damaged)")
+        tmp.seek(0)
+        return tmp
+
+    def _check_links(self, f) -> list[tuple[bytes, int]]:
+        """Every link of the file, walked without following any (HDF5's link visit recurses
+        through hard links only): an external link or one of a user-defined kind refused before
+        its target is opened, each soft link resolved inside the file (a loop or a link to
+        nothing refused). Returns the (path, link type) pairs."""
+        from h5py import h5l
+
+        links: list[tuple[bytes, int]] = []
+
+        def visit(name, info):
+            links.append((name, info.type))
+            return True if len(links) > MAX_LINKS else None  # anything but None stops the walk
+
+        f.id.links.visit(visit, info=True)
+        if len(links) > MAX_LINKS:
+            raise self._refuse(f"holds more than {MAX_LINKS:,} HDF5 links: not a network's weights")
+        for name, kind in links:
+            if kind == h5l.TYPE_EXTERNAL:
+                raise self._refuse(f"holds an HDF5 external link at {_name(name)!r} (into another file): not "
+                                   f"followed; weights are read from the one file named")
+            if kind not in (h5l.TYPE_HARD, h5l.TYPE_SOFT):
+                raise self._refuse(f"holds an HDF5 link of a user-defined kind at {_name(name)!r}: not followed")
+        for name, kind in links:
+            if kind == h5l.TYPE_SOFT:
+                try:
+                    f[name]
+                except (KeyError, RuntimeError, ValueError, OSError):
+                    raise self._refuse(f"holds an HDF5 soft link at {_name(name)!r} that leads nowhere (a loop, or "
+                                       f"a missing target)") from None
+        return links
+
+    def _follow(self, group, path: str, what: str):
+        """The object at `path` under `group`, one link at a time: an external link is refused
+        before its target is opened, a soft link resolved inside the file."""
+        import h5py
+
+        obj = group
+        for part in [p for p in path.split("/") if p]:
+            if not isinstance(obj, h5py.Group):
+                raise self._refuse(f"{what} is not in the file (a path through an array)")
+            link = obj.get(part, getlink=True)
+            if link is None:
+                raise self._refuse(f"{what} is not in the file")
+            if isinstance(link, h5py.ExternalLink):
+                raise self._refuse(f"{what} is an HDF5 external link (into another file): not followed; weights "
+                                   f"are read from the one file named")
+            if not isinstance(link, (h5py.HardLink, h5py.SoftLink)):  # pragma: no cover - refused by _check_links
+                raise self._refuse(f"{what} is an HDF5 link of a user-defined kind: not followed")
+            try:
+                obj = obj[part]
+            except (KeyError, RuntimeError) as exc:
+                raise self._refuse(f"{what} is an HDF5 soft link that leads nowhere (a loop, or a missing "
+                                   f"target: {_short(exc)})") from None
+        return obj
+
+    def _claim(self, name: str, source: str) -> bool:
+        """True when `source` (a group, an .npz key) may hold layer `name`'s weights: the first
+        that names it; a second is recorded in `duplicates`."""
+        first = self._sources.setdefault(name, source)
+        if first == source:
+            return True
+        self.duplicates.setdefault(name, [first]).append(source)
+        return False
+
+    def _add(self, name: str, wname: str, shape, weight: _Weight) -> None:
+        if shape is None:
+            raise self._refuse(f"layer {name!r}: weight {wname!r} holds no array (an empty HDF5 dataspace)")
         layer = self.layers.get(name)
         if layer is None:
             if len(self.layers) >= MAX_LAYERS:
-                raise SpecError(f"holds more than {MAX_LAYERS:,} layers: not a network's weights", _where(self.path))
+                raise self._refuse(f"holds more than {MAX_LAYERS:,} layers: not a network's weights")
             layer = self.layers[name] = FileLayer(name, [])
         layer.weights.append((wname, tuple(int(d) for d in shape)))
-        layer._get.append(getter)
+        layer._get.append(weight)
+
+    def _add_h5(self, name: str, wname: str, ds) -> None:
+        words = _h5_elsewhere(ds)
+        if words:
+            raise self._refuse(f"layer {name!r}: weight {wname!r} {words}: refused; weights are read from the one "
+                               f"file named")
+        self._add(name, wname, ds.shape, _Weight(lambda d=ds: d[()], _h5_dtype(ds), lambda d=ds: _h5_stored(d)))
+
+    def _names_attr(self, value, what: str) -> list[str]:
+        """An attribute that lists names (layer_names, weight_names) as str."""
+        if isinstance(value, (bytes, str)):
+            value = [value]
+        if not isinstance(value, (np.ndarray, list)) or (isinstance(value, np.ndarray) and value.ndim != 1):
+            raise self._refuse(f"{what} is not a list of names")
+        out = []
+        for v in value:
+            if not isinstance(v, (bytes, str, np.bytes_, np.str_)):
+                raise self._refuse(f"{what} is not a list of names (holds {_name(type(v).__name__)})")
+            out.append(v.decode("utf-8") if isinstance(v, bytes) else str(v))
+        return out
 
     def _read_legacy(self, group) -> None:
         import h5py
 
-        for raw in group.attrs["layer_names"]:
-            gname = _name(raw)
-            g = group[raw.decode("utf-8") if isinstance(raw, bytes) else str(raw)]
-            wnames = [w.decode("utf-8") if isinstance(w, bytes) else str(w) for w in g.attrs.get("weight_names", [])]
+        seen: set[str] = set()
+        for key in self._names_attr(group.attrs["layer_names"], "the file's layer_names"):
+            gname = _name(key)
+            g = self._follow(group, key, f"layer {gname!r}")
+            if not isinstance(g, h5py.Group):
+                raise self._refuse(f"layer {gname!r} is not a group of weights in the file")
+            if key in seen:  # listed twice: its weights would be taken twice
+                self.duplicates.setdefault(gname, [_name(g.name)]).append(_name(g.name))
+                continue
+            seen.add(key)
+            wnames = self._names_attr(g.attrs.get("weight_names", []), f"layer {gname!r}: weight_names")
             # a nested sub-model's group holds its leaves' weights as sub/leaf/weight
             owners = [w.split("/")[-2] if w.count("/") >= 1 else gname for w in wnames]
             nested = len(set(owners)) > 1
             for w, owner in zip(wnames, owners):
-                ds = g[w]
+                ds = self._follow(g, w, f"layer {gname!r}: weight {_name(w)!r}")
                 if not isinstance(ds, h5py.Dataset):
-                    raise SpecError(f"layer {gname!r}: weight {_name(w)!r} is not an array", _where(self.path))
-                self._add(_name(owner) if nested else gname, _name(w.split("/")[-1]), ds.shape, lambda d=ds: d[()])
+                    raise self._refuse(f"layer {gname!r}: weight {_name(w)!r} is not an array (a group)")
+                layer = _name(owner) if nested else gname
+                if self._claim(layer, _name(g.name)):
+                    self._add_h5(layer, _name(w.split("/")[-1]), ds)
 
-    def _read_keras3(self, f) -> None:
+    def _read_keras3(self, f, links) -> None:
+        """The `vars` groups, at any depth (from the link walk: hard links only), and the layer
+        name Keras writes on each."""
         import h5py
+        from h5py import h5l
 
         found: list[tuple[str, str, object]] = []
-
-        def visit(path, obj):
-            if isinstance(obj, h5py.Group) and path.split("/")[-1] == "vars":
-                keys = sorted((k for k in obj.keys() if k.isdigit() and isinstance(obj[k], h5py.Dataset)), key=int)
-                if keys:
-                    found.append((path, _name(obj.attrs["name"]) if "name" in obj.attrs else "", obj))
-                    if len(found) > MAX_LAYERS:
-                        raise SpecError(f"holds more than {MAX_LAYERS:,} layers: not a network's weights",
-                                        _where(self.path))
-        f.visititems(visit)
-        if found and not all(name for _, name, _ in found):
-            raise SpecError("this Keras .weights.h5 does not name its layers (written by an older Keras 3): "
-                            "load it into its Keras model and save it again with a current Keras", _where(self.path))
-        for _, name, g in found:
-            if name in self.layers:
-                self.duplicates.append(name)
+        for path, kind in links:
+            if kind != h5l.TYPE_HARD or path.rsplit(b"/", 1)[-1] != b"vars":
                 continue
-            for k in sorted((k for k in g.keys() if k.isdigit()), key=int):
-                ds = g[k]
-                self._add(name, k, ds.shape, lambda d=ds: d[()])
+            g = f[path]
+            if not isinstance(g, h5py.Group):
+                continue
+            keys = sorted((k for k in g.keys() if k.isdigit()), key=int)
+            if not keys:
+                continue
+            found.append((_name(path), _name(g.attrs["name"]) if "name" in g.attrs else "", g, keys))
+            if len(found) > MAX_LAYERS:
+                raise self._refuse(f"holds more than {MAX_LAYERS:,} layers: not a network's weights")
+        if found and not all(name for _, name, _, _ in found):
+            raise self._refuse("this Keras .weights.h5 does not name its layers (written by an older Keras 3): "
+                               "load it into its Keras model and save it again with a current Keras")
+        for path, name, g, keys in found:
+            if not self._claim(name, path):
+                continue
+            for k in keys:
+                ds = self._follow(g, k, f"layer {name!r}: weight {k!r}")
+                if not isinstance(ds, h5py.Dataset):
+                    raise self._refuse(f"layer {name!r}: weight {k!r} is not an array (a group)")
+                self._add_h5(name, k, ds)
 
     def _read_npz(self) -> None:
         z = np.load(self.path, allow_pickle=False)
         self._closers.append(z.close)
+        seen: set[str] = set()
         for key in z.files:
             if "/" not in key:
-                raise SpecError(f"an .npz of weights names its arrays layer_name/weight_name (got {_name(key)!r})",
-                                _where(self.path))
+                raise self._refuse(f"an .npz of weights names its arrays layer_name/weight_name (got {_name(key)!r})")
             layer, wname = key.rsplit("/", 1)
-            shape = _npz_shape(z, key)
-            self._add(_name(layer), _name(wname), shape, lambda k=key: z[k])
+            if key in seen:  # two members of one name: which one np.load reads is not said
+                self.duplicates.setdefault(_name(layer), [_name(key)]).append(_name(key))
+                continue
+            seen.add(key)
+            shape, dtype = _npz_header(z, key)
+            self._add(_name(layer), _name(wname), shape, _Weight(lambda k=key: z[k], dtype))
 
 
-def _npz_shape(z, key: str) -> tuple:
-    """The shape of one .npz member from its .npy header, without reading the array."""
+def _npz_header(z, key: str) -> tuple[tuple, np.dtype]:
+    """The shape and dtype of one .npz member from its .npy header, without reading the array."""
     from numpy.lib import format as npformat
 
     with z.zip.open(key + ".npy") as fh:
         version = npformat.read_magic(fh)
         reader = npformat.read_array_header_1_0 if version == (1, 0) else npformat.read_array_header_2_0
-        shape, _, _ = reader(fh)
-    return tuple(shape)
+        shape, _, dtype = reader(fh)
+    return tuple(shape), dtype
+
+
+def _weight_what(layer: str, wname: str, sname: str | None) -> str:
+    return f"layer {layer!r}: weight {wname!r}" + (f" ({sname})" if sname and sname != wname else "")
+
+
+def _spec_weights(graph: Graph, name: str) -> tuple[list[str], list[bool]]:
+    """Layer `name`'s weight names in the spec and, for each, whether it may be an integer."""
+    node = graph.node(name)
+    names = [k for k, _ in weight_specs(graph, node)]
+    return names, [(node.op, k) in INTEGER_WEIGHTS for k in names]
+
+
+def _check_index(wf: WeightsFile, graph: Graph, name: str) -> None:
+    """Layer `name` of the file, from its index alone: every weight of a dtype that loads,
+    every byte written in the file. A SpecError naming the layer and the weight."""
+    fl = wf.layers[name]
+    snames, ints = _spec_weights(graph, name)
+    for i, ((wname, _), w) in enumerate(zip(fl.weights, fl._get)):
+        what = _weight_what(name, wname, snames[i] if i < len(snames) else None)
+        words = _dtype_refusal(w.dtype, i < len(ints) and ints[i]) or w.stored()
+        if words:
+            raise SpecError(f"{what} {words}", _where(wf.path))
+
+
+def _values(wf: WeightsFile, graph: Graph, name: str) -> list[np.ndarray]:
+    """Layer `name`'s arrays, read and checked: the shape its index declared, every value
+    finite and within float32's range (a float64 file loads when its values fit)."""
+    fl = wf.layers[name]
+    snames, ints = _spec_weights(graph, name)
+    out = []
+    for i, ((wname, shape), w) in enumerate(zip(fl.weights, fl._get)):
+        what = _weight_what(name, wname, snames[i] if i < len(snames) else None)
+        try:
+            a = np.asarray(w())
+        except _DAMAGED as exc:
+            raise SpecError(f"{what}: cannot read it (truncated or damaged: {_short(exc)})", _where(wf.path)) from None
+        words = _dtype_refusal(a.dtype, i < len(ints) and ints[i])
+        if words:
+            raise SpecError(f"{what} {words}", _where(wf.path))
+        if tuple(a.shape) != tuple(shape):
+            raise SpecError(f"{what} holds {shape_str(a.shape)} where the file's index says {shape_str(shape)} "
+                            f"(damaged)", _where(wf.path))
+        if a.dtype.kind == "f":
+            finite = np.isfinite(a)
+            if not finite.all():
+                bad = a.size - int(np.count_nonzero(finite))
+                raise SpecError(f"{what} holds {bad:,} NaN or infinite value{'s' if bad > 1 else ''} (of "
+                                f"{a.size:,}): weights must be finite", _where(wf.path))
+            if a.dtype.itemsize > 4 and a.size:
+                top = float(np.max(np.abs(a)))
+                if top > FLOAT32_MAX:
+                    raise SpecError(f"{what} holds values beyond float32's range (largest magnitude {top:.3g}): "
+                                    f"they would load as infinite", _where(wf.path))
+        out.append(a)
+    return out
 
 
 # ---------------------------------------------------------------- the report
@@ -495,7 +849,10 @@ def _glob_check(graph: Graph, skip) -> list[str]:
 
 
 def compare(graph: Graph, wf: WeightsFile, skip=()) -> WeightsReport:
-    """`graph`'s weighted layers against an open weights file, under the policy."""
+    """`graph`'s weighted layers against an open weights file, under the policy; a layer of
+    the spec that the file holds twice is a SpecError (ambiguous), and so is a layer that
+    would load whose index says it cannot (a dtype that is not floating point, data never
+    written, an unknown filter: `_check_index`)."""
     skip = _glob_check(graph, skip)
     heads = set(classifier_layers(graph))
     stems, norms = (set(x) for x in _input_side(graph))
@@ -533,6 +890,15 @@ def compare(graph: Graph, wf: WeightsFile, skip=()) -> WeightsReport:
         else:
             note = "its shape follows the input size (after flatten)" if node.name in sized else ""
             rows.append(LayerWeights(node.name, MISMATCH, mine, theirs, note))
+    ambiguous = [r.name for r in rows if r.name in wf.duplicates]
+    if ambiguous:
+        name = ambiguous[0]
+        first, second = wf.duplicates[name][:2]
+        raise SpecError(f"layer {name!r} is in the file twice ({first!r} and {second!r}): ambiguous, so neither "
+                        f"loads", _where(wf.path))
+    for row in rows:
+        if row.status in (LOADED, ADAPTED):
+            _check_index(wf, graph, row.name)
     names = {n.name for n in graph.nodes}
     extra = [n for n, fl in wf.layers.items() if n not in names and fl.weights]
     return WeightsReport(_shown_path(wf.path), wf.format, graph.name, rows, extra, skip)
@@ -547,12 +913,34 @@ def _by_name(fl: FileLayer, names: list[str]) -> None:
         fl._get = [fl._get[i] for i in order]
 
 
+def _read_loading(wf: WeightsFile, report: WeightsReport, graph: Graph, keep: bool) -> dict:
+    """The arrays of every layer that `report` loads, read and checked (`_values`) in the
+    report's order: kept (the loader) or only checked, a layer at a time (the report)."""
+    arrays = {}
+    for row in report.loading:
+        got = _values(wf, graph, row.name)
+        if keep:
+            arrays[row.name] = got
+    return arrays
+
+
 def weights_report(graph: Graph, path, skip=()) -> WeightsReport:
     """The static load report of `path` into `graph` (no TensorFlow): for each weighted
     layer, loaded / adapted / re-initialised / skipped / missing / mismatch, and the file's
-    layers that the spec lacks."""
+    layers that the spec lacks. When the policy accepts the load, every array that would load
+    is read and checked as the loader checks it (finite, within float32's range), so a file
+    the loader refuses is refused here with the same line."""
     with WeightsFile(path) as wf:
-        return compare(graph, wf, skip)
+        report = compare(graph, wf, skip)
+        if report.loadable:
+            _nothing_loads(wf, report)
+            _read_loading(wf, report, graph, keep=False)
+        return report
+
+
+def _nothing_loads(wf: WeightsFile, report: WeightsReport) -> None:
+    if not report.loading:
+        raise SpecError("holds weights for none of the spec's layers: not weights of this network", _where(wf.path))
 
 
 def _stderr(line: str) -> None:
@@ -571,16 +959,10 @@ def load_weights(model, graph: Graph, path, skip=(), say=None) -> WeightsReport:
         report = compare(graph, wf, skip)
         if not report.loadable:
             raise report.error()
-        if not report.loading:
-            raise SpecError("holds weights for none of the spec's layers: not weights of this network",
-                            _where(wf.path))
-        arrays = {}
-        for row in report.loading:  # everything read before any layer changes
-            try:
-                got = wf.layers[row.name].arrays()
-            except (OSError, KeyError, ValueError) as exc:
-                raise SpecError(f"layer {row.name!r}: cannot read its weights (truncated or damaged: "
-                                f"{' '.join(str(exc).split())[:80]})", _where(wf.path)) from None
+        _nothing_loads(wf, report)
+        arrays = _read_loading(wf, report, graph, keep=True)  # everything read before any layer changes
+        for row in report.loading:
+            got = arrays[row.name]
             if row.status == ADAPTED and len(row.spec[0]) == 4:
                 got = [adapt_input_kernel(got[0], row.spec[0][2])] + got[1:]
             elif row.status == ADAPTED:  # a normalization's mean and variance; its count as it is
