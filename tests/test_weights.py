@@ -252,7 +252,7 @@ def test_other_input_channels_adapt_the_stem_by_timms_rule(tmp_path, channels):
     ref = keras.applications.ResNet50(weights=None, input_shape=(64, 64, 3))
     randomize(ref, seed=10)
     w = save_legacy(ref, tmp_path / "r.h5")
-    over = [f"input.shape=[64,64,{channels}]"]
+    over = [f"input.shape=[64,64,{channels}]", "input.preprocess=none"]  # caffe needs 3 channels
     r = weights_report("resnet50", w, over)
     assert r.loadable and [(l.name, l.status) for l in r.layers if l.status != "loaded"] == [("conv1_conv",
                                                                                              "adapted")]
@@ -333,7 +333,7 @@ def test_report_counts_equal_the_layers_whose_weights_changed(tmp_path):
     ref = keras.applications.ResNet50(weights=None, input_shape=(64, 64, 3))
     randomize(ref, seed=11)
     w = save_legacy(ref, tmp_path / "r.h5")
-    g = lower_spec("resnet50", ["input.shape=[64,64,1]", "head.classes=7"])
+    g = lower_spec("resnet50", ["input.shape=[64,64,1]", "input.preprocess=none", "head.classes=7"])
     model = load().build_model(g, seed=3)
     before = {l.name: [v.copy() for v in l.get_weights()] for l in model.layers if l.weights}
     report = W.load_weights(model, g, w, skip=["conv5_block3_3_*"], say=lambda m: None)

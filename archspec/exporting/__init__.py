@@ -170,8 +170,17 @@ def export(model_or_spec, path: str | os.PathLike, format: str | None = None, *,
 
         calibration = checkdata.calibration_data(calibration, model, seed, preprocess=data_mode)
     data = None
+    # static int8 without its own calibration images calibrates on real images set apart
+    # from the checked ones (`checkdata.load`'s split, or a refusal with the numbers); on
+    # generated images only where no real image exists (unchecked, and not a run directory)
+    calibrate = quantize == "int8" and calibration is None
+    calib_from = None
     if check and data_ref is not None:
-        data = _load_check_data(data_ref, model, seed, say, calibration, data_mode)
+        data = _load_check_data(data_ref, model, seed, say, calibration, data_mode, calibrate)
+        if calibrate:
+            calib_from = (data.x_calib, data.calib_rule, "check data (images not checked)")
+    elif calibrate:
+        calib_from = _run_calibration(model_or_spec, model, say, data_mode)
     if check:
         n_random = max(samples, 16) if variant else samples
         x = data.x if data is not None else (_random_pixels(model, n_random, seed) if baked else
@@ -208,7 +217,7 @@ def export(model_or_spec, path: str | os.PathLike, format: str | None = None, *,
             writers.write_onnx(model, tmp, opset, input_name, input_shape, output_names, metadata, fp16, quantize,
                                calibration, seed, say, timings, report, via=via, graph=source.graph_of(model),
                                external=external, probe=x,
-                               calib_fallback=data.x_calib if data is not None else None)
+                               calib_fallback=calib_from)
         elif format == "saved_model":
             writers.write_saved_model(model, tmp, input_name, input_shape, output_names, metadata, say, timings)
         else:
@@ -275,12 +284,26 @@ def _check_data_ref(model_or_spec, check_data, check, variant, calibration):
 _CALIBRATION = object()  # the check runs on the calibration images
 
 
-def _load_check_data(ref, model, seed, say, calibration=None, preprocess: str = "none"):
+def _load_check_data(ref, model, seed, say, calibration=None, preprocess: str = "none", calibrate: bool = False):
     from . import checkdata
 
     if ref is _CALIBRATION:  # static int8 with the user's calibration images (preprocessed already)
         return checkdata.CheckData(checkdata.calibration_data(calibration, model, seed), None, "calibration images")
-    return checkdata.load(ref, model, say=say, preprocess=preprocess)
+    return checkdata.load(ref, model, say=say, preprocess=preprocess, calibrate=calibrate)
+
+
+def _run_calibration(model_or_spec, model, say, preprocess: str):
+    """Static int8 of a run directory exported unchecked: calibration images of the run's
+    own data (as the check would set them apart), or None when it is not a run directory or
+    its data is gone (then generated images, as for a spec: no real image exists)."""
+    run = source.run_dir(model_or_spec)
+    d = source.run_data(run) if run is not None else None
+    if d is None or not os.path.exists(d):
+        return None
+    from . import checkdata
+
+    c = checkdata.load(d, model, say=say, preprocess=preprocess, calibrate=True)
+    return c.x_calib, c.calib_rule, f"the run's data {c.source} (images the check would not use)"
 
 
 def _preprocess_mode(model_or_spec, model) -> tuple[str, str | None]:

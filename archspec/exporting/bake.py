@@ -94,24 +94,8 @@ def bake(model, mode: str):
 
 
 def record(metadata: dict, mode: str, baked: bool, mode_from: str) -> None:
-    """`archspec.preprocessing` in `metadata` (a JSON string, as every metadata value):
-    the layers the model itself starts with (`in_model`, as the Keras backend lists them),
-    and now the spec's `input.preprocess` mode, whether it is baked into this artefact,
-    and what the artefact expects."""
-    import json
+    """`archspec.preprocessing` in `metadata`: the one record every writer makes
+    (`archspec.backends.keras.files.record_preprocess`)."""
+    from ..backends.keras.files import record_preprocess
 
-    from ..language.preprocess import describe
-
-    doc = json.loads(metadata.get("archspec.preprocessing") or "{}")
-    doc["mode"] = mode
-    doc["mode_from"] = mode_from
-    doc["baked"] = bool(baked)
-    doc["description"] = describe(mode)
-    if mode != "none" and baked:
-        doc["expects"] = ("RGB pixel values in [0, 255], NHWC float32; the model applies the "
-                          f"{mode} preprocessing itself (baked: its first layers)")
-    elif mode != "none":
-        doc["expects"] = (f"images preprocessed by keras.applications' {mode} mode (input.preprocess: "
-                          f"{describe(mode)}), NHWC float32; export with bake_preprocessing to take "
-                          f"RGB 0..255")
-    metadata["archspec.preprocessing"] = json.dumps(doc)
+    record_preprocess(metadata, mode, baked, mode_from)

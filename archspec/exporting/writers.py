@@ -24,7 +24,8 @@ def write_onnx(model, tmp: Path, opset, input_name, input_shape, output_names, m
     `ExternalData`), so its conversion time includes the write. float16: batch norms folded
     into their convolutions first (IR path), and the nodes that overflow float16 on the
     check inputs `probe` kept float32 (`variants.float32_nodes`). int8 static without
-    `calibration`: calibrated on `calib_fallback` (images of the check data) when given."""
+    `calibration`: calibrated on `calib_fallback` ((images, rule, where from): images of the
+    check data set apart from the checked ones) when given."""
     import onnx
 
     from ..backends.onnx import via_ir
@@ -72,8 +73,10 @@ def write_onnx(model, tmp: Path, opset, input_name, input_shape, output_names, m
         t0 = time.perf_counter()
         f32 = side_file(tmp, "f32")
         onnx.save(proto, str(f32))
-        data, what = calibration_images(quantize, calibration, model, seed, calib_fallback)
+        data, what, rule = calibration_images(quantize, calibration, model, seed, calib_fallback)
         variants.quantize(f32, tmp, quantize, data, what, input_name, say, report)
+        if rule and "calibration" in report:  # how the images were set apart from the checked ones
+            report["calibration"]["split"] = rule
         q = onnx.load(str(tmp))
         onnx.checker.check_model(q)
         if not q.metadata_props:
@@ -143,14 +146,23 @@ def remove_side_files(tmp: Path) -> None:
 
 
 def calibration_images(mode, calibration, model, seed, fallback):
-    """(images, where they came from) for static int8: the user's `calibration`, else
-    `fallback` (images of the check data that the check does not use), else generated."""
+    """(images, where they came from, how they were set apart from the check's or None) for
+    static int8: the user's `calibration`, else `fallback` ((images, rule, where from): images
+    of the check data, or of a run's data, that the check does not use), else generated random
+    images, only when there is no real image at all (an unchecked export of a spec or a
+    plain .keras file)."""
     if mode != "int8":
-        return None, None
-    if calibration is None and fallback is not None and len(fallback):
-        return fallback, "check data (images not checked)"
+        return None, None, None
     from .checkdata import calibration_data
 
+    if calibration is None and fallback is not None:
+        images, rule, what = fallback
+        if images is None or not len(images):  # checkdata.load refuses first; a bug if it fires
+            from ..core.errors import ArchspecError
+
+            raise ArchspecError("static int8: no calibration images apart from the check's, and no random ones "
+                                "are used in their place")
+        return images, what, rule
     what = "generated" if calibration is None else (
         os.fspath(calibration) if isinstance(calibration, (str, os.PathLike)) else "array")
-    return calibration_data(calibration, model, seed), what
+    return calibration_data(calibration, model, seed), what, None

@@ -13,11 +13,12 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, PrivateAttr, field_validator, model_validator
+from pydantic import Field, PrivateAttr, ValidationError, field_validator, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from .blocks import Block
 from .common import Bool, Float, Initializer, PosFloat, PosInt, Rate, Strict
-from .preprocess import Mode as PreprocessMode
+from .preprocess import Mode as PreprocessMode, check_channels
 
 
 # `define:`'s model is here, below `define` (its checks), which imports it: no cycle
@@ -72,6 +73,19 @@ class InputSpec(Strict):
             if b.type not in ("rescaling", "normalization"):
                 raise ValueError(f"preprocessing[{i}] must be rescaling or normalization (got type {b.type!r})")
         return v
+
+    @model_validator(mode="after")
+    def _mode_fits_channels(self):
+        """caffe and torch subtract per-RGB-channel means: an input of other than 3 channels
+        is refused where `input.preprocess` is declared (as baking it would refuse), located
+        at the mode itself."""
+        problem = check_channels(self.preprocess, self.shape[2])
+        if problem:  # raised as the error of the `preprocess` key, so it is located there
+            msg = problem.removeprefix("input.preprocess: ")
+            raise ValidationError.from_exception_data("InputSpec", [InitErrorDetails(
+                type=PydanticCustomError("value_error", "{error}", {"error": msg}), loc=("preprocess",),
+                input=self.preprocess)])
+        return self
 
 
 class BatchNormDefaults(Strict):

@@ -39,33 +39,56 @@ def model_file(ref: str | os.PathLike) -> tuple[Path, list[str] | None]:
 
 
 def preprocess_of(model_path: Path) -> tuple[str, str]:
-    """(mode, where it was read) of the `input.preprocess` a model's data gets: the
-    exported file's own record (``archspec.preprocessing`` in its archspec.json: ``none`` when
-    the preprocessing is baked into the model), else the spec of the run directory the
-    model is in (its spec.yaml), else ``none`` (a model with no record of its spec takes
-    its inputs as given)."""
+    """(mode, where it was read) of the `input.preprocess` a model's data gets: the file's
+    own record (``archspec.preprocessing`` in its archspec.json, which every archspec writer
+    makes: ``none`` when the preprocessing is baked into the model), else the spec of the
+    run directory the model is in (its spec.yaml; a run of an archspec before the record),
+    else ``none`` for a `.keras` file no archspec wrote (a plain Keras file takes its inputs
+    as given).
+
+    Raises:
+        SpecError: archspec wrote the file (it has an archspec.json) but it records no mode,
+            or a damaged one: the spec may have had caffe, torch or tf, and running it on
+            images as stored would be silently wrong.
+    """
     import zipfile
 
     from ..backends.keras.files import METADATA_FILE
     from ..language.preprocess import MODES
 
-    doc = {}
+    doc, written = {}, False
     try:
         with zipfile.ZipFile(model_path) as z:
             info = z.getinfo(METADATA_FILE) if METADATA_FILE in z.namelist() else None
-            if info is not None and info.file_size <= 16 << 20:  # a record, not a payload
+            if info is not None:
+                written = True
+                if info.file_size > 16 << 20:  # a record, not a payload
+                    raise ValueError("larger than 16 MiB")
                 doc = json.loads(z.read(info))
-    except (OSError, ValueError, RecursionError, zipfile.BadZipFile):
+    except (ValueError, RecursionError, UnicodeDecodeError) as exc:
+        raise SpecError(f"its {METADATA_FILE} (archspec's record of the model) is not readable "
+                        f"({type(exc).__name__}); the file is damaged", Location(str(model_path))) from None
+    except (OSError, zipfile.BadZipFile):  # the file itself is checked when it is loaded
         doc = {}
     rec = doc.get("archspec.preprocessing") if isinstance(doc, dict) else None
-    if isinstance(rec, dict) and rec.get("mode") in MODES:
-        return ("none" if rec.get("baked") else rec["mode"]), f"{model_path.name} (archspec.json)"
+    if isinstance(rec, dict) and "mode" in rec:
+        mode, baked = rec.get("mode"), rec.get("baked", False)
+        if mode not in MODES or not isinstance(baked, bool):
+            raise SpecError(f"its {METADATA_FILE} records an input.preprocess mode that is not one of "
+                            f"{', '.join(MODES)} (or a 'baked' that is not true or false); the file is damaged",
+                            Location(str(model_path)))
+        return ("none" if baked else mode), f"{model_path.name} (archspec.json)"
     spec_file = model_path.parent / "spec.yaml"
     if spec_file.is_file() and (model_path.parent / "run.json").is_file():
         from ..language import load
 
         spec, _ = load(str(spec_file))
         return spec.input.preprocess, str(spec_file)
+    if written:  # by an archspec before every writer recorded the mode (or the record was removed)
+        raise SpecError(f"written by archspec with no record of its spec's input.preprocess, so the images it "
+                        f"takes cannot be known (caffe, torch or tf mode, or none); write it again with this "
+                        f"archspec (archspec build, or export), or use it from its run directory",
+                        Location(str(model_path)))
     return "none", "no record of the model's spec"
 
 
@@ -95,15 +118,24 @@ def csv_cell(text: str) -> str:
 
 
 def _load(model_path: Path):
+    """The Keras model of `model_path`: a file that is not a `.keras` archive (garbage, a
+    truncated download) or that Keras cannot load is bad input, one line naming it (exit 2),
+    never Keras' "File not found" for a file that exists."""
     from ..backends.keras import load as _keras_build
+    from ..backends.keras.files import check_keras_archive
+    from ..core.progress import short
 
+    check_keras_archive(model_path)
     _keras_build()
     import keras
 
     try:
         return keras.models.load_model(model_path, compile=False)
+    except MemoryError:
+        raise
     except Exception as exc:  # noqa: BLE001 - Keras raises many kinds for an unreadable file
-        raise ArchspecError(f"cannot load {model_path}: {exc}") from None
+        raise SpecError(f"cannot load as a Keras model: not a valid .keras file ({type(exc).__name__}: "
+                        f"{short(exc)})", Location(str(model_path))) from None
 
 
 def _main_output(model):

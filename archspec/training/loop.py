@@ -613,7 +613,13 @@ def _fit(kb, graph, spec, recipe, src, out: Path, phases, size, weights, resume,
     state: dict[str, Any] = {"interrupted": False, "nan": None}
     ckpt_dir = str(out / "checkpoints")
     latest = tf.train.latest_checkpoint(ckpt_dir) if resume else None
+    if latest is not None:  # every file of it reads back, before any of it is used
+        from .rundir import check_checkpoint, check_history
+
+        check_checkpoint(latest)
     completed = _saved_int(latest, "epoch") if latest else 0
+    if latest is not None:  # the history has the checkpoint's last epoch (each row precedes its checkpoint)
+        check_history(out, history, completed, latest)
     skip = _saved_int(latest, "step") if latest else 0  # batches of epoch `completed` trained before a signal
     # the phase whose callbacks' state the checkpoint holds, and whether early stopping ended it
     ck_state = bool(latest) and _has_variable(latest, "callbacks/phase")
@@ -810,11 +816,14 @@ def _repair_best(model, graph, out: Path, ckpt_dir: str, history: list, complete
     if held is not None and held.get("epoch", want) == want:
         return
     state = tf.train.get_checkpoint_state(ckpt_dir)
+    from .rundir import check_checkpoint
+
     for path in reversed(list(state.all_model_checkpoint_paths) if state else []):
         try:
             if _saved_int(path, "epoch") != want or _saved_int(path, "step") != 0:
                 continue
-        except (tf.errors.OpError, ValueError):
+            check_checkpoint(path)  # a damaged older checkpoint is not restored
+        except (tf.errors.OpError, ValueError, SpecError):
             continue
         tf.train.Checkpoint(model=model).restore(path).expect_partial()
         save_keras(model, out / "best.keras", graph, file="best", epoch=want, monitor=monitor, value=best[monitor])

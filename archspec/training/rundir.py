@@ -167,6 +167,9 @@ def read_history(run) -> list[dict]:
     if not os.path.lexists(path):
         return []
     text = _read_text(path, "history.csv")
+    if text and not text.endswith("\n"):  # archspec writes whole lines, atomically: a cut file
+        raise SpecError(f"line {text.count(chr(10)) + 1} ends without a newline: the history.csv is truncated",
+                        where(path))
     reader = csv.reader(io.StringIO(text, newline=""))
     try:
         header = next(reader, None)
@@ -210,6 +213,55 @@ def _cell(path: Path, line: int, key: str, value: str):
         raise SpecError(f"line {line}: column {key!r}: {value[:40]!r} is not a "
                         f"{'epoch number' if key == 'epoch' else 'number'}; the history.csv is damaged",
                         where(path)) from None
+
+
+def check_history(run, rows: list[dict], completed: int, checkpoint: str | None) -> None:
+    """On resume: history.csv has the row of the last epoch the checkpoint completed (each
+    row is written before its epoch's checkpoint, so a missing one means the file lost it:
+    truncated, or rows removed). Rebuilding it is not possible (the metrics are not in the
+    checkpoint), and resuming would write a metrics.json that says fewer epochs than
+    final.keras holds: a SpecError naming the file (exit 2), before anything is written."""
+    if completed <= 0 or any(r.get("epoch") == completed - 1 for r in rows):
+        return
+    path = Path(run) / "history.csv"
+    have = (f"its last row is epoch {max(int(r['epoch']) for r in rows) + 1}" if rows else "it has no rows")
+    ck = Path(checkpoint).name if checkpoint else "the latest checkpoint"
+    raise SpecError(f"holds no row for epoch {completed} ({have}) but the checkpoint {ck} has {completed} epoch"
+                    f"{'s' if completed != 1 else ''} complete: the history.csv is truncated or damaged, and the "
+                    f"run cannot resume from it (nothing was changed)", where(path))
+
+
+def check_checkpoint(prefix: str) -> None:
+    """Every tensor of the checkpoint `prefix` reads back (its .index, then each value from
+    its .data shards, whose checksums TensorFlow verifies): a truncated or damaged file is
+    one line naming it (SpecError, exit 2) before a resume restores any of it, never an
+    IndexError from TensorFlow's reader halfway through a restore."""
+    import glob
+
+    import tensorflow as tf
+
+    from ..core.progress import short
+
+    def why(exc) -> str:
+        text = short(getattr(exc, "message", None) or exc, 120)
+        return text if isinstance(exc, IndexError) else f"{type(exc).__name__}: {text}"
+
+    try:
+        reader = tf.train.load_checkpoint(prefix)
+        names = sorted(reader.get_variable_to_dtype_map())
+    except Exception as exc:  # noqa: BLE001 - TensorFlow's reader raises many kinds
+        raise SpecError(f"cannot read the checkpoint's index ({why(exc)}): the file is damaged, and the run cannot "
+                        f"resume from it (nothing was changed)", where(prefix + ".index")) from None
+    shards = sorted(glob.glob(glob.escape(prefix) + ".data-*"))
+    for name in names:
+        try:
+            reader.get_tensor(name)
+        except MemoryError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            data = shards[0] if len(shards) == 1 else prefix + ".data-*"
+            raise SpecError(f"cannot read the checkpoint ({why(exc)}): the file is truncated or damaged, and the run "
+                            f"cannot resume from it (nothing was changed)", where(data)) from None
 
 
 # ---------------------------------------------------------------- initial weights

@@ -130,15 +130,41 @@ def write_keras(model, tmp: Path, metadata, say, timings):
     timings["convert"] = time.perf_counter() - t0
 
 
+def record_preprocess(metadata: dict, mode: str, baked: bool, mode_from: str) -> None:
+    """`archspec.preprocessing` in `metadata` (a JSON string, as every metadata value): the
+    layers the model itself starts with (`in_model`), and the spec's `input.preprocess`
+    mode, where it was read, whether it is baked into this artefact, and what the artefact
+    expects. Every writer of archspec metadata records it (`save_keras`, export), and every
+    reader applies it (`training.evaluate.preprocess_of`)."""
+    from ...language.preprocess import describe
+
+    doc = json.loads(metadata.get("archspec.preprocessing") or "{}")
+    doc["mode"] = mode
+    doc["mode_from"] = mode_from
+    doc["baked"] = bool(baked)
+    doc["description"] = describe(mode)
+    if mode != "none" and baked:
+        doc["expects"] = ("RGB pixel values in [0, 255], NHWC float32; the model applies the "
+                          f"{mode} preprocessing itself (baked: its first layers)")
+    elif mode != "none":
+        doc["expects"] = (f"images preprocessed by keras.applications' {mode} mode (input.preprocess: "
+                          f"{describe(mode)}), NHWC float32; export with bake_preprocessing to take "
+                          f"RGB 0..255")
+    metadata["archspec.preprocessing"] = json.dumps(doc)
+
+
 def save_keras(model, path: Path, graph, **training) -> None:
     """`model` as a .keras file, written atomically, with the provenance `export --format
     keras` writes (its archspec.json: spec name and sha256, archspec version, input, outputs,
-    preprocessing; the exporter's own writer) and, for a run's models, `archspec.training`
-    (which file and epoch)."""
+    preprocessing with the spec's `input.preprocess` mode; the exporter's own writer) and,
+    for a run's models, `archspec.training` (which file and epoch)."""
     info = {"spec_name": graph.name, "spec_sha256": graph.meta.get("spec_sha256"),
             "reference": graph.meta.get("reference") or None}
     meta = metadata(model, info, model.inputs[0].name, tuple(model.inputs[0].shape[1:]),
                            list(model.output_names))
+    # the graph of a spec always has its mode (`ir.pipeline`); one built otherwise records none
+    if "preprocess" in graph.meta:
+        record_preprocess(meta, graph.meta["preprocess"] or "none", False, "the spec (input.preprocess)")
     if training:
         meta["archspec.training"] = json.dumps(training, default=float)
     with atomic_output(Path(path)) as tmp:
