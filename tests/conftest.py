@@ -133,6 +133,11 @@ SLOW_IN_THE_LOOP = [
     "test_codegen.py::test_generated_file_builds_on_jax[*]",
     "test_onnx_ir.py::test_export_on_jax_without_tensorflow",
     "test_hardening.py::test_every_public_name_stays_callable_after_use",
+    # the fast subset's budget is 3 minutes: the import-order subprocesses and two of the three
+    # ConvNeXt nested-submodel formats are CI's (the .weights.h5 one stays in the loop)
+    "test_cli.py::test_custom_layers_reload_whatever_the_import_order",
+    "test_weights.py::test_convnext_tiny_nested_submodels_load[.keras]",
+    "test_weights.py::test_convnext_tiny_nested_submodels_load[.h5]",
 ]
 KEPT_IN_THE_LOOP = [
     "test_backends.py::test_jax_backend_matches_tensorflow[two_branch]",
