@@ -156,9 +156,9 @@ def export(model_or_spec, path: str | os.PathLike, format: str | None = None, *,
     tolerance = TOLERANCES["float16"] if fp16 else (
         None if variant else TOLERANCES.get(files.compute_dtype(model), 1e-4))
     metadata = files.metadata(model, info, input_name, input_shape, output_names)
-    from .bake import record
+    from ..backends.keras.files import record_preprocess
 
-    record(metadata, mode, baked, mode_from or "unknown")
+    record_preprocess(metadata, mode, baked, mode_from or "unknown")
     report: dict[str, Any] = {
         "path": str(target), "format": format, "spec": info.get("spec_name"), "input_names": [input_name],
         "output_names": output_names, "input_shape": [None, *input_shape], "metadata": metadata,

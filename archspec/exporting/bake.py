@@ -91,11 +91,3 @@ def bake(model, mode: str):
     if list(baked.output_names) != list(model.output_names):  # a bug if it fires
         raise ArchspecError(f"bake_preprocessing: outputs {baked.output_names} differ from {model.output_names}")
     return baked
-
-
-def record(metadata: dict, mode: str, baked: bool, mode_from: str) -> None:
-    """`archspec.preprocessing` in `metadata`: the one record every writer makes
-    (`archspec.backends.keras.files.record_preprocess`)."""
-    from ..backends.keras.files import record_preprocess
-
-    record_preprocess(metadata, mode, baked, mode_from)
