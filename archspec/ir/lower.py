@@ -70,7 +70,9 @@ class Builder:
         self.block_index = 0  # 0-based index of the current stage block over the network
         self.total_blocks = 1  # number of stage blocks after repeats
         self.side_outputs: list[tuple[str, float]] = []  # (node, loss weight): extra training outputs
-        self.envs: list[dict] = [{}]  # expression environments (defined blocks' params)
+        # expression environments: the spec's vars, then each defined block's (vars and its params)
+        self.envs: list[dict] = [dict(getattr(spec, "vars", None) or {})]
+        self.auto_counts: dict[str, int] = {}  # Keras' default-name counter, per layer class
         self.uses: list[tuple[str, tuple]] = []  # (defined type, path of its use), innermost last
         self.lenient_refs = lenient_refs
         self.missing_refs: list[RefError] = []
@@ -115,8 +117,19 @@ class Builder:
     def channels(self, x: str) -> int:
         return self.index[x].shape[-1]
 
+    def auto_name(self, op: str, attrs: dict) -> str:
+        """Keras' default name for the layer of `op`: its class in snake case, then ``_1``,
+        ``_2``, ... as further layers of that class are made, over the whole network."""
+        prefix = keras_default_prefix(op, attrs)
+        k = self.auto_counts.get(prefix, 0)
+        self.auto_counts[prefix] = k + 1
+        return prefix if k == 0 else f"{prefix}_{k}"
+
     def add(self, op: str, name: str, inputs: list[str], **attrs: Any) -> str:
-        """Add one primitive node; returns its name (the handle later nodes take as input)."""
+        """Add one primitive node; returns its name (the handle later nodes take as input).
+        `{auto}` in `name` becomes Keras' default name of the layer (`auto_name`)."""
+        if isinstance(name, str) and AUTO in name:
+            name = name.replace(AUTO, self.auto_name(op, attrs))
         if len(self.nodes) >= MAX_LAYERS:
             raise self.error(f"the network has more than {MAX_LAYERS:,} layers; refusing to lower it "
                              f"(a depth multiplier or repeats too large?)")
@@ -311,7 +324,8 @@ class Builder:
 
     def lower_defined(self, use, x: str, name: str, path: tuple) -> str:
         """Instantiate a defined block: params, expressions evaluated on this input, body validated and lowered."""
-        from ..language.expr import ExprError, substitute
+        from ..language.expr import ExprError
+        from ..language.expand import conditional, drop_positions
         from ..language import validate_blocks
 
         d = self.spec.define[use.type]  # known, complete and acyclic: check_defined ran in lower()
@@ -319,19 +333,23 @@ class Builder:
         params.update(use.params)
         if use._repeat and "stride" in d.params:
             params["stride"] = 1
-        env = {**params, "in_channels": self.channels(x), "in_shape": list(self.shape(x))}
+        env = {**self.envs[0], **params, "in_channels": self.channels(x), "in_shape": list(self.shape(x))}
         body_path = ("define", use.type, "body")
         if len(self.uses) >= MAX_DEFINE_DEPTH:
             chain = " -> ".join(t for t, _ in self.uses[:3]) + " -> ... -> " + use.type
             raise SpecError(f"defined blocks nested more than {MAX_DEFINE_DEPTH} deep ({chain})",
                             self.raw.locate(path) if self.raw else None, format_path(path))
         self.uses.append((use.type, path))
+        outer_raw = self.raw
         try:
+            dropped: set = set()  # items whose `if:` is false here
             try:
-                body = substitute(d.body, env, body_path, skip_keys=frozenset({"name", "inputs"}))
+                body = conditional(d.body, env, body_path, lambda k: k in ("name", "inputs"), dropped)
             except ExprError as exc:
                 raise SpecError(str(exc) + self.use_site(), self.raw.locate(exc.path) if self.raw else None,
                                 format_path(exc.path)) from None
+            if dropped and self.raw is not None:  # the body's positions, as it is lowered here
+                self.raw = drop_positions(self.raw, dropped)
             blocks = validate_blocks(body, self.raw, body_path, suffix=self.use_site())
             self.envs.append(env)
             try:
@@ -339,6 +357,7 @@ class Builder:
             finally:
                 self.envs.pop()
         finally:
+            self.raw = outer_raw
             self.uses.pop()
 
     # ------------------------------------------------------------ helpers shared by families
@@ -416,7 +435,30 @@ def _act_or_none(fn):
 # ---------------------------------------------------------------- names
 
 
-NAME_FIELDS = ("stage", "s", "i", "j", "letter", "n", "N", "name")
+NAME_FIELDS = ("stage", "s", "i", "j", "letter", "n", "N", "name", "auto")
+AUTO = "{auto}"  # kept by format_name: the layer's Keras default name, given when it is added
+
+#: Keras' class of each op, as Keras' auto-naming spells it (its class name in snake case);
+#: tests/test_optable.py checks each against the class the op table builds and Keras' own naming
+KERAS_DEFAULT_PREFIX = {
+    "input": "input_layer", "conv2d": "conv2d", "depthwise_conv2d": "depthwise_conv2d",
+    "separable_conv2d": "separable_conv2d", "dense": "dense", "batch_norm": "batch_normalization",
+    "layer_norm": "layer_normalization", "normalization": "normalization", "rescaling": "rescaling",
+    "layer_scale": "layer_scale", "lrn": "local_response_normalization", "activation": "activation",
+    "add": "add", "multiply": "multiply", "concat": "concatenate", "max_pool": "max_pooling2d",
+    "avg_pool": "average_pooling2d", "zero_padding": "zero_padding2d", "dropout": "dropout", "flatten": "flatten",
+    "reshape": "reshape", "identity": "identity", "upsample": "up_sampling2d", "cropping": "cropping2d",
+    "conv_transpose2d": "conv2d_transpose", "group_norm": "group_normalization",
+}
+
+
+def keras_default_prefix(op: str, attrs: dict) -> str:
+    """The snake-case class name Keras names an unnamed layer of `op` after."""
+    if op == "activation" and attrs.get("fn") == "relu6":
+        return "re_lu"  # layers.ReLU(6.0)
+    if op == "global_pool":
+        return "global_average_pooling2d" if attrs.get("mode", "avg") == "avg" else "global_max_pooling2d"
+    return KERAS_DEFAULT_PREFIX.get(op, op)
 
 
 _FIELD = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -444,6 +486,8 @@ def format_name(template: str, env: dict | None = None, **fields: Any) -> str:
         raise ValueError(f"name templates take only {{field}} (known: {known}); got {template!r}")
 
     def one(m):
+        if m.group(1) == "auto":  # filled in when the layer is added, from its class
+            return AUTO
         if m.group(1) not in fields:
             raise KeyError(m.group(1))
         return str(fields[m.group(1)])

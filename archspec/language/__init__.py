@@ -25,8 +25,8 @@ def load_raw(ref, overrides: list[str] | None = None) -> RawSpec:
 
 def load(ref, overrides: list[str] | None = None) -> tuple[Spec, RawSpec]:
     """Load and validate a spec: returns the Spec and the raw document (for locations)."""
-    raw = load_raw(ref, overrides)
-    return validate(raw), raw
+    spec = validate(load_raw(ref, overrides))
+    return spec, spec._raw
 
 
 def raw_of(spec) -> RawSpec | None:
@@ -86,7 +86,12 @@ def _located(errors: list[dict], data, raw: RawSpec | None, prefix: tuple, suffi
 
 
 def validate(raw: RawSpec) -> Spec:
-    """Validate raw data as a Spec; every problem becomes a located one-line SpecError."""
+    """Validate raw data as a Spec; every problem becomes a located one-line SpecError.
+    `set:`, `vars:`, use-site expressions and `if:` are made concrete first (`expand`); the
+    Spec's document (`raw_of`) is the expanded one."""
+    from .expand import expand
+
+    raw = expand(raw)
     try:
         spec = Spec.model_validate(raw.data)
     except ValidationError as exc:

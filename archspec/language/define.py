@@ -82,12 +82,16 @@ def check_defined(spec, raw: RawSpec | None) -> None:
         uses[t] = []
         for b, p in raw_blocks(d.body, ("define", t, "body")):
             bt = b.get("type")
+            cond = b.get("if", True)
+            if not isinstance(cond, bool) and not (isinstance(cond, str) and "${" in cond):
+                err(f"if: must be true or false, or \"${{...}}\" that is (e.g. \"${{se_ratio > 0}}\"); "
+                    f"got {cond!r:.60}", p + ("if",))
             if not isinstance(bt, str):
                 err("a block needs a 'type'", p)
                 continue
             if bt in REGISTRY:
                 for k in b:
-                    if k not in REGISTRY[bt].model.model_fields:
+                    if k not in REGISTRY[bt].model.model_fields and k != "if":
                         err(unknown_key_message((k,), b), p + (k,), key=True)
             elif bt in defined:
                 uses[t].append(bt)
@@ -117,7 +121,7 @@ def _check_use_keys(type_: str, d: Definition, given: dict, path: tuple, err) ->
     base = set(DefinedUse.model_fields)
     names = ", ".join(d.params) or "none"
     for k in given:
-        if k in base:
+        if k in base or k == "if":  # `if:` is the body item's own, taken out before the use
             continue
         if k not in d.params:
             err(f"unknown param {k!r} of defined block {type_!r}{suggest(k, d.params)}; its params: {names}",

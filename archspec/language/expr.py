@@ -2,9 +2,12 @@
 evaluator over Python's `ast` (never `eval`).
 
 Allowed: numbers, names from the environment (a defined block's params, `in_channels`,
-`in_shape`, the name-template fields), ``+ - * / // % **``, unary ``-``/``+``,
-parentheses, subscripts of lists (``in_shape[0]``), and the functions `min`, `max`,
-`round`, `int`, `ceil`, `floor`, `make_divisible`. Anything else is an `ExprError`.
+`in_shape`, the name-template fields, the spec's `vars`), ``+ - * / // % **``, unary
+``-``/``+``, parentheses, subscripts of lists (``in_shape[0]``), the functions `min`, `max`,
+`round`, `int`, `ceil`, `floor`, `make_divisible`; and for conditions (``if:``) the
+comparisons ``== != < <= > >=``, ``and``, ``or``, ``not``, ``true``, ``false``, ``null``
+with ``x is null`` / ``x is not null``, and quoted text compared with ``==``/``!=``.
+Anything else is an `ExprError`.
 """
 
 from __future__ import annotations
@@ -65,14 +68,79 @@ FUNCTIONS = {
 }
 
 
-def _eval(node, env: dict) -> Any:
+#: the names of the language's own constants (YAML's spelling, not Python's)
+CONSTANTS = {"true": True, "false": False, "null": None}
+_ORDER = {ast.Lt: operator.lt, ast.LtE: operator.le, ast.Gt: operator.gt, ast.GtE: operator.ge}
+_EQUAL = {ast.Eq: operator.eq, ast.NotEq: operator.ne}
+_OP_TEXT = {ast.Eq: "==", ast.NotEq: "!=", ast.Lt: "<", ast.LtE: "<=", ast.Gt: ">", ast.GtE: ">=",
+            ast.Is: "is", ast.IsNot: "is not", ast.In: "in", ast.NotIn: "not in"}
+
+
+def _boolean(v, what: str) -> bool:
+    if not isinstance(v, bool):
+        raise ExprError(f"{what} must be true or false (got {_short(v)}; compare it, e.g. x > 0)")
+    return v
+
+
+def _compare(node: ast.Compare, env: dict) -> bool:
+    """``a < b <= c``, ``a == b``, ``x is null``: numbers are ordered, any two plain values
+    (numbers, text, true/false, null) compared for equality; `is` only with null."""
+    left_node, left = node.left, _eval(node.left, env, text_ok=True)
+    for op, right_node in zip(node.ops, node.comparators):
+        right = _eval(right_node, env, text_ok=True)
+        t = type(op)
+        if t in (ast.Is, ast.IsNot):
+            if not (isinstance(right_node, ast.Name) and right_node.id == "null"):
+                raise ExprError(f"'{_OP_TEXT[t]}' only tests null (x is null, x is not null); "
+                                f"compare values with == or !=")
+            ok = (left is None) == (t is ast.Is)
+        elif t in _EQUAL:
+            for v in (left, right):
+                if isinstance(v, (list, tuple, dict)):
+                    raise ExprError(f"'{_OP_TEXT[t]}' compares plain values, not lists (got {_short(v)})")
+            # 1 == 1.0, but true is not 1: a boolean equals only a boolean
+            same_kind = isinstance(left, bool) == isinstance(right, bool)
+            ok = _EQUAL[t](left, right) if same_kind else t is ast.NotEq
+        elif t in _ORDER:
+            a = _number(left, f"the left side of {_OP_TEXT[t]}")
+            b = _number(right, f"the right side of {_OP_TEXT[t]}")
+            ok = _ORDER[t](a, b)
+        else:
+            raise ExprError(f"comparison '{_OP_TEXT.get(t, t.__name__)}' is not allowed "
+                            f"(== != < <= > >=, and 'is null' only)")
+        if not ok:
+            return False
+        left_node, left = right_node, right
+    return True
+
+
+def _eval(node, env: dict, text_ok: bool = False) -> Any:
     if isinstance(node, ast.Expression):
         return _eval(node.body, env)
     if isinstance(node, ast.Constant):
-        if isinstance(node.value, bool) or not isinstance(node.value, (int, float)):
-            raise ExprError(f"only numbers are allowed as constants (got {_short(node.value)})")
+        if isinstance(node.value, str) and text_ok:
+            return node.value
+        if node.value is None or isinstance(node.value, bool):
+            word = {None: "null", True: "true", False: "false"}[node.value]
+            raise ExprError(f"write {word}, not {node.value!r} (the spec language spells them as YAML does)")
+        if not isinstance(node.value, (int, float)):
+            raise ExprError(f"only numbers are allowed as constants (got {_short(node.value)}; quoted text "
+                            f"only in a comparison with == or !=)")
         return _check(node.value)
+    if isinstance(node, ast.Compare):
+        return _compare(node, env)
+    if isinstance(node, ast.BoolOp):
+        word = "and" if isinstance(node.op, ast.And) else "or"
+        for v in node.values:  # short-circuit, as Python's and/or
+            b = _boolean(_eval(v, env), f"each side of '{word}'")
+            if b != (word == "and"):
+                return b
+        return word == "and"
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not):
+        return not _boolean(_eval(node.operand, env), "the operand of 'not'")
     if isinstance(node, ast.Name):
+        if node.id in CONSTANTS:
+            return CONSTANTS[node.id]
         if node.id not in env:
             known = ", ".join(sorted(k for k in env if not k.startswith("_"))) or "none"
             raise ExprError(f"unknown name {node.id!r}; known: {known}")
@@ -109,11 +177,16 @@ def _eval(node, env: dict) -> Any:
             raise ExprError(f"{node.func.id}(): {exc}") from None
     if isinstance(node, (ast.BinOp, ast.UnaryOp)):
         op = {ast.BitXor: "^", ast.BitAnd: "&", ast.BitOr: "|", ast.LShift: "<<", ast.RShift: ">>",
-              ast.Invert: "~", ast.Not: "not", ast.MatMult: "@"}.get(type(node.op), type(node.op).__name__)
-        raise ExprError(f"operator {op} is not allowed (numbers, names, + - * / // % **, parentheses and "
-                        f"{', '.join(FUNCTIONS)} only; for a power write **)")
-    raise ExprError(f"{type(node).__name__} is not allowed in an expression "
-                    f"(numbers, names, + - * / // % **, parentheses and {', '.join(FUNCTIONS)} only)")
+              ast.Invert: "~", ast.MatMult: "@"}.get(type(node.op), type(node.op).__name__)
+        raise ExprError(f"operator {op} is not allowed ({_ALLOWED}; for a power write **)")
+    if isinstance(node, ast.IfExp):
+        raise ExprError(f"IfExp is not allowed ('x if c else y'; {_ALLOWED}); an item of a body that is "
+                        f"there only sometimes takes if: \"${{...}}\"")
+    raise ExprError(f"{type(node).__name__} is not allowed in an expression ({_ALLOWED})")
+
+
+_ALLOWED = (f"numbers, names, + - * / // % **, parentheses, {', '.join(FUNCTIONS)}, "
+            f"== != < <= > >=, and, or, not, true, false, null only")
 
 
 def evaluate(text: str, env: dict) -> Any:

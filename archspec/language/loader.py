@@ -405,7 +405,7 @@ def _apply_extends(raw: RawSpec, path: Path, chain: list[Path], find=find_spec) 
         raise SpecError(f"'extends' chain longer than {MAX_EXTENDS}", raw.locate(("extends",)), "extends")
     parent_ref = raw.data.get("extends")
     if parent_ref is None:
-        return raw
+        return apply_set(raw)
     if not isinstance(parent_ref, str) or not parent_ref:
         raise SpecError(f"must be the name or path of a spec (got {parent_ref!r})",
                         raw.locate(("extends",)), "extends")
@@ -421,16 +421,26 @@ def _apply_extends(raw: RawSpec, path: Path, chain: list[Path], find=find_spec) 
     merged = merge(base, raw)
     merged.data.pop("extends", None)
     merged.data["extends"] = parent_ref  # kept as information; resolution already applied it
-    return merged
+    return apply_set(merged)  # this document's own edits of what it extends
 
 
-# ---------------------------------------------------------------- --set overrides
+# ---------------------------------------------------------------- set: and --set
 
-_SEG = re.compile(r"([A-Za-z_][A-Za-z0-9_\-]*)|\[(\d+)\]")
+_SEG = re.compile(r"([A-Za-z_][A-Za-z0-9_\-]*)|\[(-?\d+)\]|\[(\+)\]|\[([^\[\]]+)\]")
+APPEND = "+"  # `stages[+]`: a new item at the end of the list
+
+
+class Named(str):
+    """A path part that picks the item of a list whose `name` is this (`stages[conv5]`)."""
+
+    def __repr__(self) -> str:
+        return f"[{str(self)}]"
 
 
 def parse_path(text: str) -> tuple:
-    """`stages[2].blocks[0].filters` -> ("stages", 2, "blocks", 0, "filters")."""
+    """`stages[2].blocks[0].filters` -> ("stages", 2, "blocks", 0, "filters");
+    `stages[conv5]` picks the stage named conv5 (a `Named` part), `stages[+]` appends
+    (`APPEND`, last part only), `[-1]` is the last item."""
     parts: list = []
     pos = 0
     text = text.strip()
@@ -440,11 +450,137 @@ def parse_path(text: str) -> tuple:
         m = _SEG.match(text, pos)
         if not m:
             raise ValueError(f"bad path {text!r} at character {pos + 1}")
-        parts.append(m.group(1) if m.group(1) is not None else int(m.group(2)))
+        key, index, plus, named = m.groups()
+        if key is not None:
+            parts.append(key)
+        elif index is not None:
+            parts.append(int(index))
+        elif plus is not None:
+            parts.append(Named(APPEND))
+        else:
+            parts.append(Named(named.strip()))
         pos = m.end()
-    if not parts or isinstance(parts[0], int):
+    if not parts or not isinstance(parts[0], str) or isinstance(parts[0], Named):
         raise ValueError(f"bad path {text!r}")
+    if any(p == APPEND and isinstance(p, Named) for p in parts[:-1]):
+        raise ValueError(f"bad path {text!r}: [+] appends, so it is the last part of a path")
     return tuple(parts)
+
+
+def show_path(path: tuple) -> str:
+    """A parsed path as it was written (`stages[conv5].blocks[0]`)."""
+    out = ""
+    for part in path:
+        if isinstance(part, int) or isinstance(part, Named):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+def _item_named(node: list, name: str, at: tuple) -> int:
+    """The index of the one item of `node` whose `name` is `name`; a located-ready error otherwise."""
+    names = [it.get("name") for it in node if isinstance(it, dict)]
+    hits = [k for k, it in enumerate(node) if isinstance(it, dict) and it.get("name") == name]
+    if len(hits) == 1:
+        return hits[0]
+    where = show_path(at) or "the top level"
+    if hits:
+        raise ValueError(f"{len(hits)} items of {where} are named {name!r}; pick one by number ({where}[{hits[0]}])")
+    import difflib
+
+    known = [n for n in names if isinstance(n, str)]
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.5)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    listed = ", ".join(known) if known else "none of its items has a name"
+    raise ValueError(f"no item named {name!r} in {where}{hint}; its names: {listed}")
+
+
+def set_path(data: dict, path: tuple, value: Any) -> tuple:
+    """Set `path` (as `parse_path` reads it) in `data` to `value`; returns the path with
+    named and appended items as numbers. Raises ValueError, worded for the user."""
+    node: Any = data
+    done: list = []
+    for i, part in enumerate(path):
+        last = i == len(path) - 1
+        nxt = None if last else path[i + 1]
+        if isinstance(part, Named):
+            if not isinstance(node, list):
+                what = "a mapping" if isinstance(node, dict) else "not a list"
+                raise ValueError(f"{show_path(tuple(done)) or 'the top level'} is {what}, so there is no item "
+                                 f"[{part}] in it")
+            if part == APPEND:
+                node.append(value)
+                done.append(len(node) - 1)
+                return tuple(done)
+            part = _item_named(node, str(part), tuple(done))
+        if isinstance(part, int):
+            if not isinstance(node, list) or not -len(node) <= part < len(node):
+                have = f" (it has {len(node)} items)" if isinstance(node, list) else ""
+                raise ValueError(f"no item [{part}] at {show_path(tuple(done)) or 'the top level'}{have}")
+            part = part % len(node)
+            if last:
+                node[part] = value
+            else:
+                node = node[part]
+            done.append(part)
+            continue
+        if not isinstance(node, dict):
+            raise ValueError(f"{show_path(tuple(done))} is not a mapping")
+        if last:
+            node[part] = value
+        else:
+            indexed = isinstance(nxt, int) or isinstance(nxt, Named)
+            if (part not in node or node[part] is None) and indexed:
+                import difflib
+
+                close = difflib.get_close_matches(part, [k for k in node if isinstance(k, str)], n=1)
+                at = show_path(tuple(done)) or "the top level"
+                if close and part not in node:  # a typo, most likely
+                    raise ValueError(f"unknown key {part!r} at {at} (did you mean {close[0]!r}?): it holds no "
+                                     f"list to index with [{nxt}]")
+                raise ValueError(f"{part!r} is not set at {at}, so there is no list to index with [{nxt}]; set "
+                                 f"the whole value instead ({show_path(tuple(done) + (part,))}=[...])")
+            if part not in node or node[part] is None:
+                node[part] = {}
+            node = node[part]
+        done.append(part)
+    return tuple(done)
+
+
+def _moved(raw: RawSpec, path: tuple, where: Location, src: tuple | None = None) -> None:
+    """After `path` was set: its old positions go; the new value is located at `where`
+    (an override) or, for a `set:` of the file, its parts where they are written (`src`)."""
+    for table in (raw.positions, raw.key_positions):
+        old = {k: v for k, v in table.items() if src is not None and k[: len(src)] == src}
+        for k in [k for k in table if k[: len(path)] == path]:
+            del table[k]
+        for k, v in old.items():
+            table[path + k[len(src):]] = v
+    raw.positions.setdefault(path, where)
+    raw.key_positions.setdefault(path, where)
+
+
+def apply_set(raw: RawSpec) -> RawSpec:
+    """A document's own `set:` (the `--set` paths as keys, applied in order after
+    `extends:` merged, so a list of the spec it extends is edited without restating it),
+    removed from the document. A path that matches nothing is an error at its key."""
+    edits = raw.data.get("set")
+    if edits is None:
+        return raw
+    if not isinstance(edits, dict):
+        raise SpecError("must be a mapping of paths to values, e.g. {head.classes: 10}", raw.locate(("set",)), "set")
+    out = RawSpec(copy.deepcopy(raw.data), raw.source, dict(raw.positions), dict(raw.key_positions))
+    del out.data["set"]
+    for key, value in edits.items():
+        at = ("set", key)
+        try:
+            path = parse_path(key)
+            done = set_path(out.data, path, copy.deepcopy(value))
+        except ValueError as exc:
+            raise SpecError(str(exc), raw.locate_key(at), f"set.{key}") from None
+        _moved(out, done, raw.locate(at), src=at)
+    return out
 
 
 def apply_overrides(raw: RawSpec, overrides: list[str], flag: str = "--set") -> RawSpec:
@@ -466,42 +602,9 @@ def apply_overrides(raw: RawSpec, overrides: list[str], flag: str = "--set") -> 
             value = loads(f"v: {value_text}" if value_text.strip() else "v: null", where.source).data["v"]
         except SpecError as exc:
             raise SpecError(f"bad value {value_text!r}: {exc.message}", where) from None
-        node = out.data
-        for i, part in enumerate(path[:-1]):
-            nxt = path[i + 1]
-            if isinstance(part, int):
-                if not isinstance(node, list) or part >= len(node):
-                    raise SpecError(f"no item [{part}] at {format_path(path[:i]) or 'top level'}", where,
-                                    format_path(path))
-                node = node[part]
-            else:
-                if not isinstance(node, dict):
-                    raise SpecError(f"{format_path(path[:i])} is not a mapping", where, format_path(path))
-                if (part not in node or node[part] is None) and isinstance(nxt, int):
-                    import difflib
-
-                    close = difflib.get_close_matches(part, [k for k in node if isinstance(k, str)], n=1)
-                    hint = f" (did you mean {close[0]!r}?)" if close else ""
-                    at = format_path(path[:i]) or "the top level"
-                    if close:  # a typo, most likely
-                        raise SpecError(f"unknown key {part!r} at {at}{hint}: it holds no list to index with [{nxt}]",
-                                        where, format_path(path))
-                    raise SpecError(f"{part!r} is not set at {at}, so there is no list to index with [{nxt}]; set the "
-                                    f"whole value instead ({format_path(path[:i + 1])}=[...])", where,
-                                    format_path(path))
-                if part not in node or node[part] is None:
-                    node[part] = {}
-                node = node[part]
-        last = path[-1]
-        if isinstance(last, int):
-            if not isinstance(node, list) or last >= len(node):
-                raise SpecError(f"no item [{last}] to set", where, format_path(path))
-        elif not isinstance(node, dict):
-            raise SpecError(f"{format_path(path[:-1])} is not a mapping", where, format_path(path))
-        node[last] = value
-        for table in (out.positions, out.key_positions):
-            for k in [k for k in table if k[: len(path)] == path]:
-                del table[k]
-        out.positions[path] = where
-        out.key_positions[path] = where
+        try:
+            done = set_path(out.data, path, value)
+        except ValueError as exc:
+            raise SpecError(str(exc), where, show_path(path)) from None
+        _moved(out, done, where)
     return out

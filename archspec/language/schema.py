@@ -23,7 +23,8 @@ from .preprocess import Mode as PreprocessMode, check_channels
 
 # `define:`'s model is here, below `define` (its checks), which imports it: no cycle
 REQUIRED = "required"
-RESERVED = ("type", "name", "repeats", "inputs", "in_channels", "in_shape", "rounding", "min_filters")
+RESERVED = ("type", "name", "repeats", "inputs", "in_channels", "in_shape", "rounding", "min_filters", "if",
+            "true", "false", "null")
 
 
 class Definition(Strict):
@@ -176,6 +177,10 @@ class Spec(Strict):
     reference: dict | None = Field(default=None, description="Published figures, for people and tests.")
     define: dict[str, Definition] = Field(default_factory=dict, description=(
         "New block types: {type: {params, width_params, body}}, used like built-in blocks."))
+    vars: dict[str, Any] = Field(default_factory=dict, description=(
+        "Names for values written once: \"${name}\" in input, defaults, stem, stages, head, taps, scaling, "
+        "names and define bodies; a var may use the ones before it. `extends:` merges them and "
+        "--set vars.x=... changes one everywhere."))
     input: InputSpec
     defaults: Defaults = Field(default_factory=Defaults)
     stem: list[Block] = Field(default_factory=list)
@@ -208,6 +213,11 @@ def editor_schema(model: type = Spec) -> dict:
     required keys inside a section still apply: `input:` written in a child has its
     `shape`.)"""
     schema = model.model_json_schema(by_alias=True)
+    if model is Spec:  # applied by the loader before validation, so not a field of the Spec
+        schema["properties"]["set"] = {
+            "type": "object", "title": "Set", "description": (
+                "Edits of what extends: gave, applied after it merged: keys are --set paths "
+                "(head.classes, stages[conv5].blocks[0].repeats, stages[+] appends), values replace.")}
     required = [k for k in schema.pop("required", []) if k != "name"]
     schema["required"] = ["name"] if "name" in model.model_fields and model.model_fields["name"].is_required() \
         else []
