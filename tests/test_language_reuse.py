@@ -320,3 +320,18 @@ def test_a_network_written_once_equals_keras_built_by_hand(tmp_path):
     randomize(ref)
     assert copy_weights_by_name(ref, ours) == 9
     assert assert_same_outputs(ours, ref, (16, 16, 3), atol=1e-5) < 1e-5
+
+
+def test_the_editor_schema_accepts_what_the_language_accepts():
+    """`archspec schema` (what editors check a spec with) takes expressions where numbers
+    and booleans go and `if:` on blocks, and still refuses text that is not an expression."""
+    import jsonschema
+    import yaml
+
+    from archspec.language.schema import editor_schema
+
+    v = jsonschema.Draft202012Validator(editor_schema())
+    for text in (VARS, UNIT, NET):
+        assert [e.message for e in v.iter_errors(yaml.safe_load(text))] == []
+    bad = yaml.safe_load(VARS.replace('filters: "${width}"', 'filters: "width"'))
+    assert [list(e.absolute_path) for e in v.iter_errors(bad)] == [["stem", 0]]

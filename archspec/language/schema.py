@@ -218,9 +218,41 @@ def editor_schema(model: type = Spec) -> dict:
             "type": "object", "title": "Set", "description": (
                 "Edits of what extends: gave, applied after it merged: keys are --set paths "
                 "(head.classes, stages[conv5].blocks[0].repeats, stages[+] appends), values replace.")}
+        _with_expressions(schema)
     required = [k for k in schema.pop("required", []) if k != "name"]
     schema["required"] = ["name"] if "name" in model.model_fields and model.model_fields["name"].is_required() \
         else []
     if required:
         schema["anyOf"] = [{"required": ["extends"]}, {"required": required}]
     return schema
+
+
+_EXPRESSION = {"type": "string", "pattern": r"^\s*\$\{[^{}]*\}\s*$",
+               "description": "an expression over vars (or, in a define body, the params): \"${width * 2}\""}
+_IF = {"anyOf": [{"type": "boolean"}, _EXPRESSION],
+       "description": "the item is left out when this is false (a list item: a block, a stage)"}
+
+
+def _with_expressions(schema: dict) -> None:
+    """Where a document may hold an expression instead of a number or a boolean (use sites
+    are evaluated over `vars` before validation), the editor schema says so; blocks and
+    stages take `if:`."""
+    def walk(node):
+        if isinstance(node, dict):
+            for k, v in list(node.items()):
+                if k in ("properties", "$defs", "patternProperties"):
+                    for name, sub in v.items():
+                        v[name] = walk(sub)
+                elif k in ("items", "additionalProperties") and isinstance(v, dict):
+                    node[k] = walk(v)
+                elif k in ("anyOf", "oneOf", "allOf", "prefixItems") and isinstance(v, list):
+                    node[k] = [walk(x) for x in v]
+            if node.get("type") in ("integer", "number", "boolean"):
+                return {"anyOf": [node, _EXPRESSION]}
+        return node
+
+    walk(schema)
+    for name, d in schema.get("$defs", {}).items():
+        props = d.get("properties", {})
+        if "type" in props or name == "Stage":
+            props.setdefault("if", _IF)

@@ -150,8 +150,9 @@ OPTIONS: dict[str, dict[str, str]] = {
         "--debug": "show tracebacks and TensorFlow's native start-up log lines",
         "specs": "spec files or bundled names",
         "spec": "a spec file or the name of a bundled spec",
-        "--set": "override a value, e.g. head.classes=10 or stages[0].blocks[0].filters=32 (value read as YAML; "
-                 "repeatable)",
+        "--set": "override a value, e.g. head.classes=10, stages[0].blocks[0].filters=32, "
+                 "stages[conv5].blocks[0].repeats=2 (an item by its name), stages[+]=VALUE (append) or "
+                 "vars.width=32 (value read as YAML; repeatable)",
         "--recipe": "a training recipe (bundled name, e.g. finetune, or a path): trainable and frozen parameters of "
                     "each of its phases",
         "--recipe-set": "override a value of the recipe, e.g. phases[1].learning_rate=1e-5 (repeatable)",
