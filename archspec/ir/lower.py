@@ -271,6 +271,11 @@ class Builder:
             out = REGISTRY[block.type].lower(self, block, x, name)
         if out not in self.index:
             raise RuntimeError(f"lowering of {block.type!r} returned unknown node {out!r}")
+        if AUTO in name and info.nodes:  # a block named {auto} is named after its first layer
+            name = info.name = info.nodes[0]
+            for n in info.nodes:
+                if self.index[n].block == AUTO or AUTO in self.index[n].block:
+                    self.index[n].block = name
         del self.stack[depth - 1:]
         self.block_outputs[name] = out
         return out
