@@ -49,6 +49,9 @@ DEFAULTS = {
     "rescaling": dict(offset=0.0), "normalization": dict(mean=None, variance=None),
     "layer_scale": dict(init=0.5), "upsample": dict(interpolation="nearest"), "concat": dict(axis=-1),
     "lrn": dict(depth=5, k=2.0, alpha=1e-2, beta=0.75), "global_pool": dict(mode="avg", keepdims=False),
+    "conv_transpose2d": dict(strides=(1, 1), padding="valid", use_bias=True, activation=None, kernel_initializer=None,
+                             bias_initializer=None, kernel_regularizer=None),
+    "group_norm": dict(groups=2, epsilon=1e-3, center=True, scale=True),
 }
 
 
@@ -169,6 +172,21 @@ CASES = {
     "layer_scale": net((4, 4, 3), ("layer_scale", dict(init=0.5))),
     "upsample-nearest": net((3, 4, 2), ("upsample", dict(size=(2, 3)))),
     "upsample-bilinear": net((3, 4, 2), ("upsample", dict(size=(2, 2), interpolation="bilinear"))),
+    "cropping": net((6, 7, 2), ("cropping", dict(cropping=((1, 2), (0, 3))))),
+    # Keras' output size for odd and even inputs, kernels above, at and below the stride
+    # (the last ones need ONNX's output_padding), non-square kernels and strides
+    **{f"conv_transpose2d-{p}-k{k}-s{st}-{hw[0]}x{hw[1]}": net(
+        (*hw, 3), ("conv_transpose2d", dict(filters=4, kernel=(k, k), strides=(st, st), padding=p,
+                                           use_bias=k != 4, activation="relu" if k == 3 else None)))
+       for p in ("same", "valid") for k, st, hw in [(3, 2, (5, 7)), (4, 2, (4, 6)), (3, 2, (4, 4)),
+                                                    (4, 2, (5, 5)), (1, 2, (3, 5)), (2, 3, (3, 4))]},
+    "conv_transpose2d-nonsquare": net((5, 6, 3), ("conv_transpose2d", dict(filters=2, kernel=(3, 5), strides=(2, 1),
+                                                                          padding="same"))),
+    "group_norm-4d": net((4, 5, 6), ("group_norm", dict(groups=3))),
+    "group_norm-4d-instance-no-affine": net((4, 5, 6), ("group_norm", dict(groups=6, center=False, scale=False)),
+                                            ("conv2d", dict(filters=2, kernel=1))),
+    "group_norm-2d-no-center": net((4, 4, 6), ("global_pool", {}), ("group_norm", dict(groups=2, center=False))),
+    "group_norm-3d": net((4, 4, 6), ("reshape", dict(target_shape=(16, 6))), ("group_norm", dict(groups=3))),
     **{f"activation-{fn}": net((4, 4, 3), ("activation", dict(fn=fn))) for fn in ACTIVATIONS},
     "activation-softmax-2d": net((4, 4, 3), ("global_pool", {}), ("activation", dict(fn="softmax"))),
     "multi-output-taps": net((6, 6, 3), ("conv2d", dict(filters=4, kernel=3, padding="same")),
@@ -238,6 +256,25 @@ KITCHEN = net((12, 12, 3), ("rescaling", dict(scale=1 / 255.0)), ("normalization
               ("global_pool", {}), ("dense", dict(units=6, activation="softmax")))
 
 
+SHAPING = net((9, 10, 4), ("cropping", dict(cropping=((1, 0), (2, 1)))),
+              ("conv_transpose2d", dict(filters=8, kernel=(3, 3), strides=(2, 2), padding="same", activation="relu")),
+              ("group_norm", dict(groups=4)),
+              ("conv_transpose2d", dict(filters=4, kernel=(4, 4), strides=(2, 2), padding="valid")),
+              ("group_norm", dict(groups=2, center=False)))
+
+
+@pytest.mark.parametrize("opset", [options.MIN_OPSET, options.DEFAULT_OPSET, options.MAX_OPSET])
+def test_cropping_conv_transpose_and_group_norm_at_every_opset(opset):
+    """Group norm is written out (ONNX's GroupNormalization of opset 18 has a scale per
+    group, not per channel as Keras): Reshape, ReduceMean (axes an input from 18), per-channel
+    affine; a transposed conv is one ConvTranspose, a crop one Slice."""
+    model, proto = assert_matches_keras(SHAPING, opset=opset)
+    ops = op_types(proto)
+    assert "GroupNormalization" not in ops and ops.count("ConvTranspose") == 2 and ops.count("Slice") == 1
+    means = [n for n in proto.graph.node if n.op_type == "ReduceMean"]
+    assert len(means) == 4 and all((len(n.input) == 2) == (opset >= 18) for n in means)
+
+
 @pytest.mark.parametrize("opset", [options.MIN_OPSET, options.DEFAULT_OPSET, options.MAX_OPSET])
 def test_opsets(opset):
     """Default, lowest and highest opset: a net with the opset-sensitive ops (ReduceMean's
@@ -274,7 +311,8 @@ def _emitter_view(graph):
 
 
 @pytest.mark.parametrize("case", ["conv2d-same-stride2-odd", "separable", "concat-height", "lrn-even",
-                                  "normalization-given", "reshape-to-spatial", "multi-output-taps"])
+                                  "normalization-given", "reshape-to-spatial", "multi-output-taps", "cropping",
+                                  "conv_transpose2d-same-k4-s2-4x6", "group_norm-2d-no-center"])
 def test_graph_from_keras_rebuilds_the_graph(case):
     graph = CASES[case]
     model = keras_model(graph)
@@ -315,9 +353,16 @@ def test_unsupported_layer_names_it_and_points_to_tf2onnx():
     import keras
 
     inp = keras.Input((4, 4, 3), name="inp")
-    model = keras.Model(inp, keras.layers.Conv2DTranspose(2, 3, name="deconv")(inp))
-    with pytest.raises(archspec.ArchspecError, match=r"'deconv' \(Conv2DTranspose\).*--via tf2onnx"):
+    model = keras.Model(inp, keras.layers.UnitNormalization(name="unit")(inp))
+    with pytest.raises(archspec.ArchspecError, match=r"'unit' \(UnitNormalization\).*--via tf2onnx"):
         via_ir.graph_from_keras(model)
+    # a layer of a class the table has, with a configuration its op cannot hold
+    for layer, what in [(keras.layers.Conv2DTranspose(2, 3, dilation_rate=2, name="deconv"), "dilated transposed"),
+                        (keras.layers.Conv2DTranspose(2, 3, strides=2, output_padding=1, name="deconv"),
+                         "output_padding")]:
+        model = keras.Model(inp, layer(inp))
+        with pytest.raises(archspec.ArchspecError, match=f"'deconv': .*{what}"):
+            via_ir.graph_from_keras(model)
 
 
 # ---------------------------------------------------------------- export end to end

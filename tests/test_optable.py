@@ -58,6 +58,15 @@ CASES = [
     ("reshape", dict(target_shape=(1, 1, 16)), [(16,)]),
     ("identity", {}, [(8, 8, 4)]),
     ("upsample", dict(size=(2, 3), interpolation="bilinear"), [(4, 4, 4)]),
+    ("cropping", dict(cropping=((1, 2), (0, 3))), [(8, 8, 4)]),
+    ("cropping", dict(cropping=((1, 1), (1, 1))), [(8, 8, 4)]),
+    ("conv_transpose2d", {**{k: v for k, v in _CONV.items() if k not in ("dilation", "groups")}, "kernel": (4, 4)},
+     [(5, 5, 4)]),
+    ("conv_transpose2d", dict(filters=3, kernel=(3, 5), strides=(1, 2), padding="valid", use_bias=True,
+                              activation=None, kernel_initializer="glorot_uniform", bias_initializer="zeros",
+                              kernel_regularizer=None), [(5, 6, 4)]),
+    ("group_norm", dict(groups=2, epsilon=1e-5, center=False, scale=True), [(8, 8, 4)]),
+    ("group_norm", dict(groups=32, epsilon=1e-3, center=True, scale=True), [(4, 4, 64)]),
 ]
 
 
@@ -116,6 +125,11 @@ def test_labels():
     assert lab("dense", units=1000, activation="softmax") == "dense 1000 softmax"
     assert lab("concat", axis=-1) == "concatenate"
     assert lab("batch_norm") == "batch norm"
+    assert lab("cropping", cropping=((1, 1), (2, 2))) == "crop 1\u00d72"
+    assert lab("cropping", cropping=((1, 0), (2, 3))) == "crop 1,0,2,3"
+    assert lab("conv_transpose2d", kernel=(4, 4), strides=(2, 2), filters=32) == "convT 4\u00d74 \u00d72 32"
+    assert lab("conv_transpose2d", kernel=(3, 3), strides=(1, 1), filters=8) == "convT 3\u00d73 8"
+    assert lab("group_norm", groups=8) == "group norm 8"
     assert lab("some_new_op") == "some new op"  # an op the table lacks: its name
 
 

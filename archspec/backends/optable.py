@@ -188,6 +188,31 @@ def _separable_back(layer, c, cls):
                 depth_multiplier=c["depth_multiplier"], use_bias=c["use_bias"], activation=act_name(c["activation"]))
 
 
+def _conv_transpose(a):
+    return "layers.Conv2DTranspose", [
+        A("filters", a["filters"], True), A("kernel_size", compact(a["kernel"]), True),
+        A("strides", compact(a["strides"]), default=1), A("padding", a["padding"], default="valid"),
+        A("use_bias", a["use_bias"], default=True), A("activation", a["activation"], default=None),
+        A("kernel_initializer", a["kernel_initializer"], default="glorot_uniform", kind="initializer"),
+        A("bias_initializer", a["bias_initializer"], default="zeros", kind="initializer"),
+        A("kernel_regularizer", a["kernel_regularizer"], default=None, kind="regularizer")]
+
+
+def _conv_transpose_back(layer, c, cls):
+    _undilated(layer, c, "transposed")
+    if c.get("output_padding") is not None:
+        raise ArchspecError(f"layer {layer.name!r}: a transposed convolution with output_padding "
+                            f"{c['output_padding']} has no IR op")
+    return dict(filters=c["filters"], kernel=_t(c["kernel_size"]), strides=_t(c["strides"]), padding=c["padding"],
+                use_bias=c["use_bias"], activation=act_name(c["activation"]))
+
+
+def _conv_transpose_label(a):
+    s = a.get("strides", 1)
+    s = s[0] if isinstance(s, (list, tuple)) else s
+    return f"convT {_k(a['kernel'])}" + (f" \u00d7{s}" if s and s != 1 else "") + f" {a['filters']}"
+
+
 def _dense(a):
     return "layers.Dense", [
         A("units", a["units"], True), A("activation", a["activation"], default=None),
@@ -230,6 +255,20 @@ def _layer_norm(a):
 def _layer_norm_back(layer, c, cls):
     _last_axis(layer, c, "layer norm", bool(c.get("rms_scaling")))
     return dict(epsilon=c["epsilon"], center=c["center"], scale=c["scale"])
+
+
+def _group_norm(a):
+    return "layers.GroupNormalization", [
+        A("groups", a["groups"], default=32), A("axis", -1, default=-1), A("epsilon", a["epsilon"], default=1e-3),
+        A("center", a["center"], default=True), A("scale", a["scale"], default=True)]
+
+
+def _group_norm_back(layer, c, cls):
+    _last_axis(layer, c, "group norm")
+    groups = c["groups"]
+    if groups == -1:  # Keras' instance normalization: one group a channel
+        groups = int(layer.input.shape[-1])
+    return dict(groups=groups, epsilon=c["epsilon"], center=c["center"], scale=c["scale"])
 
 
 def _normalization(a):
@@ -304,6 +343,13 @@ def _global_pool_back(layer, c, cls):
     return dict(mode="avg" if cls == "layers.GlobalAveragePooling2D" else "max", keepdims=bool(c.get("keepdims")))
 
 
+def _crop_label(a):
+    (t, b), (l, r) = a["cropping"]
+    if t == b and l == r:
+        return f"crop {t}\u00d7{l}"
+    return f"crop {t},{b},{l},{r}"
+
+
 def _no_args(cls):
     return lambda a: (cls, [])
 
@@ -369,6 +415,13 @@ _ENTRIES = [
                                                       A("interpolation", a["interpolation"], default="nearest")]),
        ("layers.UpSampling2D",), lambda layer, c, cls: dict(size=_t(c["size"]), interpolation=c["interpolation"]),
        "emit_upsample"),
+    _p("cropping", lambda a: ("layers.Cropping2D", [A("cropping", short_padding(a["cropping"]), True)]),
+       ("layers.Cropping2D",), lambda layer, c, cls: dict(cropping=tuple(tuple(p) for p in c["cropping"])),
+       "emit_cropping", _crop_label),
+    _p("conv_transpose2d", _conv_transpose, ("layers.Conv2DTranspose",), _conv_transpose_back,
+       "emit_conv_transpose2d", _conv_transpose_label),
+    _p("group_norm", _group_norm, ("layers.GroupNormalization",), _group_norm_back, "emit_group_norm",
+       lambda a: f"group norm {a.get('groups', 32)}"),
 ]
 
 #: op -> its entry, in the order of `ir.graph.OPS`

@@ -2,8 +2,8 @@
 
 Shape, parameter and multiply-accumulate (MAC) inference is pure Python. Parameters are
 counted the way Keras' ``count_params()`` counts them (batch-norm moving statistics and
-Normalization's mean/variance/count included). MACs are those of convolutions (regular
-and depthwise) and dense layers: what the papers call FLOPs.
+Normalization's mean/variance/count included). MACs are those of convolutions (regular,
+depthwise and transposed) and dense layers: what the papers call FLOPs.
 
 Shapes exclude the batch dimension and are channels-last: ``(H, W, C)`` or ``(C,)``.
 """
@@ -20,7 +20,7 @@ OPS = (
     "input", "conv2d", "depthwise_conv2d", "batch_norm", "activation", "add", "multiply",
     "concat", "max_pool", "avg_pool", "global_pool", "zero_padding", "dense", "dropout",
     "flatten", "reshape", "rescaling", "normalization", "lrn", "separable_conv2d", "layer_norm",
-    "layer_scale", "identity", "upsample",
+    "layer_scale", "identity", "upsample", "cropping", "conv_transpose2d", "group_norm",
 )
 
 
@@ -281,6 +281,53 @@ def _infer_upsample(n: Node, ins: list[tuple]) -> None:
     n.shape = (s[0] * fh, s[1] * fw, s[2])
 
 
+def transpose_output_size(size: int, kernel: int, stride: int, padding: str) -> int:
+    """Output length of a transposed convolution along one axis, Keras' rule (no output
+    padding, no dilation): "same" ``size * stride``; "valid" ``(size - 1) * stride +
+    max(kernel, stride)`` (``(size - 1) * stride + kernel`` unless the kernel is smaller than
+    the stride, where Keras pads the output to ``size * stride``)."""
+    if padding == "same":
+        return size * stride
+    return (size - 1) * stride + max(kernel, stride)
+
+
+def _infer_conv_transpose(n: Node, ins: list[tuple]) -> None:
+    a, s = n.attrs, ins[0]
+    if len(s) != 3:
+        raise ShapeError(f"layer {n.name!r} (conv_transpose2d) needs a (H, W, C) input (got shape {tuple(s)})")
+    (kh, kw), (sh, sw) = pair(a["kernel"]), pair(a.get("strides", 1))
+    padding = a.get("padding", "valid")
+    cin, f = s[2], a["filters"]
+    n.shape = (transpose_output_size(s[0], kh, sh, padding), transpose_output_size(s[1], kw, sw, padding), f)
+    n.params = n.trainable = kh * kw * cin * f + (f if a.get("use_bias", True) else 0)
+    # counted as Keras-based profilers and the papers count a transposed convolution: every
+    # input pixel times the whole kernel (kh * kw * cin * filters), i.e. the MACs of the
+    # convolution it is the gradient of; the output positions the padding crops are included
+    n.macs = s[0] * s[1] * kh * kw * cin * f
+
+
+def _infer_cropping(n: Node, ins: list[tuple]) -> None:
+    (t, b), (l, r) = n.attrs["cropping"]
+    s = ins[0]
+    if len(s) != 3:
+        raise ShapeError(f"layer {n.name!r} (cropping) needs a (H, W, C) input (got shape {tuple(s)})")
+    h, w = s[0] - t - b, s[1] - l - r
+    if h <= 0 or w <= 0:
+        raise ShapeError(f"input too small: layer {n.name!r} (cropping {t}+{b} rows, {l}+{r} columns) gets "
+                         f"{s[0]}x{s[1]} and would output {max(h, 0)}x{max(w, 0)}")
+    n.shape = (h, w, s[2])
+
+
+def _infer_group_norm(n: Node, ins: list[tuple]) -> None:
+    s, groups = ins[0], n.attrs.get("groups", 32)
+    c = s[-1]
+    if groups > c or c % groups:
+        raise ShapeError(f"layer {n.name!r} (group_norm): groups={groups} must divide the input channels "
+                         f"(got {c} channels, groups={groups})")
+    n.shape = s
+    n.params = n.trainable = c * (int(n.attrs.get("center", True)) + int(n.attrs.get("scale", True)))
+
+
 def _infer_pool(n: Node, ins: list[tuple]) -> None:
     a = n.attrs
     pool = a["pool"]
@@ -338,7 +385,8 @@ INFER: dict[str, Callable[[Node, list[tuple]], None]] = {
     "flatten": _infer_flatten, "reshape": _infer_reshape, "rescaling": _same,
     "normalization": _infer_normalization, "lrn": _same, "separable_conv2d": _infer_separable,
     "layer_norm": _infer_layer_norm, "layer_scale": _infer_layer_scale, "identity": _same,
-    "upsample": _infer_upsample,
+    "upsample": _infer_upsample, "cropping": _infer_cropping, "conv_transpose2d": _infer_conv_transpose,
+    "group_norm": _infer_group_norm,
 }
 
 

@@ -133,13 +133,16 @@ _TYPE_ERRORS = {"list_type", "tuple_type", "dict_type", "model_type", "int_type"
 def _data_path(loc: tuple, data) -> tuple:
     """Map pydantic's `loc` onto the document, dropping union tags and type labels."""
     out: list = []
-    node, lost = data, False
+    node, lost, block = data, False, False
     for part in loc:
         if lost:
             if not _is_label(part):
                 out.append(part)
             continue
+        item, block = block, False
         if isinstance(node, dict):
+            if item and node.get("type") == part:
+                continue  # a list item's union tag (a `cropping` block has a `cropping` field too)
             if part in node:
                 out.append(part)
                 node = node[part]
@@ -152,6 +155,7 @@ def _data_path(loc: tuple, data) -> tuple:
             if isinstance(part, int) and 0 <= part < len(node):
                 out.append(part)
                 node = node[part]
+                block = True
             elif not _is_label(part):
                 out.append(part)
                 lost = True

@@ -375,8 +375,8 @@ STYLE = """
 .bn{font-size:12px;font-weight:600}.bt{font-weight:400;fill:#52606d}
 .bs{font-size:10px;fill:#3e4c59}
 .layer rect{fill:#fff;stroke:#7b8794}
-.layer.op-conv2d rect,.layer.op-depthwise_conv2d rect,.layer.op-separable_conv2d rect{fill:#e3f0ff;stroke:#3a6fb0}
-.layer.op-batch_norm rect,.layer.op-layer_norm rect{fill:#f3f0ff;stroke:#7a67b8}
+.layer.op-conv2d rect,.layer.op-depthwise_conv2d rect,.layer.op-separable_conv2d rect,.layer.op-conv_transpose2d rect{fill:#e3f0ff;stroke:#3a6fb0}
+.layer.op-batch_norm rect,.layer.op-layer_norm rect,.layer.op-group_norm rect{fill:#f3f0ff;stroke:#7a67b8}
 .layer.op-activation rect{fill:#eefbf1;stroke:#3f8f5a}
 .layer.op-dense rect{fill:#fff4e0;stroke:#b7791f}
 .layer.merge rect{fill:#fde8e8;stroke:#b83232;stroke-width:1.5}

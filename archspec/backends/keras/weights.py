@@ -95,10 +95,14 @@ def weight_specs(graph: Graph, node: Node) -> list[tuple[str, tuple]]:
         m, f = a.get("depth_multiplier", 1), a["filters"]
         return ([("depthwise_kernel", (kh, kw, c, m)), ("pointwise_kernel", (1, 1, c * m, f))]
                 + ([("bias", (f,))] if bias else []))
+    if op == "conv_transpose2d":
+        kh, kw = pair(a["kernel"])
+        f = a["filters"]
+        return [("kernel", (kh, kw, f, c))] + ([("bias", (f,))] if bias else [])
     if op == "dense":
         u = a["units"]
         return [("kernel", (c, u))] + ([("bias", (u,))] if bias else [])
-    if op in ("batch_norm", "layer_norm"):
+    if op in ("batch_norm", "layer_norm", "group_norm"):
         out = ([("gamma", (c,))] if a.get("scale", True) else []) + ([("beta", (c,))] if a.get("center", True) else [])
         return out + ([("moving_mean", (c,)), ("moving_variance", (c,))] if op == "batch_norm" else [])
     if op == "layer_scale":
@@ -142,7 +146,8 @@ def _input_side(graph: Graph) -> tuple[list[str], list[str]]:
             continue
         if n.op == "conv2d":
             convs.append(n.name)
-        elif n.op not in ("depthwise_conv2d", "separable_conv2d", "dense", "flatten", "reshape", "concat"):
+        elif n.op not in ("depthwise_conv2d", "separable_conv2d", "conv_transpose2d", "dense", "flatten", "reshape",
+                          "concat"):
             reach.add(n.name)
             if n.op == "normalization" and n.params:
                 norms.append(n.name)

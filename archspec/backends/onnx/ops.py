@@ -247,6 +247,36 @@ def emit_separable_conv2d(b, n: Node, xs, w):
     return activation(b, y, a.get("activation"), n.name)
 
 
+def transpose_pads(padding: str, kernel, strides) -> tuple[list[int], list[int]]:
+    """ONNX ``ConvTranspose`` (pads [top, left, bottom, right], output_padding [h, w]) that
+    give Keras' Conv2DTranspose output (`graph.transpose_output_size`): ONNX's full output is
+    ``(size - 1) * stride + kernel``, cropped by the pads and extended (at the end) by the
+    output padding. "same" crops TensorFlow's conv padding for that kernel and stride
+    (``max(kernel - stride, 0)``, the odd pixel at the bottom / right) and pads a kernel
+    smaller than the stride up to ``size * stride``; "valid" crops nothing and pads the same."""
+    before, after, extra = [], [], []
+    for k, s in zip(pair(kernel), pair(strides)):
+        total = max(k - s, 0) if padding == "same" else 0
+        before.append(total // 2)
+        after.append(total - total // 2)
+        extra.append(max(s - k, 0))
+    return before + after, extra
+
+
+def emit_conv_transpose2d(b, n: Node, xs, w):
+    a = n.attrs
+    kernel = w[0]  # Keras (kh, kw, filters, cin) -> ONNX (cin, filters, kh, kw); no flip: both scatter
+    kh, kw = kernel.shape[:2]
+    strides = pair(a.get("strides", 1))
+    pads, extra = transpose_pads(a.get("padding", "valid"), (kh, kw), strides)
+    ins = [xs[0], b.const(f"{n.name}/kernel", kernel.transpose(3, 2, 0, 1))]
+    if a.get("use_bias", True):
+        ins.append(b.const(f"{n.name}/bias", w[1]))
+    y = b.op("ConvTranspose", ins, n.name, shape=n.shape, kernel_shape=[kh, kw], strides=list(strides),
+             pads=pads, output_padding=extra)
+    return activation(b, y, a.get("activation"), n.name)
+
+
 def emit_dense(b, n: Node, xs, w):
     a, x = n.attrs, xs[0]
     kernel = w[0]  # (cin, units)
@@ -307,6 +337,37 @@ def emit_layer_norm(b, n: Node, xs, w):
                              f"{n.name}/var_eps")], f"{n.name}/std")
     y = b.op("Div", [d, std], f"{n.name}/normalized" if gamma is not None or beta is not None else n.name)
     return _affine(b, y, n.name, gamma, beta) if gamma is not None or beta is not None else y
+
+
+def emit_group_norm(b, n: Node, xs, w):
+    """Keras' GroupNormalization, written out: ONNX's own GroupNormalization is opset 18 (the
+    highest archspec emits) with a scale and bias per group, not per channel (fixed in 21).
+    The channels are split into `groups` of consecutive channels, each group normalized over
+    its channels and all positions, then scaled and shifted per channel: on NCHW
+    ``(N, C, H, W) -> (N, G, C/G*H*W)``; channels-last (N, ..., C) -> (N, ..., G, C/G)."""
+    a, x = n.attrs, xs[0]
+    shape, groups = b.shapes[x], int(a["groups"])
+    c, rank = shape[-1], b.rank(x)
+    w = list(w)
+    gamma = w.pop(0) if a.get("scale", True) else None
+    beta = w.pop(0) if a.get("center", True) else None
+    if rank == 4:
+        grouped, back = (groups, c // groups * shape[0] * shape[1]), [0, c, *shape[:2]]
+        axes = [2]
+    else:
+        grouped, back = (*shape[:-1], groups, c // groups), [0, *shape]
+        axes = [k for k in range(1, len(grouped) + 1) if k != len(grouped) - 1]
+    g = b.op("Reshape", [x, b.ints(f"{n.name}/groups", [0, *grouped])], f"{n.name}/grouped", shape=grouped)
+    mean = b.reduce("ReduceMean", g, axes, f"{n.name}/mean")
+    d = b.op("Sub", [g, mean], f"{n.name}/centered")
+    var = b.reduce("ReduceMean", b.op("Mul", [d, d], f"{n.name}/sq"), axes, f"{n.name}/variance")
+    std = b.op("Sqrt", [b.op("Add", [var, b.const(f"{n.name}/epsilon", np.float32(a["epsilon"]))],
+                             f"{n.name}/var_eps")], f"{n.name}/std")
+    y = b.op("Div", [d, std], f"{n.name}/normalized_groups")
+    last = gamma is None and beta is None
+    y = b.op("Reshape", [y, b.ints(f"{n.name}/shape", back)], n.name if last else f"{n.name}/normalized",
+             shape=shape)
+    return y if last else _affine(b, y, n.name, gamma, beta)
 
 
 def emit_normalization(b, n: Node, xs, w):
@@ -434,6 +495,13 @@ def emit_upsample(b, n: Node, xs, w):
     else:
         raise ArchspecError(f"layer {n.name!r}: the ONNX exporter has no {n.attrs['interpolation']!r} upsampling")
     return b.op("Resize", [xs[0], "", scales], n.name, shape=n.shape, **attrs)
+
+
+def emit_cropping(b, n: Node, xs, w):
+    (t, bo), (l, r) = n.attrs["cropping"]
+    h, wd = b.shapes[xs[0]][:2]
+    return b.op("Slice", [xs[0], b.ints(f"{n.name}/starts", [t, l]), b.ints(f"{n.name}/ends", [h - bo, wd - r]),
+                          b.ints(f"{n.name}/axes", [2, 3])], n.name, shape=n.shape)
 
 
 def emit_passthrough(b, n: Node, xs, w):  # dropout and identity: nothing at inference
