@@ -285,10 +285,17 @@ stages:
   - name: s
     blocks:
       - {type: unit, filters: "${width}", se_ratio: 0.5}
-      - {type: unit, filters: "${width * 2}", stride: 2}
 head:
-  classes: 5
+  classes: 1000
   layers: [{type: global_pool, name: "{auto}"}, {type: classifier, name: predictions}]
+"""
+#: NET's variant, one block longer and with 5 classes, without restating its lists
+CHILD = """\
+extends: net.yaml
+name: reuse_child
+set:
+  stages[s].blocks[+]: {type: unit, filters: "${width * 2}", stride: 2}
+  head.classes: 5
 """
 
 
@@ -313,7 +320,8 @@ def test_a_network_written_once_equals_keras_built_by_hand(tmp_path):
 
     import archspec
 
-    ours = archspec.build(graph(tmp_path, NET), seed=0)
+    write(tmp_path, NET, "net.yaml")
+    ours = archspec.build(graph(tmp_path, CHILD), seed=0)
     ref = by_hand(keras)
     assert [l.name for l in ours.layers] == [l.name for l in ref.layers]  # {auto}: conv2d_3, add, ...
     assert ours.count_params() == ref.count_params()
@@ -331,7 +339,7 @@ def test_the_editor_schema_accepts_what_the_language_accepts():
     from archspec.language.schema import editor_schema
 
     v = jsonschema.Draft202012Validator(editor_schema())
-    for text in (VARS, UNIT, NET):
+    for text in (VARS, UNIT, NET, CHILD):
         assert [e.message for e in v.iter_errors(yaml.safe_load(text))] == []
     bad = yaml.safe_load(VARS.replace('filters: "${width}"', 'filters: "width"'))
     assert [list(e.absolute_path) for e in v.iter_errors(bad)] == [["stem", 0]]
