@@ -169,6 +169,29 @@ class Scaling(Strict):
     applied: dict | None = Field(default=None, description="Written by resolve: what was applied.")
 
 
+class WeightsFile(Strict):
+    """A released weights file: where it is and its hash (keras' `file_hash`)."""
+
+    url: str = Field(pattern=r"^https?://[^\s'\"]+$", max_length=2000)
+    hash: str = Field(pattern=r"^([0-9a-f]{32}|[0-9a-f]{64})$", description=(
+        "md5 (32 hex digits) or sha256 (64), as keras.applications gives them to keras.utils.get_file"))
+
+
+class PublishedWeights(Strict):
+    top: WeightsFile | None = Field(default=None, description="With the classifier (include_top=True).")
+    no_top: WeightsFile | None = Field(default=None, description="The features only (include_top=False).")
+
+
+class KerasTwin(Strict):
+    """The keras.applications constructor this spec compiles to (layer names, weight shapes,
+    parameters and outputs), and its released weights, loaded by `--weights NAME`."""
+
+    constructor: str = Field(pattern=r"^[A-Z][A-Za-z0-9]*$", max_length=100, description=(
+        "keras.applications.<constructor>; `archspec build <constructor>` finds this spec."))
+    weights: dict[str, PublishedWeights] = Field(default_factory=dict, description=(
+        "By name (imagenet): keras' released files, downloaded into Keras' cache (~/.keras/models)."))
+
+
 class Spec(Strict):
     format: Literal[1] = 1
     name: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.\-]+$")
@@ -189,6 +212,8 @@ class Spec(Strict):
     taps: list[str] | Literal["stages"] = Field(
         default_factory=list, description="Layers the model also returns ('stages': each stage's last layer).")
     scaling: Scaling | None = None
+    keras: KerasTwin | None = Field(default=None, description=(
+        "The keras.applications network this spec is, exactly: its constructor and released weights."))
     # the loaded document (positions for errors found after validation); not part of the spec
     _raw: object = PrivateAttr(default=None)
 

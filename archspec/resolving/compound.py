@@ -118,6 +118,7 @@ def _rescale(spec, *, d: float, w: float, resolution: tuple[int, int], dropout: 
     if name != spec.name:  # a new network: the base's published figures are not its own
         how = f"preset {record['preset']} ({TABLE})" if record.get("preset") else f"phi={record['phi']:g} ({FORMULA})"
         upd["reference"] = None
+        upd["keras"] = None  # nor its keras twin and released weights
         upd["description"] = f"{spec.name} scaled by {how}" + (f"; base: {spec.description}" if spec.description else "")
     out = out.model_copy(update=upd)
     return Spec.model_validate(out.model_dump())
