@@ -88,8 +88,10 @@ def model_to_export(obj, overrides, seed, say, weights=None, weights_skip=()) ->
 
     graph = lower_spec(obj, overrides)
     if weights is not None:  # the static report first: a refused load costs no build
+        from ..backends.keras.pretrained import resolve
         from ..backends.keras.weights import check_weights_file, weights_report
 
+        weights = resolve(weights, graph, say=say)  # `imagenet`: the spec's published file
         check_weights_file(weights)
         report = weights_report(graph, weights, weights_skip)
         if not report.loadable:

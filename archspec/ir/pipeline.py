@@ -30,6 +30,9 @@ def lower_spec(spec: "str | os.PathLike | Spec", overrides: list[str] | None = N
     graph.meta["reference"] = resolved.reference or None
     # the data's preprocessing (input.preprocess): applied to the data, not a node of the graph
     graph.meta["preprocess"] = resolved.input.preprocess
+    # the keras.applications network it is and its released weights (`--weights imagenet`)
+    graph.meta["keras"] = resolved.keras.model_dump() if resolved.keras else None
+    graph.meta["include_top"] = resolved.head.include_top
     return graph
 
 
@@ -64,16 +67,19 @@ def analyze(spec: "str | os.PathLike | Spec | Graph", overrides: list[str] | Non
 
 
 def catalogue() -> list[dict[str, Any]]:
-    """`archspec list`: each bundled spec's name, description, input shape, params and MACs
-    (each loaded once: a Spec keeps its document, so an error keeps its file:line:col)."""
-    from ..language.loader import bundled_names
+    """`archspec list`: each bundled spec's name, the keras.applications constructor it is
+    (`archspec build <constructor>` finds it) and its published weights, description,
+    input shape, params and MACs (each loaded once: a Spec keeps its document, so an error keeps its file:line:col)."""
+    from ..language.loader import bundled_names, bundled_spec_dir, keras_constructors
 
+    keras_names = keras_constructors(bundled_spec_dir())
     rows = []
     for name in bundled_names():
         spec = _load_spec(name)[0]
         r = analyze(spec)
-        rows.append({"name": name, "description": spec.description, "input_shape": r["input_shape"],
-                     "params": r["params"], "macs": r["macs"]})
+        rows.append({"name": name, "keras": keras_names.get(name), "description": spec.description,
+                     "input_shape": r["input_shape"], "params": r["params"], "macs": r["macs"],
+                     "weights": sorted(spec.keras.weights) if spec.keras and name in keras_names else []})
     return rows
 
 

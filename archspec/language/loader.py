@@ -14,6 +14,7 @@ found later (by pydantic or by the shape analysis) can point at a line and colum
 from __future__ import annotations
 
 import copy
+import functools
 import os
 import re
 import stat
@@ -301,12 +302,38 @@ def bundled_names() -> list[str]:
 
 
 def find_spec(ref: str | os.PathLike, relative_to: Path | None = None) -> Path:
-    """Turn a spec reference into a file: a path, or the name of a bundled spec.
+    """Turn a spec reference into a file: a path, the name of a bundled spec, or the
+    keras.applications constructor a bundled spec is (its `keras.constructor`).
 
-    `resnet50` finds the bundled `specs/resnet50.yaml`; a path is taken as it is
-    (relative to `relative_to` for `extends:`).
+    `resnet50` finds the bundled `specs/resnet50.yaml`, `InceptionV3` (or `inceptionv3`)
+    `specs/inception_v3.yaml`; a path is taken as it is (relative to `relative_to` for
+    `extends:`).
     """
-    return find_document(ref, relative_to, bundled_spec_dir(), "spec")
+    try:
+        return find_document(ref, relative_to, bundled_spec_dir(), "spec")
+    except SpecError:
+        wanted = str(ref).lower()
+        for name, constructor in keras_constructors(bundled_spec_dir()).items():
+            if constructor.lower() == wanted:
+                return bundled_spec_dir() / f"{name}.yaml"
+        raise
+
+
+@functools.lru_cache(maxsize=4)
+def keras_constructors(bundled: Path) -> dict[str, str]:
+    """{bundled spec name: keras.applications constructor} of the bundled specs whose own
+    file says which network it is (`keras: {constructor: ...}`); a spec that only extends
+    one (resnet50_cifar100) is not that network."""
+    out: dict[str, str] = {}
+    for p in sorted(bundled.glob("*.yaml")):
+        try:
+            twin = loads(p.read_bytes(), p.name).data.get("keras")
+        except SpecError:
+            continue  # a broken file is reported when it is used, not here
+        c = twin.get("constructor") if isinstance(twin, dict) else None
+        if isinstance(c, str):
+            out[p.stem] = c
+    return out
 
 
 def find_document(ref: str | os.PathLike, relative_to: Path | None, bundled: Path, kind: str) -> Path:

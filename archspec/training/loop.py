@@ -507,6 +507,9 @@ def _train(spec_ref, recipe_ref, data, out, *, overrides, recipe_overrides, epoc
     check_distribute(distribute)
     kb = _keras_build()
     if weights and not resume:  # the weights against the network (static report), before the run directory
+        from ..backends.keras.pretrained import resolve
+
+        weights = resolve(weights, graph, say=say)  # `imagenet`: the spec's published file, from Keras' cache
         rundir.check_initial_weights(graph, weights, weights_skip)
     if not resume:
         held.append(prepare_run_dir(out, force=force, resume=False, inputs=[data, spec_ref, recipe_ref, weights]))

@@ -171,7 +171,10 @@ OPTIONS: dict[str, dict[str, str]] = {
         "--precision": "layer dtype policy; the classifier (and its softmax) stays float32",
         "--seed": "seed for reproducible initial weights",
         "--weights": "load weights, strictly (see `archspec weights`): a keras.applications .h5, a Keras 3 "
-                     ".weights.h5 or .keras, or an .npz",
+                     ".weights.h5 or .keras, or an .npz; `imagenet`: the keras.applications file the spec records "
+                     "(from Keras' cache, ~/.keras/models, downloaded once); or a URL with --weights-sha256",
+        "--weights-sha256": "the sha256 of the --weights file or URL (required with a URL: nothing is loaded "
+                            "unchecked)",
         "--json": "report as JSON (adds build_seconds and output)",
         "--phi": "compound-scale first (as `archspec scale --phi`)",
         "--preset": "scale by a row of the spec's official table first, e.g. b3",
@@ -203,7 +206,9 @@ OPTIONS: dict[str, dict[str, str]] = {
         "--samples": "random inputs for the check without check data (default 3; variants at least 16)",
         "--seed": "seed of the random weights and inputs",
         "--json": "the export report as JSON",
-        "--weights": "a spec's weights, loaded strictly as `build --weights` does (see `archspec weights`)",
+        "--weights": "a spec's weights, loaded strictly as `build --weights` does (see `archspec weights`): a "
+                     "file, `imagenet` (the spec's published keras.applications file) or a URL with --weights-sha256",
+        "--weights-sha256": "the sha256 of the --weights file or URL (required with a URL)",
         "--bake-preprocessing": "put the spec's input.preprocess (keras.applications' caffe / torch / tf "
                                 "preprocess_input) in front of the exported model as fixed layers, so it takes RGB "
                                 "images 0..255; recorded in the metadata's archspec.preprocessing (none bakes nothing)",
@@ -236,8 +241,10 @@ OPTIONS: dict[str, dict[str, str]] = {
         "--recipe-set": "override a value of the recipe, e.g. optimizer.learning_rate=0.01",
         "--epochs": "the recipe's epochs (a recipe without phases)",
         "--batch-size": "the recipe's data.batch_size (per replica)",
-        "--weights": "initial weights (a keras.applications .h5, a Keras 3 .weights.h5 or .keras, an .npz), loaded "
+        "--weights": "initial weights (a keras.applications .h5, a Keras 3 .weights.h5 or .keras, an .npz; "
+                     "`imagenet`: the spec's published keras.applications file; a URL with --weights-sha256), loaded "
                      "strictly (see `archspec weights`): a classifier of another width is re-initialised",
+        "--weights-sha256": "the sha256 of the --weights file or URL (required with a URL)",
         "--distribute": "tf.distribute: MirroredStrategy over the local GPUs, or MultiWorkerMirroredStrategy from "
                         "TF_CONFIG; the global batch is batch_size x replicas and the learning rate is scaled by the "
                         "replicas",

@@ -78,8 +78,12 @@ def format_phases(phases: list[dict]) -> str:
 
 def format_list(rows: list[dict]) -> str:
     """`archspec list`: the bundled specs."""
-    return table([[r["name"], shape_str(r["input_shape"]), human(r["params"]), human(r["macs"]), r["description"]]
-                  for r in rows], ["spec", "input", "params", "MACs", "description"], "llrrl") + "\n\n" + MACS_NOTE
+    return table([[r["name"], r.get("keras") or "-", ",".join(r.get("weights") or []) or "-",
+                   shape_str(r["input_shape"]), human(r["params"]), human(r["macs"]), r["description"]]
+                  for r in rows], ["spec", "keras.applications", "weights", "input", "params", "MACs", "description"],
+                 "llllrrl") + ("\n\n" + MACS_NOTE + "\nkeras.applications: the constructor the spec compiles to, "
+                               "exactly (`archspec build <it>` finds the spec); weights: published weights by name "
+                               "(--weights imagenet)")
 
 
 def format_build(report: dict, seconds: float, keras_params: int, output) -> str:

@@ -46,8 +46,10 @@ def build_model(spec, overrides: list[str] | None = None, *, precision: str | No
 
             raise SpecError("weights_skip names layers of a weights file; give weights")
         return load().build_model(g, precision=precision, seed=seed)
+    from .pretrained import resolve
     from .weights import load_weights, weights_report
 
+    weights = resolve(weights, g, say=say)  # `imagenet`: the spec's published file, from Keras' cache
     report = weights_report(g, weights, weights_skip)  # a refused load costs no build
     if not report.loadable:
         raise report.error()
