@@ -133,6 +133,8 @@ CASES = {
     "batch_norm-no-center": net((5, 5, 4), ("batch_norm", dict(center=False))),
     "add-three": net((4, 4, 3), ("conv2d", dict(filters=3, kernel=1), ["x"]),
                      ("conv2d", dict(filters=3, kernel=1), ["x"]), ("add", {}, ["x", "conv2d_0", "conv2d_1"])),
+    "scaled_add": net((4, 4, 3), ("conv2d", dict(filters=3, kernel=1), ["x"]),
+                      ("scaled_add", dict(scale=0.17), ["x", "conv2d_0"])),
     "multiply-broadcast": net((4, 4, 3), ("global_pool", dict(keepdims=True), ["x"]),
                               ("multiply", {}, ["x", "global_pool_0"])),
     "concat-channels": net((4, 4, 3), ("conv2d", dict(filters=2, kernel=1), ["x"]),

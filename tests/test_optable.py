@@ -67,6 +67,7 @@ CASES = [
                               kernel_regularizer=None), [(5, 6, 4)]),
     ("group_norm", dict(groups=2, epsilon=1e-5, center=False, scale=True), [(8, 8, 4)]),
     ("group_norm", dict(groups=32, epsilon=1e-3, center=True, scale=True), [(4, 4, 64)]),
+    ("scaled_add", dict(scale=0.17), [(8, 8, 4), (8, 8, 4)]),
 ]
 
 
@@ -110,7 +111,7 @@ def test_merge_ops_are_the_tables():
     from archspec.backends import codegen
     from archspec.views import diagram
 
-    assert set(optable.MERGE_OPS) == {"add", "multiply", "concat"}
+    assert set(optable.MERGE_OPS) == {"add", "multiply", "concat", "scaled_add"}
     assert codegen.MERGE_OPS is optable.MERGE_OPS and diagram.MERGE_OPS is optable.MERGE_OPS
 
 

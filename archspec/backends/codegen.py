@@ -36,8 +36,8 @@ from ..ir.graph import Graph, Node
 from .optable import MERGE_OPS, PRIMITIVES, REQUIRED
 
 #: names the generated module defines or imports: a block function must not take one
-_RESERVED = {"keras", "layers", "ops", "build_model", "LocalResponseNormalization", "LayerScale", "inputs",
-             "outputs", "x", "name", "classes", "include_top", "input_shape", "pooling", "features"}
+_RESERVED = {"keras", "layers", "ops", "build_model", "LocalResponseNormalization", "LayerScale", "CustomScaleLayer",
+             "inputs", "outputs", "x", "name", "classes", "include_top", "input_shape", "pooling", "features"}
 _BUILTINS = set(dir(builtins))
 
 _CLASSES = "classes"  # the argument text of the classifier's width: build_model's `classes`
@@ -645,13 +645,14 @@ def generate(spec: "str | os.PathLike | Any | Graph", overrides: list[str] | Non
     consts = _Constants()
     functions = _functions(instances, consts)
     model = _model_body(graph, instances)
-    custom = {n.op for n in graph.nodes} & {"lrn", "layer_scale"}
+    custom = {n.op for n in graph.nodes} & {"lrn", "layer_scale", "scaled_add"}
     from ..core.templates import render
 
     text = render(
         "codegen.py.j2", graph=graph, source=_text(source), version=__version__, functions=functions, model=model,
         classes=classes, input_shape=_lit(tuple(graph.inputs[0].shape)), lrn="lrn" in custom,
-        layer_scale="layer_scale" in custom, n_layers=len(graph.nodes), sha=graph.meta.get("spec_sha256") or "-",
+        layer_scale="layer_scale" in custom, scaled_add="scaled_add" in custom, n_layers=len(graph.nodes),
+        sha=graph.meta.get("spec_sha256") or "-",
         reference=_reference(graph.meta.get("reference")), name_literal=json.dumps(graph.name),
         head_names=_text(", ".join(i.name for i in instances if i.head)),
         constants=consts.lines(), padded=any(n.op == "zero_padding" for n in graph.nodes),

@@ -1,5 +1,5 @@
-"""archspec's own Keras layers (local response normalization, LayerScale), registered as
-serializable so that `.keras` files reopen after ``import archspec``; `CUSTOM_OBJECTS`
+"""archspec's own Keras layers (local response normalization, LayerScale, CustomScaleLayer),
+registered as serializable so that `.keras` files reopen after ``import archspec``; `CUSTOM_OBJECTS`
 names them as the op table does (`optable.keras_class`). Here, beside the table and not
 in `keras/`, because both the table and the builder (`keras.build`) need them: neither
 module nor package imports the other back (no cycle). Imported only where Keras is: by
@@ -61,5 +61,25 @@ class LayerScale(layers.Layer):
         return {**super().get_config(), "init": self.init}
 
 
+@keras.saving.register_keras_serializable(package="archspec")
+class CustomScaleLayer(layers.Layer):
+    """Inception-ResNet's scaled residual: ``[x, branch] -> x + branch * scale``, as
+    keras.applications' InceptionResNetV2 writes it (its layer of this class name, so that an
+    unnamed one gets keras' name, ``custom_scale_layer_N``). No weights."""
+
+    def __init__(self, scale: float = 1.0, **kwargs):
+        super().__init__(**kwargs)
+        self.scale = float(scale)
+
+    def call(self, inputs):
+        return inputs[0] + inputs[1] * self.scale
+
+    def compute_output_shape(self, input_shape):
+        return input_shape[0]
+
+    def get_config(self):
+        return {**super().get_config(), "scale": self.scale}
+
+
 CUSTOM_OBJECTS = {"archspec>LocalResponseNormalization": LocalResponseNormalization,
-                  "archspec>LayerScale": LayerScale}
+                  "archspec>LayerScale": LayerScale, "archspec>CustomScaleLayer": CustomScaleLayer}

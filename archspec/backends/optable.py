@@ -422,6 +422,10 @@ _ENTRIES = [
        "emit_conv_transpose2d", _conv_transpose_label),
     _p("group_norm", _group_norm, ("layers.GroupNormalization",), _group_norm_back, "emit_group_norm",
        lambda a: f"group norm {a.get('groups', 32)}"),
+    # keras.applications InceptionResNetV2's CustomScaleLayer: [x, branch] -> x + branch * scale
+    _p("scaled_add", lambda a: ("CustomScaleLayer", [A("scale", float(a["scale"]), True)]), ("CustomScaleLayer",),
+       lambda layer, c, cls: dict(scale=float(c["scale"])), "emit_scaled_add",
+       lambda a: f"add \u00d7{a.get('scale', 1.0):g}", merge=True),
 ]
 
 #: op -> its entry, in the order of `ir.graph.OPS`

@@ -20,7 +20,7 @@ OPS = (
     "input", "conv2d", "depthwise_conv2d", "batch_norm", "activation", "add", "multiply",
     "concat", "max_pool", "avg_pool", "global_pool", "zero_padding", "dense", "dropout",
     "flatten", "reshape", "rescaling", "normalization", "lrn", "separable_conv2d", "layer_norm",
-    "layer_scale", "identity", "upsample", "cropping", "conv_transpose2d", "group_norm",
+    "layer_scale", "identity", "upsample", "cropping", "conv_transpose2d", "group_norm", "scaled_add",
 )
 
 
@@ -328,6 +328,15 @@ def _infer_group_norm(n: Node, ins: list[tuple]) -> None:
     n.params = n.trainable = c * (int(n.attrs.get("center", True)) + int(n.attrs.get("scale", True)))
 
 
+def _infer_scaled_add(n: Node, ins: list[tuple]) -> None:
+    """``inputs[0] + inputs[1] * scale`` (Inception-ResNet's scaled residual): two inputs,
+    broadcast as an add."""
+    if len(ins) != 2:
+        raise ShapeError(f"layer {n.name!r} (scaled_add) takes two inputs, the shortcut and the branch it scales "
+                         f"(got {len(ins)})")
+    _broadcast(n, ins)
+
+
 def _infer_pool(n: Node, ins: list[tuple]) -> None:
     a = n.attrs
     pool = a["pool"]
@@ -386,7 +395,7 @@ INFER: dict[str, Callable[[Node, list[tuple]], None]] = {
     "normalization": _infer_normalization, "lrn": _same, "separable_conv2d": _infer_separable,
     "layer_norm": _infer_layer_norm, "layer_scale": _infer_layer_scale, "identity": _same,
     "upsample": _infer_upsample, "cropping": _infer_cropping, "conv_transpose2d": _infer_conv_transpose,
-    "group_norm": _infer_group_norm,
+    "group_norm": _infer_group_norm, "scaled_add": _infer_scaled_add,
 }
 
 

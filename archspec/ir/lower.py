@@ -454,6 +454,7 @@ KERAS_DEFAULT_PREFIX = {
     "avg_pool": "average_pooling2d", "zero_padding": "zero_padding2d", "dropout": "dropout", "flatten": "flatten",
     "reshape": "reshape", "identity": "identity", "upsample": "up_sampling2d", "cropping": "cropping2d",
     "conv_transpose2d": "conv2d_transpose", "group_norm": "group_normalization",
+    "scaled_add": "custom_scale_layer",
 }
 
 

@@ -112,7 +112,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "  - one function per block type of the spec (bottleneck, mbconv, ...; blocks of one type\n"
         "    with different structures get bottleneck_2, ...), each block one call of it;\n"
         "  - build_model(include_top=True, classes=..., input_shape=..., pooling=None);\n"
-        "  - the custom layers it needs (LocalResponseNormalization, LayerScale) written inline;\n"
+        "  - the custom layers it needs (LocalResponseNormalization, LayerScale, CustomScaleLayer) written inline;\n"
         "  - a header with the spec, its params, MACs, layers and the resolved spec's sha256.\n"
         "build_model() makes the model of `archspec build` with the same --set: the same layer names,\n"
         "configurations and weights in the same order (so weights load into either)."),

@@ -421,6 +421,13 @@ def _chain(op_type):
     return emit
 
 
+def emit_scaled_add(b, n: Node, xs, w):
+    """keras' CustomScaleLayer (InceptionResNetV2): ``xs[0] + xs[1] * scale``, in that order."""
+    scaled = b.op("Mul", [xs[1], b.const(f"{n.name}/scale", np.float32(n.attrs["scale"]))], f"{n.name}/mul",
+                  shape=n.shape)
+    return b.op("Add", [xs[0], scaled], n.name, shape=n.shape)
+
+
 def emit_concat(b, n: Node, xs, w):
     rank = b.rank(xs[0])
     axis = n.attrs.get("axis", -1)
