@@ -75,6 +75,26 @@ def _release_models():
         _RSS_AFTER_COLLECT[0] = _rss_gib()
 
 
+# ---------------------------------------------------------------- the zoo in the every-spec tests
+#
+# The every-spec tests (ONNX export, codegen parity, the static analysis against a Keras
+# build, the HTML report in Chromium) cost 5-30 s per network. Two kinds of bundled spec are
+# left to their family's own test instead (tests/test_zoo_*.py, test_zoo_keras_names.py):
+#: larger members of a family, written as the same definitions with other depths, widths or
+#: input sizes (their counts, names and shapes are checked statically against keras' figures)
+VARIANTS = frozenset({
+    *(f"efficientnet_b{k}" for k in range(1, 8)),
+    *(f"efficientnet_v2_{k}" for k in ("b1", "b2", "b3", "s", "m", "l")),
+    *(f"convnext_{k}" for k in ("small", "base", "large", "xlarge")),
+    "resnet101_v2", "resnet152_v2", "nasnet_large",
+})
+#: ... and, for the tests that build Keras models, the smallest member of each family bundled
+#: with issue 28, which its own test builds against keras.applications with keras' weights
+#: copied over through both weights formats (a stronger check than the generic ones)
+KERAS_BUILT_BY_FAMILY = VARIANTS | {"efficientnet_v2_b0", "resnet50_v2", "inception_v3", "inception_resnet_v2",
+                                    "nasnet_mobile"}
+
+
 # ---------------------------------------------------------------- the fast loop
 #
 # `pytest -m "not slow"` is the development loop (minutes on 2 cores); the README's

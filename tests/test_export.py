@@ -129,8 +129,10 @@ def test_importing_export_does_not_import_tensorflow():
 
 
 def _onnx_params():
+    from conftest import KERAS_BUILT_BY_FAMILY
+
     for name in bundled_names():
-        if name in SKIP_EXPORT:
+        if name in SKIP_EXPORT or name in KERAS_BUILT_BY_FAMILY:
             continue
         marks = [pytest.mark.slow] if name in SLOW else []
         yield pytest.param(name, marks=marks, id=name)

@@ -143,6 +143,11 @@ def test_vars_are_written_once_and_used_at_every_site(tmp_path):
     assert g4.node("predictions").attrs["units"] == 6
 
 
+def test_a_stage_name_takes_vars(tmp_path):
+    g = graph(tmp_path, VARS.replace("  - name: s\n", "  - name: \"s${width}\"\n"))
+    assert [n.block for n in g.nodes if n.op == "conv2d"][1:] == ["s8_block1", "s8_block2"]
+
+
 def test_a_child_spec_changes_a_var_of_the_one_it_extends(tmp_path):
     write(tmp_path, VARS, "base.yaml")
     g = graph(tmp_path, "extends: base.yaml\nname: child\nvars: {width: 12}\n")
@@ -252,7 +257,7 @@ def test_auto_names_are_keras_default_names_for_every_op():
     from archspec.ir.lower import keras_default_prefix
 
     for op, attrs, _ in CASES:
-        keras.backend.clear_session()
+        keras.backend.clear_session(free_memory=False)  # the name counters start again (no collection)
         layer = make_layer(Node(name=None, op=op, inputs=[], attrs=attrs))
         assert layer.name == keras_default_prefix(op, attrs), (op, attrs)
 

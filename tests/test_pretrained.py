@@ -168,3 +168,15 @@ def test_a_download_that_fails_is_one_line_naming_the_url_and_the_cache_path(ser
     else:
         assert not cached.exists()  # nothing half-downloaded or unverified is kept
         assert ("does not have the sha256" if case == "wrong hash" else "cannot download") in err
+
+
+def test_a_file_keras_publishes_without_hash_loads_and_its_sha256_is_reported(served, keras_home, tmp_path, capsys):
+    """keras gives get_file no hash for MobileNet's and MobileNetV2's files: archspec takes
+    them as keras does and says the sha256 of what it used."""
+    srv = served["server"]
+    spec = spec_file(tmp_path, f"{srv.url}/tiny.weights.h5", "x")
+    spec.write_text(spec.read_text().replace('hash: "x"', "hash: null"))
+    out = tmp_path / "n.keras"
+    assert main(["build", str(spec), "--weights", "imagenet", "-o", str(out)]) == 0
+    assert f"has sha256 {served['sha256']}" in capsys.readouterr().err
+    np.testing.assert_allclose(outputs_of(out, served["x"]), served["expected"], atol=1e-6, rtol=0)

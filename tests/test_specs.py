@@ -22,7 +22,7 @@ def test_zoo_is_bundled():
         assert name in NAMES
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", [n for n in NAMES if n not in __import__("conftest").KERAS_BUILT_BY_FAMILY])
 def test_static_analysis_equals_keras(name):
     graph = lower_spec(name)
     model = archspec.build(graph)

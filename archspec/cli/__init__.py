@@ -12,7 +12,7 @@ import os
 import sys
 
 from ..core.atomic import check_output
-from ..core.errors import Location, SpecError, error_lines
+from ..core.errors import SpecError, error_lines
 from ..core.units import human
 from ..views import text
 from .parser import build_parser
@@ -96,26 +96,11 @@ def cmd_schema(args) -> int:
     return 0
 
 
-def _weights(args):
-    """--weights as the library takes it: a URL (with --weights-sha256) fetched into Keras'
-    cache here, a file checked against --weights-sha256; a name (imagenet) is the spec's,
-    resolved where the spec is lowered."""
-    from ..backends.keras.pretrained import NAME, resolve
-
-    w, sha = args.weights, args.weights_sha256
-    if w is not None and NAME.fullmatch(w) and not os.path.exists(w):
-        if sha is not None:
-            raise SpecError("--weights-sha256 checks a file or URL; published weights by name carry their own hash",
-                            Location("--weights-sha256"))
-        return w
-    return resolve(w, None, sha256=sha, say=progress)
-
-
 def cmd_build(args) -> int:
     from ..exporting.build_file import build_file
 
     r = build_file(args.spec, args.set, args.output, force=args.force, phi=args.phi, preset=args.preset,
-                   precision=args.precision, seed=args.seed, weights=_weights(args), weights_skip=args.weights_skip,
+                   precision=args.precision, seed=args.seed, weights=args.weights, weights_skip=args.weights_skip,
                    say=progress, warn=warn)
     return show(args, {k: v for k, v in r.items() if k != "layers"},
                 lambda: text.format_build(r, r["build_seconds"], r["keras_params"], r["output"]))
@@ -128,7 +113,7 @@ def cmd_export(args) -> int:
                force=args.force, fp16=args.fp16, quantize=args.quantize and args.quantize.replace("-", "_"),
                calibration=args.calibration, overrides=args.set or None, progress=progress, samples=args.samples,
                seed=args.seed, via=args.via, external_data=True if args.external_data else None,
-               check_data=args.check_data, min_agreement=args.min_agreement, weights=_weights(args),
+               check_data=args.check_data, min_agreement=args.min_agreement, weights=args.weights,
                weights_skip=args.weights_skip, bake_preprocessing=args.bake_preprocessing)
     return show(args, r, lambda: text.format_export(r))
 
@@ -152,7 +137,7 @@ def cmd_train(args) -> int:
 
     out = args.resume or args.out
     r = train(args.spec, args.recipe, args.data, out, overrides=args.set, recipe_overrides=args.recipe_set,
-              epochs=args.epochs, batch_size=args.batch_size, weights=_weights(args), weights_skip=args.weights_skip,
+              epochs=args.epochs, batch_size=args.batch_size, weights=args.weights, weights_skip=args.weights_skip,
               resume=bool(args.resume),
               force=args.force, distribute=args.distribute, say=progress, verbose=0 if args.json else "auto")
     metrics = {k: v for k, v in r.items() if k != "history"}
@@ -220,6 +205,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.debug:
         os.environ["ARCHSPEC_DEBUG"] = "1"  # TensorFlow's native start-up lines stay visible
     try:
+        if hasattr(args, "weights_sha256"):  # --weights: a URL fetched, a file checked; a name (imagenet) is the spec's
+            from ..backends.keras.pretrained import for_command_line
+            args.weights = for_command_line(args.weights, args.weights_sha256, say=progress)
         return int(globals()["cmd_" + args.command](args) or 0)
     except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - the guard: lines and an exit code, no traceback
         if args.debug and not isinstance(exc, (KeyboardInterrupt, BrokenPipeError)):

@@ -27,6 +27,12 @@ def switches(arg, *flags) -> None:
         arg(flag, action="store_true")
 
 
+def weights_options(arg) -> None:
+    arg("--weights", metavar="FILE|NAME|URL")
+    arg("--weights-sha256", metavar="HEX")
+    arg("--weights-skip", action="append", default=[], metavar="GLOB")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from ..core.version import __version__
     from ..core.units import parse_count
@@ -73,9 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     arg("--force", action="store_true")
     arg("--precision", choices=o.PRECISIONS)
     arg("--seed", type=int)
-    arg("--weights", metavar="FILE|NAME|URL")
-    arg("--weights-sha256", metavar="HEX")
-    arg("--weights-skip", action="append", default=[], metavar="GLOB")
+    weights_options(arg)
     arg("--json", action="store_true")
     g = sp.add_mutually_exclusive_group()
     arg("--phi", type=float, group=g)
@@ -96,9 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     arg("--calibration", metavar="PATH")
     arg("--samples", type=int, default=3)
     arg("--seed", type=int, default=0)
-    arg("--weights", metavar="FILE|NAME|URL")
-    arg("--weights-sha256", metavar="HEX")
-    arg("--weights-skip", action="append", default=[], metavar="GLOB")
+    weights_options(arg)
     switches(arg, "--bake-preprocessing", "--json")
 
     sp, arg = command("scale", "one")
@@ -130,9 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     arg("--recipe-set", action="append", default=[], metavar="KEY=VALUE")
     arg("--epochs", type=int)
     arg("--batch-size", type=int)
-    arg("--weights", metavar="FILE|NAME|URL")
-    arg("--weights-sha256", metavar="HEX")
-    arg("--weights-skip", action="append", default=[], metavar="GLOB")
+    weights_options(arg)
     arg("--distribute", choices=["none", "mirrored", "multi_worker"], default=None)
     arg("--json", action="store_true")
 
@@ -159,14 +159,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp, arg = command("diff")
     arg("a", metavar="A")
     arg("b", metavar="B")
-    arg("--set", action="append", default=[], metavar="KEY=VALUE")
-    for s in ("a", "b"):
-        arg(f"--set-{s}", action="append", default=[], metavar="KEY=VALUE")
-    arg("--preset", metavar="NAME")
-    arg("--phi", type=float)
-    for s in ("a", "b"):
-        arg(f"--preset-{s}", metavar="NAME")
-        arg(f"--phi-{s}", type=float, metavar="PHI")
+    for s in ("", "-a", "-b"):  # both sides, then each side
+        arg(f"--set{s}", action="append", default=[], metavar="KEY=VALUE")
+        arg(f"--preset{s}", metavar="NAME")
+        arg(f"--phi{s}", type=float, metavar="PHI")
     g = sp.add_mutually_exclusive_group()
     arg("--json", action="store_true", group=g)
     arg("--html", metavar="OUT.html", group=g)

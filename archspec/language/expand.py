@@ -162,6 +162,10 @@ def expand(raw: RawSpec) -> RawSpec:
         for key in USE_SITES:
             if key in data:
                 data[key] = conditional(data[key], env, (key,), is_name_key, dropped)
+        for k, stage in enumerate(data.get("stages") or []):
+            # a stage's name is not a template ({stage} is it, verbatim): its expressions are the vars'
+            if isinstance(stage, dict) and has_expr(stage.get("name")):
+                stage["name"] = conditional(stage["name"], env, ("stages", k, "name"))
     except ExprError as exc:
         known = ", ".join(sorted(env)) or "none (a top-level vars: mapping defines names)"
         msg = str(exc)

@@ -173,8 +173,10 @@ class WeightsFile(Strict):
     """A released weights file: where it is and its hash (keras' `file_hash`)."""
 
     url: str = Field(pattern=r"^https?://[^\s'\"]+$", max_length=2000)
-    hash: str = Field(pattern=r"^([0-9a-f]{32}|[0-9a-f]{64})$", description=(
-        "md5 (32 hex digits) or sha256 (64), as keras.applications gives them to keras.utils.get_file"))
+    hash: str | None = Field(pattern=r"^([0-9a-f]{32}|[0-9a-f]{64})$", description=(
+        "md5 (32 hex digits) or sha256 (64), as keras.applications gives them to keras.utils.get_file; "
+        "null where keras publishes none (MobileNet, MobileNetV2): the file is then downloaded as keras "
+        "does, unverified, and its sha256 reported"))
 
 
 class PublishedWeights(Strict):

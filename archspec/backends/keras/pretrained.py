@@ -87,6 +87,18 @@ def resolve(weights, graph=None, sha256: str | None = None, say=None) -> str | N
     return w
 
 
+def for_command_line(weights, sha256: str | None, say=None):
+    """--weights as the library takes it: a URL (with --weights-sha256) fetched into Keras'
+    cache, a file checked against --weights-sha256; a name (imagenet) is the spec's, resolved
+    where the spec is lowered (`resolve` with its graph)."""
+    if weights is not None and NAME.fullmatch(weights) and not os.path.exists(weights):
+        if sha256 is not None:
+            raise SpecError("--weights-sha256 checks a file or URL; published weights by name carry their own hash",
+                            Location("--weights-sha256"))
+        return weights
+    return resolve(weights, None, sha256=sha256, say=say)
+
+
 def published(name: str, graph, say=None) -> Path:
     """The spec's published weights `name`, with or without the classifier as the spec is."""
     keras_twin = (graph.meta.get("keras") if graph is not None else None) or {}
@@ -108,30 +120,41 @@ def published(name: str, graph, say=None) -> Path:
     return fetch(entry["url"], entry["hash"], say=say)
 
 
-def fetch(url: str, hex_hash: str, say=None) -> Path:
+def fetch(url: str, hex_hash: str | None, say=None) -> Path:
     """The file at `url`, from Keras' cache when it is there with this hash, else downloaded
-    there by keras.utils.get_file and checked."""
+    there by keras.utils.get_file and checked. `hex_hash` None (a file keras.applications
+    publishes without one): taken as keras takes it, its sha256 reported."""
     fname = os.path.basename(urlparse(url).path)
     if not fname or fname in (".", "..") or not re.fullmatch(r"[A-Za-z0-9_.\-]+", fname):
         raise SpecError(f"the URL names no file to cache ({url})", Location("--weights"))
-    algorithm = _algorithm(hex_hash)
+    say = say or (lambda m: print(m, file=sys.stderr))
     target = cache_dir() / fname
-    by_hand = f"put the file there by hand: {target}"
+    if hex_hash is None:
+        got = target if target.is_file() else _download(url, None, target, say)
+        say(f"keras publishes no hash for {url}; the file used, {got}, has sha256 {file_hash(got, 'sha256')}")
+        return got
+    algorithm = _algorithm(hex_hash)
     if target.exists():
         if target.is_file() and file_hash(target, algorithm) == hex_hash:
             return target
         # a file that is not the published one: never replaced or deleted here (it may be the user's)
         raise SpecError(f"{target} is in Keras' cache but its {algorithm} is not {hex_hash}, the hash of {url}; "
                         f"move it away to download the file again", Location("--weights"))
-    from . import keras as _keras
+    return _download(url, hex_hash, target, say)
 
-    keras = _keras()
-    (say or (lambda m: print(m, file=sys.stderr)))(f"downloading {url} into {target}")
+
+def _download(url: str, hex_hash: str | None, target: Path, say) -> Path:
+    """keras.utils.get_file into `target`'s directory; its failures as one located line."""
+    from keras.utils import get_file  # Keras only: the package's own helpers import this module
+
+    by_hand = f"put the file there by hand: {target}"
+    algorithm = _algorithm(hex_hash) if hex_hash else "sha256"
+    say(f"downloading {url} into {target}")
     old = socket.getdefaulttimeout()
     socket.setdefaulttimeout(TIMEOUT_S)
     try:
         with contextlib.redirect_stdout(sys.stderr):  # keras' progress bar: stdout stays the command's
-            got = keras.utils.get_file(fname, url, file_hash=hex_hash, cache_subdir="models",
+            got = get_file(target.name, url, file_hash=hex_hash, cache_subdir="models",
                                        cache_dir=str(target.parent.parent))
     except ValueError as exc:  # downloaded, but the hash does not match: not kept
         with contextlib.suppress(OSError):
