@@ -228,6 +228,40 @@ def test_emitter_matches_keras(case):
         assert [o.name for o in proto.graph.output] == ["conv2d_0", "global_pool_1"]
 
 
+PAD = dict(padding=((1, 2), (3, 0)))
+POOL_PAD = dict(padding=((1, 2), (2, 0)))  # below the 3x3 window: ONNX' MaxPool takes it
+
+
+@pytest.mark.parametrize("case,pads_left", [
+    # a zero padding before a 'valid' convolution is the Conv's pads; before a depthwise one too
+    ("conv", 0), ("depthwise", 0),
+    # before a max pool only over non-negative values (after a ReLU): a zero never wins the max
+    ("relu-max-pool", 0), ("max-pool-of-signed-values", 1), ("max-pool-padded-past-its-window", 1),
+    # a padding read by two layers, or before a 'same' conv, stays a Pad
+    ("two-readers", 1), ("same-conv", 1),
+])
+def test_zero_padding_folds_into_the_layer_after_it(case, pads_left):
+    """tf2onnx's conv2d_with_pad rewrite, on the IR: fewer nodes, the outputs Keras'."""
+    conv = ("conv2d", dict(filters=4, kernel=(3, 3)))
+    graph = {
+        "conv": net((9, 10, 3), ("zero_padding", PAD), conv),
+        "depthwise": net((9, 10, 3), ("zero_padding", PAD), ("depthwise_conv2d", dict(kernel=(3, 3), strides=(2, 2)))),
+        "relu-max-pool": net((9, 10, 3), ("conv2d", dict(filters=4, kernel=(1, 1))), ("activation", dict(fn="relu")),
+                             ("zero_padding", POOL_PAD), ("max_pool", dict(pool=(3, 3), strides=(2, 2)))),
+        "max-pool-of-signed-values": net((9, 10, 3), ("conv2d", dict(filters=4, kernel=(1, 1))),
+                                         ("zero_padding", POOL_PAD), ("max_pool", dict(pool=(3, 3), strides=(2, 2)))),
+        "max-pool-padded-past-its-window": net((9, 10, 3), ("conv2d", dict(filters=4, kernel=(1, 1))),
+                                               ("activation", dict(fn="relu")), ("zero_padding", PAD),
+                                               ("max_pool", dict(pool=(3, 3), strides=(2, 2)))),
+        "two-readers": net((9, 10, 3), ("zero_padding", PAD), conv,
+                           ("conv2d", dict(filters=4, kernel=(3, 3)), ["zero_padding_0"]),
+                           ("add", {}, ["conv2d_1", "conv2d_2"])),
+        "same-conv": net((9, 10, 3), ("zero_padding", PAD), ("conv2d", dict(filters=4, kernel=(3, 3), padding="same"))),
+    }[case]
+    _, proto = assert_matches_keras(graph)
+    assert op_types(proto).count("Pad") == pads_left
+
+
 def test_layout_one_transpose_at_the_input_nchw_inside():
     """The layout decision: NHWC in (as Keras), one Transpose to NCHW, convolutions and
     pools on NCHW without per-layer transposes, NHWC again only before flatten (and for

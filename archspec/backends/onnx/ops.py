@@ -128,11 +128,12 @@ def fill_tensor(t, name: str, arr: np.ndarray) -> None:
     t.raw_data = np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("<")).tobytes()
 
 
-def pads_for(padding: str, in_hw, kernel, strides, dilation=(1, 1)) -> list[int]:
+def pads_for(padding: str, in_hw, kernel, strides, dilation=(1, 1), folded=None) -> list[int]:
     """ONNX ``pads`` [top, left, bottom, right]: 0 for "valid"; for "same", TensorFlow's rule
-    (output ceil(in / stride), the odd pixel of padding at the bottom / right)."""
+    (output ceil(in / stride), the odd pixel of padding at the bottom / right); "valid" after
+    a zero padding folded into the layer (`folded`, the same order): that padding."""
     if padding == "valid":
-        return [0, 0, 0, 0]
+        return list(folded) if folded else [0, 0, 0, 0]
     if padding != "same":
         raise ArchspecError(f"unknown padding {padding!r}")
     before, after = [], []
@@ -211,7 +212,7 @@ def _conv(b, x, name, weight, bias, attrs, shape, group=1, dilation=(1, 1)):
     return b.op("Conv", ins, name, shape=shape, kernel_shape=[kh, kw], strides=list(pair(attrs.get("strides", 1))),
                 dilations=list(pair(dilation)), group=group,
                 pads=pads_for(attrs.get("padding", "valid"), b.shapes[x][:2], (kh, kw), attrs.get("strides", 1),
-                              dilation))
+                              dilation, attrs.get("folded_pads")))
 
 
 def emit_conv2d(b, n: Node, xs, w):
@@ -447,7 +448,8 @@ def _pool(op_type):
         pool = pair(a["pool"])
         strides = pair(a.get("strides") or pool)
         attrs = {"kernel_shape": list(pool), "strides": list(strides),
-                 "pads": pads_for(a.get("padding", "valid"), b.shapes[xs[0]][:2], pool, strides)}
+                 "pads": pads_for(a.get("padding", "valid"), b.shapes[xs[0]][:2], pool, strides,
+                                  folded=a.get("folded_pads"))}
         if op_type == "AveragePool":
             attrs["count_include_pad"] = 0  # TensorFlow averages over the pixels inside the image
         return b.op(op_type, [xs[0]], n.name, shape=n.shape, **attrs)

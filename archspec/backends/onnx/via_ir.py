@@ -254,6 +254,48 @@ def foldable_batch_norms(graph: Graph) -> dict[str, str]:
     return pairs
 
 
+#: layers a zero padding before them folds into (their ONNX op takes `pads`): the convolutions,
+#: and a max pool where its input is known to be >= 0 (a zero then never wins the max)
+PAD_INTO = ("conv2d", "depthwise_conv2d", "max_pool")
+NON_NEGATIVE = ("relu", "relu6", "sigmoid", "hard_sigmoid", "softmax")
+
+
+def foldable_pads(graph: Graph) -> dict[str, str]:
+    """{zero-padding node: the layer after it} for each zero padding whose only reader is a
+    'valid' convolution (or a 'valid' max pool over non-negative values: after a ReLU), so
+    the padding becomes that layer's ONNX `pads` (tf2onnx's conv2d_with_pad rewrite) and no
+    Pad node is written."""
+    readers: dict[str, list[str]] = {}
+    for n in graph.nodes:
+        for i in n.inputs:
+            readers.setdefault(i, []).append(n.name)
+    nodes = {n.name: n for n in graph.nodes}
+    out = {}
+    for n in graph.nodes:
+        if n.op != "zero_padding" or n.name in graph.outputs or len(readers.get(n.name, [])) != 1:
+            continue
+        reader = nodes[readers[n.name][0]]
+        if reader.op not in PAD_INTO or reader.attrs.get("padding", "valid") != "valid" or len(reader.inputs) != 1:
+            continue
+        if reader.op == "max_pool":
+            src = nodes.get(n.inputs[0])
+            fn = src.attrs.get("fn") if src is not None and src.op == "activation" else \
+                act_name(src.attrs.get("activation")) if src is not None else None
+            (t, bo), (l, r) = n.attrs["padding"]
+            if fn not in NON_NEGATIVE or max(t, bo) >= reader.attrs["pool"][0] or max(l, r) >= reader.attrs["pool"][1]:
+                continue  # a signed input, or more padding than ONNX' MaxPool takes (pads < kernel)
+        out[n.name] = reader.name
+    return out
+
+
+def with_folded_pad(node: Node, pad: Node) -> Node:
+    """`node` ('valid') taking the padding of `pad` as its own: ONNX pads [top, left, bottom, right]."""
+    (t, bo), (l, r) = pad.attrs["padding"]
+    return Node(name=node.name, op=node.op, inputs=list(pad.inputs), attrs={**node.attrs, "folded_pads": [t, l, bo, r]},
+                shape=node.shape, params=node.params, trainable=node.trainable, macs=node.macs, block=node.block,
+                path=node.path)
+
+
 def fold_batch_norm(conv: Node, conv_w: list, bn: Node, bn_w: list) -> tuple[Node, list]:
     """The convolution `conv` with the batch norm `bn` after it folded in: kernel x s, bias
     (b - mean) x s + beta, s = gamma / sqrt(variance + epsilon), computed in float64. So no
@@ -313,6 +355,8 @@ def convert(model, opset: int, input_name: str, output_names, graph: Graph | Non
     tensor[inputs[0].name] = x
     folds = foldable_batch_norms(graph) if fold_bn else {}
     folded_into = {conv: bn for bn, conv in folds.items()}
+    pads = foldable_pads(graph)
+    padded_by = {layer: pad for pad, layer in pads.items()}
     by_name = {n.name: n for n in graph.nodes}
     if folds:
         say(f"folding {len(folds)} batch norms into their convolutions…")
@@ -322,6 +366,10 @@ def convert(model, opset: int, input_name: str, output_names, graph: Graph | Non
         if node.name in folds:  # emitted with its convolution
             tensor[node.name] = tensor[folds[node.name]]
             continue
+        if node.name in pads:  # emitted as the pads of the layer after it
+            continue
+        if node.name in padded_by:
+            node = with_folded_pad(node, by_name[padded_by[node.name]])
         emit = onnx_ops.EMITTERS.get(node.op)
         if emit is None:
             raise ArchspecError(f"layer {node.name!r}: no ONNX emitter for op {node.op!r}")
