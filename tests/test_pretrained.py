@@ -138,7 +138,8 @@ def test_weights_by_url_need_and_check_a_sha256(served, keras_home, tmp_path, ca
     np.testing.assert_allclose(outputs_of(out, served["x"]), served["expected"], atol=1e-6, rtol=0)
 
 
-@pytest.mark.parametrize("case", ["wrong hash", "unreachable", "cached file differs", "no published weights"])
+@pytest.mark.parametrize("case", ["wrong hash", "unreachable", "not on the server", "cached file differs",
+                                  "no published weights"])
 def test_a_download_that_fails_is_one_line_naming_the_url_and_the_cache_path(served, keras_home, tmp_path, capsys,
                                                                                 case):
     srv = served["server"]
@@ -149,6 +150,9 @@ def test_a_download_that_fails_is_one_line_naming_the_url_and_the_cache_path(ser
         cached = keras_home / "models" / "broken.weights.h5"
     elif case == "unreachable":
         url = f"http://127.0.0.1:{closed_port()}/tiny.weights.h5"
+    elif case == "not on the server":
+        url = f"{srv.url}/gone.weights.h5"
+        cached = keras_home / "models" / "gone.weights.h5"
     elif case == "cached file differs":
         cached.parent.mkdir(parents=True)
         cached.write_bytes(b"the user's own file")
@@ -168,6 +172,8 @@ def test_a_download_that_fails_is_one_line_naming_the_url_and_the_cache_path(ser
     else:
         assert not cached.exists()  # nothing half-downloaded or unverified is kept
         assert ("does not have the sha256" if case == "wrong hash" else "cannot download") in err
+        if case == "not on the server":
+            assert ": 404 File not found;" in err
 
 
 def test_a_file_keras_publishes_without_hash_loads_and_its_sha256_is_reported(served, keras_home, tmp_path, capsys):

@@ -163,7 +163,8 @@ def _download(url: str, hex_hash: str | None, target: Path, say) -> Path:
                         f"({' '.join(str(exc).split())[:120]}); nothing was kept; {by_hand}",
                         Location("--weights")) from None
     except Exception as exc:  # unreachable, HTTP error, interrupted: keras removed the partial file
-        reason = " ".join(str(exc).split())[:200]
+        reason = str(exc).replace(f"URL fetch failure on {url}: ", "").removeprefix("None -- ")
+        reason = " ".join(reason.replace(" -- ", " ").split())[:200]  # keras' "404 -- Not Found": "404 Not Found"
         raise SpecError(f"cannot download {url}: {reason}; {by_hand}", Location("--weights")) from None
     finally:
         socket.setdefaulttimeout(old)
