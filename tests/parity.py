@@ -37,6 +37,16 @@ def copy_weights_by_name(src, dst):
     return n
 
 
+def save_legacy(model, path):
+    """keras.applications' released format: a Keras-2 style .h5 keyed by layer name."""
+    import h5py
+    from keras.src.legacy.saving import legacy_h5_format
+
+    with h5py.File(path, "w") as f:
+        legacy_h5_format.save_weights_to_hdf5_group(f, model)
+    return path
+
+
 def randomize(model, seed=0):
     """Give every weight random values (so that a copy is checked against something),
     scaled by fan-in so that activations stay in range and the softmax does not saturate."""

@@ -28,13 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # ---------------------------------------------------------------- helpers
 
 
-def save_legacy(model, path: Path) -> Path:
-    """keras.applications' own format: a Keras-2 style .h5 keyed by layer name."""
-    from keras.src.legacy.saving import legacy_h5_format
-
-    with h5py.File(path, "w") as f:
-        legacy_h5_format.save_weights_to_hdf5_group(f, model)
-    return path
+from parity import save_legacy  # noqa: E402  keras.applications' .h5 format
 
 
 def save(model, path: Path) -> Path:

@@ -246,9 +246,7 @@ def test_tables_rounding_and_weights_are_keras_own():
 @pytest.fixture(scope="module")
 def b0(tmp_path_factory):
     keras = pytest.importorskip("keras")
-    import h5py
-    from keras.src.legacy.saving import legacy_h5_format
-    from parity import randomize
+    from parity import randomize, save_legacy
 
     keras.backend.clear_session()  # keras' unnamed layers get their first names (rescaling, ...)
     ref = keras.applications.EfficientNetV2B0(weights=None)
@@ -258,9 +256,7 @@ def b0(tmp_path_factory):
     kernel, bias = dense.get_weights()
     dense.set_weights([kernel * 40.0, bias])
     d = tmp_path_factory.mktemp("efficientnet_v2_b0")
-    legacy = d / "efficientnetv2-b0.h5"  # keras.applications' own format
-    with h5py.File(legacy, "w") as f:
-        legacy_h5_format.save_weights_to_hdf5_group(f, ref)
+    legacy = save_legacy(ref, d / "efficientnetv2-b0.h5")  # keras.applications' own format
     k3 = d / "w.weights.h5"
     ref.save_weights(k3)
     x = np.random.default_rng(0).uniform(0, 255, (2, 224, 224, 3)).astype("float32")  # pixels: in-model preprocessing

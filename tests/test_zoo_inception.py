@@ -273,14 +273,7 @@ def _randomize(keras, model, seed):
         layer.set_weights(new)
 
 
-def _save_legacy(model, path):
-    """keras.applications' released format: a Keras-2 style .h5 keyed by layer name."""
-    import h5py
-    from keras.src.legacy.saving import legacy_h5_format
-
-    with h5py.File(path, "w") as f:
-        legacy_h5_format.save_weights_to_hdf5_group(f, model)
-    return path
+from parity import save_legacy as _save_legacy  # noqa: E402  keras.applications' .h5 format
 
 
 def _with_features(keras, m):

@@ -172,9 +172,7 @@ def reference(tmp_path_factory):
     """keras.applications.NASNetMobile in a fresh session (its unnamed layers get their first
     automatic names), random weights, saved in both formats."""
     keras = pytest.importorskip("keras")
-    import h5py
-    from keras.src.legacy.saving import legacy_h5_format
-    from parity import randomize
+    from parity import randomize, save_legacy
 
     d = tmp_path_factory.mktemp("nasnet")
     keras.backend.clear_session()
@@ -184,8 +182,7 @@ def reference(tmp_path_factory):
     k, b = dense.get_weights()
     dense.set_weights([k * 30.0, b])
     files = {"legacy": d / "nasnet_mobile.h5", "keras3": d / "nasnet_mobile.weights.h5"}
-    with h5py.File(files["legacy"], "w") as f:  # keras.applications' own format, keyed by layer name
-        legacy_h5_format.save_weights_to_hdf5_group(f, ref)
+    save_legacy(ref, files["legacy"])  # keras.applications' own format, keyed by layer name
     ref.save_weights(files["keras3"])
     yield keras, ref, files, d
     del ref

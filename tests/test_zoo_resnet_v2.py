@@ -183,14 +183,7 @@ def test_width_and_depth_scaling():
 # ---------------------------------------------------------------- Keras: parity with keras.applications
 
 
-def save_legacy(model, path):
-    """keras.applications' own format: a Keras-2 style .h5 keyed by layer name."""
-    import h5py
-    from keras.src.legacy.saving import legacy_h5_format
-
-    with h5py.File(path, "w") as f:
-        legacy_h5_format.save_weights_to_hdf5_group(f, model)
-    return path
+from parity import save_legacy  # noqa: E402  keras.applications' .h5 format
 
 
 @pytest.fixture(scope="module")

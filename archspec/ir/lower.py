@@ -322,7 +322,7 @@ class Builder:
                 if d is not None and "stride" in d.params:
                     out[k] = b.model_copy(update={"stride": stride})
                     return out
-            elif "stride" in type(b).model_fields and b.type != "conv_transpose":  # that one would upsample
+            elif "stride" in type(b).model_fields and type(b).takes_outer_stride:
                 out[k] = b.model_copy(update={"stride": stride})
                 return out
         raise self.error(f"stride {stride} given, but no block of the body takes a stride")

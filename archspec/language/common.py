@@ -131,6 +131,9 @@ class BlockBase(Strict):
     child_fields: ClassVar[tuple[tuple[str, str], ...]] = ()
     # add/concat/multiply: the lowering resolves `inputs` itself (several of them)
     multi_input: ClassVar[bool] = False
+    #: a stage's (or sequence's) `stride` goes to the first block of its body that has a
+    #: `stride` and downsamples with it (a transposed conv upsamples: it is passed over)
+    takes_outer_stride: ClassVar[bool] = True
 
     def children(self):
         """(path suffix, list of blocks) for every list of child blocks."""

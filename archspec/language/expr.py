@@ -220,22 +220,3 @@ def render(value: str, env: dict) -> Any:
         return str(v)
 
     return EXPR.sub(one, value)
-
-
-def substitute(value, env: dict, path: tuple = (), skip_keys: frozenset = frozenset()):
-    """A deep copy of `value` with every expression string evaluated.
-
-    Raises:
-        ExprError: with `.path` set to where the bad expression sits.
-    """
-    if isinstance(value, dict):
-        return {k: (v if k in skip_keys else substitute(v, env, path + (k,), skip_keys)) for k, v in value.items()}
-    if isinstance(value, list):
-        return [substitute(v, env, path + (i,), skip_keys) for i, v in enumerate(value)]
-    if has_expr(value):
-        try:
-            return render(value, env)
-        except ExprError as exc:
-            exc.path = path
-            raise
-    return value

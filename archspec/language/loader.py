@@ -68,10 +68,11 @@ class RawSpec:
 
 
 def format_path(path: tuple) -> str:
-    """`("stages", 2, "filters")` -> `stages[2].filters`."""
+    """`("stages", 2, "filters")` -> `stages[2].filters`; a `Named` part (a list item by its
+    name, `parse_path`'s) -> `stages[conv5]`."""
     out = ""
     for part in path:
-        if isinstance(part, int):
+        if isinstance(part, (int, Named)):
             out += f"[{part}]"
         else:
             out += ("." if out else "") + str(part)
@@ -494,24 +495,13 @@ def parse_path(text: str) -> tuple:
     return tuple(parts)
 
 
-def show_path(path: tuple) -> str:
-    """A parsed path as it was written (`stages[conv5].blocks[0]`)."""
-    out = ""
-    for part in path:
-        if isinstance(part, int) or isinstance(part, Named):
-            out += f"[{part}]"
-        else:
-            out += ("." if out else "") + str(part)
-    return out
-
-
 def _item_named(node: list, name: str, at: tuple) -> int:
     """The index of the one item of `node` whose `name` is `name`; a located-ready error otherwise."""
     names = [it.get("name") for it in node if isinstance(it, dict)]
     hits = [k for k, it in enumerate(node) if isinstance(it, dict) and it.get("name") == name]
     if len(hits) == 1:
         return hits[0]
-    where = show_path(at) or "the top level"
+    where = format_path(at) or "the top level"
     if hits:
         raise ValueError(f"{len(hits)} items of {where} are named {name!r}; pick one by number ({where}[{hits[0]}])")
     import difflib
@@ -534,7 +524,7 @@ def set_path(data: dict, path: tuple, value: Any) -> tuple:
         if isinstance(part, Named):
             if not isinstance(node, list):
                 what = "a mapping" if isinstance(node, dict) else "not a list"
-                raise ValueError(f"{show_path(tuple(done)) or 'the top level'} is {what}, so there is no item "
+                raise ValueError(f"{format_path(tuple(done)) or 'the top level'} is {what}, so there is no item "
                                  f"[{part}] in it")
             if part == APPEND:
                 node.append(value)
@@ -544,7 +534,7 @@ def set_path(data: dict, path: tuple, value: Any) -> tuple:
         if isinstance(part, int):
             if not isinstance(node, list) or not -len(node) <= part < len(node):
                 have = f" (it has {len(node)} items)" if isinstance(node, list) else ""
-                raise ValueError(f"no item [{part}] at {show_path(tuple(done)) or 'the top level'}{have}")
+                raise ValueError(f"no item [{part}] at {format_path(tuple(done)) or 'the top level'}{have}")
             part = part % len(node)
             if last:
                 node[part] = value
@@ -553,7 +543,7 @@ def set_path(data: dict, path: tuple, value: Any) -> tuple:
             done.append(part)
             continue
         if not isinstance(node, dict):
-            raise ValueError(f"{show_path(tuple(done))} is not a mapping")
+            raise ValueError(f"{format_path(tuple(done))} is not a mapping")
         if last:
             node[part] = value
         else:
@@ -562,12 +552,12 @@ def set_path(data: dict, path: tuple, value: Any) -> tuple:
                 import difflib
 
                 close = difflib.get_close_matches(part, [k for k in node if isinstance(k, str)], n=1)
-                at = show_path(tuple(done)) or "the top level"
+                at = format_path(tuple(done)) or "the top level"
                 if close and part not in node:  # a typo, most likely
                     raise ValueError(f"unknown key {part!r} at {at} (did you mean {close[0]!r}?): it holds no "
                                      f"list to index with [{nxt}]")
                 raise ValueError(f"{part!r} is not set at {at}, so there is no list to index with [{nxt}]; set "
-                                 f"the whole value instead ({show_path(tuple(done) + (part,))}=[...])")
+                                 f"the whole value instead ({format_path(tuple(done) + (part,))}=[...])")
             if part not in node or node[part] is None:
                 node[part] = {}
             node = node[part]
@@ -632,6 +622,6 @@ def apply_overrides(raw: RawSpec, overrides: list[str], flag: str = "--set") -> 
         try:
             done = set_path(out.data, path, value)
         except ValueError as exc:
-            raise SpecError(str(exc), where, show_path(path)) from None
+            raise SpecError(str(exc), where, format_path(path)) from None
         _moved(out, done, where)
     return out

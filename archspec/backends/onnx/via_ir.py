@@ -234,14 +234,20 @@ class ExternalData:
 FOLDABLE = ("conv2d", "depthwise_conv2d")
 
 
-def foldable_batch_norms(graph: Graph) -> dict[str, str]:
-    """{batch-norm node: the convolution before it} for every batch norm the IR shows to be
-    the only reader of a convolution without its own activation (and that convolution not a
-    graph output): the pairs `fold_batch_norm` merges."""
+def _readers(graph: Graph) -> dict[str, list[str]]:
+    """{node: the nodes that read it}, in graph order."""
     readers: dict[str, list[str]] = {}
     for n in graph.nodes:
         for i in n.inputs:
             readers.setdefault(i, []).append(n.name)
+    return readers
+
+
+def foldable_batch_norms(graph: Graph) -> dict[str, str]:
+    """{batch-norm node: the convolution before it} for every batch norm the IR shows to be
+    the only reader of a convolution without its own activation (and that convolution not a
+    graph output): the pairs `fold_batch_norm` merges."""
+    readers = _readers(graph)
     nodes = {n.name: n for n in graph.nodes}
     pairs = {}
     for n in graph.nodes:
@@ -265,10 +271,7 @@ def foldable_pads(graph: Graph) -> dict[str, str]:
     'valid' convolution (or a 'valid' max pool over non-negative values: after a ReLU), so
     the padding becomes that layer's ONNX `pads` (tf2onnx's conv2d_with_pad rewrite) and no
     Pad node is written."""
-    readers: dict[str, list[str]] = {}
-    for n in graph.nodes:
-        for i in n.inputs:
-            readers.setdefault(i, []).append(n.name)
+    readers = _readers(graph)
     nodes = {n.name: n for n in graph.nodes}
     out = {}
     for n in graph.nodes:

@@ -53,6 +53,8 @@ class ConvTranspose(ConvLike):
     Its `stride` is an upsampling factor: a `sequence`'s or stage's `stride`, given to the
     first block that has one, would upsample here; give it to a `conv` instead."""
 
+    takes_outer_stride = False
+
     width_fields = ("filters",)
     type: Literal["conv_transpose"]
     filters: PosInt
