@@ -84,7 +84,7 @@ def child(model_ref: str, via: str, out: str) -> None:
     import archspec.exporting as ex
     from archspec.resolving import compound
     from archspec.backends.keras import files
-    from archspec.exporting import source, verify
+    from archspec.exporting import source, to_onnx, verify
 
     name, _, preset = model_ref.partition(":")
     t0 = time.perf_counter()
@@ -103,7 +103,7 @@ def child(model_ref: str, via: str, out: str) -> None:
     r = ex.export(model, out, via=via, check=False)
     peak = _status_mb("VmHWM")
     t0 = time.perf_counter()
-    got = verify.run_onnx(Path(out), x, r["input_names"][0], r["output_names"])
+    got = to_onnx.run(Path(out), x, r["input_names"][0], r["output_names"])
     diff = max(d["max_abs_diff"] for d in verify.compare(ref, got, r["output_names"]).values())
     print("BENCH " + json.dumps({
         "model": model_ref, "via": via, "params": int(model.count_params()), "build_s": build_s,

@@ -22,7 +22,7 @@ import onnx  # noqa: E402
 import archspec  # noqa: E402
 import archspec.exporting as ex  # noqa: E402
 from archspec.backends.keras import files
-from archspec.exporting import source, verify
+from archspec.exporting import source, to_onnx, to_savedmodel
 from archspec.backends.onnx import via_tf2onnx  # noqa: E402
 from archspec.language import spec_hash  # noqa: E402
 
@@ -162,8 +162,8 @@ def test_bundled_spec_exports_to_onnx(name, tmp_path):
         for oname, o in r_ir["outputs"].items():
             assert o["max_abs_diff"] <= 1e-5 * max(1.0, o["max_abs_ref"]), (oname, o)
         x_cross = files.random_inputs(model, SAMPLES, 7)
-        for oname, a, b in zip(r["output_names"], verify.run_onnx(out, x_cross, "input_layer", r["output_names"]),
-                               verify.run_onnx(ir_out, x_cross, "input_layer", r["output_names"])):
+        for oname, a, b in zip(r["output_names"], to_onnx.run(out, x_cross, "input_layer", r["output_names"]),
+                               to_onnx.run(ir_out, x_cross, "input_layer", r["output_names"])):
             np.testing.assert_allclose(b, a, atol=1e-5 * max(1.0, float(np.abs(a).max())), rtol=0, err_msg=oname)
         assert _meta(ir_out) == _meta(out)
         reports[out] = r
@@ -411,12 +411,12 @@ def test_force_never_replaces_a_directory_that_is_not_a_saved_model(tiny_spec, t
 
 
 def test_parity_failure_exits_1_and_leaves_nothing(tiny_spec, tmp_path, monkeypatch):
-    real = verify.run_onnx
+    real = to_onnx.run
 
     def off_by_a_bit(*a, **k):
         return [o + 1e-3 for o in real(*a, **k)]
 
-    monkeypatch.setattr(verify, "run_onnx", off_by_a_bit)
+    monkeypatch.setattr(to_onnx, "run", off_by_a_bit)
     out = tmp_path / "t.onnx"
     with pytest.raises(ArchspecError, match="does not match Keras") as e:
         ex.export(tiny_spec, out, samples=SAMPLES)
@@ -446,21 +446,21 @@ def test_conversion_failure_exits_1_and_leaves_nothing(tiny_spec, tmp_path, monk
 
 
 def test_saved_model_failure_leaves_no_directory(tiny_spec, tmp_path, monkeypatch):
-    real = verify.run_saved_model
+    real = to_savedmodel.run
 
     def broken(*a):
         return [o * 1.01 + 1e-2 for o in real(*a)]
 
-    monkeypatch.setattr(verify, "run_saved_model", broken)
+    monkeypatch.setattr(to_savedmodel, "run", broken)
     with pytest.raises(ArchspecError, match="saved_model export does not match Keras"):
         ex.export(tiny_spec, tmp_path / "sm", "saved_model", samples=SAMPLES)
     assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    ({"format": "tflite"}, "unknown export format 'tflite'"),
+    ({"format": "tensorrt"}, "unknown export format 'tensorrt'"),
     ({"opset": 7}, "opset must be an integer from 13 to 18 (got 7)"),
-    ({"format": "saved_model", "fp16": True, "path": "out"}, "apply to ONNX exports"),
+    ({"format": "saved_model", "fp16": True, "path": "out"}, "apply to onnx and tflite exports"),
     ({"fp16": True, "quantize": "int8"}, "choose one of fp16 and quantize"),
     ({"quantize": "int4"}, "unknown quantization 'int4'"),
     ({"calibration": "x.npy"}, "static quantization only"),
@@ -474,7 +474,12 @@ def test_saved_model_failure_leaves_no_directory(tiny_spec, tmp_path, monkeypatc
     ({"check_data": "nowhere.npz"}, "nowhere.npz: no such file or directory (check data)"),
     ({"via": "onnxmltools"}, "unknown ONNX path via='onnxmltools'; valid: ir, tf2onnx"),
     ({"format": "saved_model", "external_data": True, "path": "out"}, "external data applies to ONNX exports"),
-    ({"path": "out.tflite"}, "cannot tell the export format from the path '{dir}/out.tflite' (suffix '.tflite')"),
+    ({"path": "out.pb"}, "cannot tell the export format from the path '{dir}/out.pb' (suffix '.pb')"),
+    ({"int8_io": True, "path": "out.tflite", "quantize": "int8", "check": False, "format": "onnx"},
+     "the path '{dir}/out.tflite' ends in .tflite but the format is 'onnx'"),
+    ({"int8_io": True, "quantize": "int8", "check": False}, "--int8-io (int8_io) applies to a tflite export"),
+    ({"int8_io": True, "path": "out.tflite", "fp16": True}, "--int8-io (int8_io) applies to a tflite export"),
+    ({"bogus": 1}, "unknown export option 'bogus'"),
 ])
 def test_bad_options_are_spec_errors(tmp_path, kwargs, message, monkeypatch):
     monkeypatch.chdir(tmp_path)
@@ -512,7 +517,7 @@ def test_library_format_follows_the_path_suffix(tmp_path, capsys):
     assert keras.models.load_model(out).count_params() == 325956
     assert ex.format_for("m.ONNX") == "onnx" and ex.format_for("sm", "saved_model") == "saved_model"
     with pytest.raises(SpecError, match=r"cannot tell the export format from the path '.*x\.bin' \(suffix "
-                                        r"'\.bin'\); name a \.onnx or \.keras file, or pass --format") as e:
+                                        r"'\.bin'\); name a \.onnx, \.keras or \.tflite file, or pass --format") as e:
         archspec.export("cifar100_cnn", tmp_path / "x.bin")
     assert e.value.exit_code == 2
     with pytest.raises(SpecError, match=r"ends in \.keras but the format is 'onnx'"):
@@ -543,7 +548,7 @@ def test_cli_export_json_and_exit_codes(tiny_spec, tmp_path, capsys):
     assert main(["export", str(tiny_spec), "-o", str(out)]) == 2
     res = capsys.readouterr()
     assert "exists" in res.err and "Traceback" not in res.err
-    assert main(["export", str(tiny_spec), "-o", str(tmp_path / "t.tflite")]) == 2
+    assert main(["export", str(tiny_spec), "-o", str(tmp_path / "t.pb")]) == 2
     assert "--format" in capsys.readouterr().err
 
 

@@ -295,3 +295,75 @@ def test_int8_cannot_saturate_on_cpus_without_vnni(net, request, tmp_path):
     assert emulator_vs_ort >= 0.99
     assert all(n > 0 for n, _ in bad[first].values()), bad[first]
     assert full_saturated < agree_saturated, (full_saturated, agree_saturated)
+
+
+def _litert_scores(path, x):
+    """Class scores of a .tflite file on `x`, run by the LiteRT interpreter the test drives
+    itself: an int8 input quantized and an int8 output dequantized by the scale and zero
+    point the file states (not by archspec's code)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    runner = Interpreter(model_path=str(path)).get_signature_runner("serving_default")
+    (name, din), = runner.get_input_details().items()
+    dout = runner.get_output_details()["predictions"]
+    if din["dtype"] == np.int8:
+        s, z = din["quantization"]
+        x = np.clip(np.round(x / s + z), -128, 127).astype(np.int8)
+    y = runner(**{name: x})["predictions"]
+    if dout["dtype"] == np.int8:
+        s, z = dout["quantization"]
+        y = (y.astype(np.float32) - z) * s
+    return y, din["dtype"]
+
+
+@pytest.mark.parametrize("variant, flags, need", [
+    ("fp32", [], 1.0), ("fp16", ["--fp16"], 0.99), ("int8", ["--quantize", "int8"], 0.95),
+    ("int8_io", ["--quantize", "int8", "--int8-io"], 0.95)])
+def test_litert_export_of_a_run_directory(trained, tmp_path, capsys, variant, flags, need):
+    """Issue 29: the digits-trained run directory exported to .tflite through the command
+    line (checked there on the run's held-out data), then run here by the LiteRT interpreter
+    on all 297 held-out digits: top-1 agreement with Keras (scikit-learn's accuracy_score of
+    the two predictions) at the variant's threshold, accuracy within 2% of Keras', float32
+    within 1e-4 of Keras' scores. int8 is calibrated on training images, never checked ones."""
+    import keras
+
+    from archspec.cli import main
+    from archspec.exporting.to_tflite import metadata_of
+
+    run, npz, x, y, keras_pred, model = trained
+    out = tmp_path / "m.tflite"
+    assert main(["export", str(run), "-o", str(out), "--json", *flags]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["format"] == "tflite" and r["passed"] and r["check_inputs"] == str(npz.resolve())
+    assert r["runtime"] == "ai_edge_litert" and r["samples"] == 256
+    scores, in_dtype = _litert_scores(out, x)
+    got = np.argmax(scores, -1)
+    assert accuracy_score(keras_pred, got) >= need
+    assert accuracy_score(y, got) >= accuracy_score(y, keras_pred) - 0.02
+    meta = metadata_of(out.read_bytes())
+    assert meta["archspec.spec_name"] == "digits_bn" and meta["archspec.outputs"] == ["predictions"]
+    assert (in_dtype == np.int8) == (variant == "int8_io")
+    assert meta["archspec.input"]["dtype"] == ("int8" if variant == "int8_io" else "float32")
+    if variant == "fp32":
+        keras_scores = keras.models.load_model(run / "best.keras").predict(x, verbose=0)
+        assert np.max(np.abs(scores - keras_scores)) <= 1e-4 and r["max_abs_diff"] <= 1e-4
+    elif variant == "fp16":
+        assert r["min_agreement"] == 0.99 and r["top1_agreement"] >= 0.99
+    else:
+        assert r["min_agreement"] == 0.95 and r["top1_agreement"] >= 0.95
+        assert r["calibration"]["source"] == "check data (images not checked)"
+        assert "64 of the 1500 training images" in r["calibration"]["split"]
+
+
+def test_litert_int8_calibrated_on_noise_fails_and_writes_nothing(trained, tmp_path):
+    """The same check as ONNX's, written once: int8 ranges from noise cannot hold 0-255
+    pixels, the LiteRT file's agreement on the run's images falls below 95%, exit 1."""
+    run, *_ = trained
+    noise = np.random.default_rng(0).standard_normal((16, 32, 32, 3)).astype("float32")
+    out = tmp_path / "noise.tflite"
+    out.write_bytes(b"precious")
+    with pytest.raises(ArchspecError, match=r"tflite int8 export does not match Keras: top-1 agreement with "
+                                            r"float32 \d+\.\d% on 256 check images") as e:
+        ex.export(run, out, quantize="int8", calibration=noise, force=True)
+    assert e.value.exit_code == 1 and out.read_bytes() == b"precious"
+    assert [p.name for p in tmp_path.iterdir()] == ["noise.tflite"]

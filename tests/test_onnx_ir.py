@@ -528,7 +528,7 @@ def test_external_data(tmp_path, monkeypatch, how):
     model = keras_model(_big_net())
     kw = {}
     if how == "automatic":
-        monkeypatch.setattr(ex, "EXTERNAL_DATA_ABOVE", 10_000)
+        monkeypatch.setattr(ex.options, "EXTERNAL_DATA_ABOVE", 10_000)
     else:
         kw["external_data"] = True
     if how == "asked-tf2onnx":
@@ -563,10 +563,10 @@ def test_external_data(tmp_path, monkeypatch, how):
 
 
 def test_external_data_failure_leaves_nothing(tmp_path, monkeypatch):
-    from archspec.exporting import verify
+    from archspec.exporting import to_onnx
 
-    real = verify.run_onnx
-    monkeypatch.setattr(verify, "run_onnx", lambda *a, **k: [o + 1 for o in real(*a, **k)])
+    real = to_onnx.run
+    monkeypatch.setattr(to_onnx, "run", lambda *a, **k: [o + 1 for o in real(*a, **k)])
     with pytest.raises(archspec.ArchspecError, match="does not match Keras"):
         ex.export(keras_model(_big_net()), tmp_path / "big.onnx", samples=1, external_data=True)
     assert list(tmp_path.iterdir()) == []

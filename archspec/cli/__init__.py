@@ -108,13 +108,9 @@ def cmd_build(args) -> int:
 
 def cmd_export(args) -> int:
     from ..api import export
+    from ..exporting.options import from_command_line
 
-    r = export(args.spec, args.output, format=args.format, opset=args.opset, check=not args.no_check,
-               force=args.force, fp16=args.fp16, quantize=args.quantize and args.quantize.replace("-", "_"),
-               calibration=args.calibration, overrides=args.set or None, progress=progress, samples=args.samples,
-               seed=args.seed, via=args.via, external_data=True if args.external_data else None,
-               check_data=args.check_data, min_agreement=args.min_agreement, weights=args.weights,
-               weights_skip=args.weights_skip, bake_preprocessing=args.bake_preprocessing)
+    r = export(args.spec, args.output, progress=progress, **from_command_line(vars(args)))
     return show(args, r, lambda: text.format_export(r))
 
 

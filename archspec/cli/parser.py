@@ -101,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     arg("--samples", type=int, default=3)
     arg("--seed", type=int, default=0)
     weights_options(arg)
-    switches(arg, "--bake-preprocessing", "--json")
+    switches(arg, "--int8-io", "--bake-preprocessing", "--json")
 
     sp, arg = command("scale", "one")
     g = sp.add_mutually_exclusive_group(required=True)

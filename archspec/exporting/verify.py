@@ -1,65 +1,30 @@
-"""The parity check: run the written artefact (ONNX Runtime, tf.saved_model.load,
-keras.models.load_model) next to the Keras model on the same inputs and compare."""
+"""The one check of every target and variant: run the written artefact (its target's
+``run``: ONNX Runtime, tf.saved_model.load, keras.models.load_model, the LiteRT interpreter)
+next to the Keras model on the same inputs and judge it: float formats by max |difference|
+(`options.TOLERANCES`), variants on real images by their top-1 agreement with float32
+(`options.MIN_AGREEMENT`)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import time
+
 from ..core.errors import ArchspecError
-from ..backends.keras import keras
-
-
-def run_onnx(path: Path, x, input_name, output_names):
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    return sess.run(output_names, {input_name: x})
-
-
-def run_saved_model(path: Path, x, input_name, output_names):
-    import tensorflow as tf
-
-    loaded = tf.saved_model.load(str(path))
-    fn = loaded.signatures["serving_default"]
-    out = fn(**{input_name: tf.constant(x)})
-    missing = [n for n in output_names if n not in out]
-    if missing:
-        raise ArchspecError(f"the SavedModel signature lacks outputs {missing} (has {sorted(out)})")
-    return [out[n].numpy() for n in output_names]
-
-
-def run_keras(path: Path, x, input_name, output_names):
-    loaded = keras().models.load_model(str(path))
-    return keras_outputs(loaded, x)
-
-
-RUNTIMES = {"onnx": "onnxruntime", "saved_model": "tf.saved_model.load", "keras": "keras.models.load_model"}
+from .options import MIN_AGREEMENT
+from .targets import TARGETS
 
 
 #: inputs run at a time (a check of 256 images at 224x224 stays small)
 BATCH = 32
 
 
-def run(format: str, path: Path, x, input_name, output_names):
-    """The outputs of the artefact at `path` (of `format`) on `x`."""
-    runner = {"onnx": run_onnx, "saved_model": run_saved_model, "keras": run_keras}[format]
-    if len(x) <= BATCH:
-        return runner(path, x, input_name, output_names)
-    if format == "onnx":  # one session for every batch
-        import onnxruntime as ort
-
-        opts = ort.SessionOptions()
-        opts.log_severity_level = 3
-        sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-        return _joined(sess.run(output_names, {input_name: x[i:i + BATCH]}) for i in range(0, len(x), BATCH))
-    if format == "keras":
-        return keras_outputs(keras().models.load_model(str(path)), x)
-    return _joined(runner(path, x[i:i + BATCH], input_name, output_names) for i in range(0, len(x), BATCH))
+def run(format: str, path: Path, x, input_name, output_names) -> list:
+    """The outputs of the artefact at `path` (of `format`) on `x`: its target's ``run``."""
+    return TARGETS[format].writer().run(path, x, input_name, output_names)
 
 
-def _joined(batches) -> list:
+def joined(batches) -> list:
     import numpy as np
 
     parts = list(batches)
@@ -75,7 +40,7 @@ def keras_outputs(model, x) -> list:
             out = [out]
         return [np.asarray(o, dtype="float32") for o in out]
 
-    return _joined(one(x[i:i + BATCH]) for i in range(0, len(x), BATCH))
+    return joined(one(x[i:i + BATCH]) for i in range(0, len(x), BATCH))
 
 
 def compare(ref, got, names) -> dict:
@@ -125,3 +90,43 @@ def top1(ref, got) -> float | None:
     if ref.ndim != 2 or ref.shape[-1] < 2:
         return None
     return float(np.mean(np.argmax(ref, -1) == np.argmax(got, -1)))
+
+
+def check(job, tmp: Path) -> None:
+    """Run the staged artefact `tmp` next to Keras on the job's check inputs; raise (exit 1)
+    when it differs: float formats and fp16 beyond the job's tolerance, variants on real
+    images below their minimum top-1 agreement. The figures go into the job's report."""
+    t0 = time.perf_counter()
+    x, data, report, say = job.x, job.data, job.report, job.say
+    what = "random inputs" if data is None else "check images"
+    say(f"running the Keras model on {len(x)} {what}…")
+    ref = keras_outputs(job.model, x)
+    say(f"checking with {job.target.runtime}…")
+    got = run(job.format, tmp, x, job.input_name, job.output_names)
+    diffs = compare(ref, got, job.output_names)
+    job.timings["check"] = time.perf_counter() - t0
+    report["max_abs_diff"] = max(d["max_abs_diff"] for d in diffs.values())
+    report["outputs"] = diffs
+    report["samples"] = len(x)
+    agreement = top1(ref[-1], got[-1])
+    report["top1_agreement"] = agreement
+    if data is not None and data.y is not None:
+        report["accuracy"] = {"keras": accuracy(ref[-1], data.y), "export": accuracy(got[-1], data.y)}
+    problems = []
+    if job.tolerance is not None:
+        problem = mismatch(diffs, job.tolerance)
+        if problem:
+            problems.append(problem)
+    variant = job.variant
+    if variant and data is not None:
+        need = MIN_AGREEMENT[variant] if job.opts.min_agreement is None else float(job.opts.min_agreement)
+        report["min_agreement"] = need
+        if agreement is None:
+            problems.append(f"no class-score output to compare top-1 on (outputs {job.output_names})")
+        elif agreement < need:
+            problems.append(f"top-1 agreement with float32 {agreement:.1%} on {len(x)} {what} from "
+                            f"{data.source} (needs {need:.0%})")
+    report["passed"] = not problems
+    if problems:
+        name = f"{job.format} {variant} export" if variant else f"{job.format} export"
+        raise ArchspecError(f"{name} does not match Keras: {'; '.join(problems)}; nothing written to {job.path}")

@@ -42,14 +42,20 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "Build the Keras model, check its parameter count against the analysis, and save it atomically as .keras "
         "(reopen with keras.models.load_model after `import archspec`)."),
     "export": (
-        "export to ONNX, SavedModel or .keras, verified against Keras",
-        "Export a spec (built with random weights), a saved MODEL.keras or a run directory of `archspec train` "
-        "(pass it as SPEC). The result is reloaded and run next to Keras (ONNX Runtime, tf.saved_model.load, "
-        "keras.models.load_model) on real images (--check-data, or a run directory's own data) or else random "
-        "inputs; above 1e-4 max difference (float32), 1e-2 (--fp16), or below the minimum top-1 agreement on real "
-        "images (--fp16 99%, --quantize 95%) the export fails with exit 1 and writes nothing. --quantize needs real "
-        "images to be checked on. ONNX has a dynamic batch, the Keras input/output names and metadata (spec name, "
-        "resolved-spec sha256, archspec version, preprocessing). Writes are atomic."),
+        "export to ONNX, LiteRT (TFLite), SavedModel or .keras, verified against Keras",
+        "Export a spec (built with random weights, or with --weights), a saved MODEL.keras or a run directory of "
+        "`archspec train` (pass it as SPEC). The format follows the suffix of -o (or --format):\n\n"
+        "  onnx         .onnx    variants: --fp16, --quantize int8 | int8-dynamic    checked with onnxruntime\n"
+        "  tflite       .tflite  variants: --fp16, --quantize int8 [--int8-io] | int8-dynamic\n"
+        "                                                         checked with the LiteRT interpreter\n"
+        "  saved_model  (dir)    float32                          checked with tf.saved_model.load\n"
+        "  keras        .keras   float32                          checked with keras.models.load_model\n\n"
+        "The result is reloaded and run next to Keras on real images (--check-data, or a run directory's own "
+        "data) or else random inputs; above 1e-4 max difference (float32), 1e-2 (--fp16), or below the minimum "
+        "top-1 agreement on real images (--fp16 99%, --quantize 95%) the export fails with exit 1 and writes "
+        "nothing. --quantize needs real images to be checked on; int8 is calibrated on images the check does not "
+        "use. ONNX and LiteRT have a dynamic batch; every format keeps the Keras input/output names and carries "
+        "the metadata (spec name, resolved-spec sha256, archspec version, preprocessing). Writes are atomic."),
     "scale": (
         "compound scaling: phi, presets, sweeps, the coefficient search (no TensorFlow)",
         "Scale a spec with a scaling section. --phi uses the paper's formula d = alpha^phi, w = beta^phi, "
@@ -181,7 +187,7 @@ OPTIONS: dict[str, dict[str, str]] = {
     },
     "export": {
         "--output": "output file (a directory for saved_model)",
-        "--format": "default: from the suffix of PATH (.onnx, .keras); another suffix needs --format",
+        "--format": "default: from the suffix of PATH (.onnx, .tflite, .keras); another suffix needs --format",
         "--opset": "ONNX opset ({min_opset}-{max_opset}, default {default_opset})",
         "--via": "how ONNX is made: ir (default: emitted from the graph IR, no TensorFlow needed) or tf2onnx (traced "
                  "by TensorFlow and converted by tf2onnx, the cross-check)",
@@ -194,9 +200,12 @@ OPTIONS: dict[str, dict[str, str]] = {
         "--min-agreement": "--fp16/--quantize: the top-1 agreement with float32 needed on real images (default "
                            "{fp16_agreement} for fp16, {int8_agreement} for int8)",
         "--force": "replace an existing PATH",
-        "--fp16": "ONNX with float16 weights (inputs/outputs stay float32; batch norms folded into their "
-                  "convolutions, nodes that overflow float16 kept float32)",
-        "--quantize": "ONNX Runtime int8 quantization. int8: static QDQ, uint8 activations calibrated on real "
+        "--fp16": "float16 weights. ONNX: float16 compute too (inputs/outputs stay float32; batch norms folded into "
+                  "their convolutions, nodes that overflow float16 kept float32); LiteRT: weights dequantized at load",
+        "--int8-io": "tflite --quantize int8: int8 input and output tensors too (scale and zero point in the file); "
+                     "default float32 in and out",
+        "--quantize": "int8 quantization. LiteRT int8: full-integer kernels calibrated on real images; "
+                      "int8-dynamic: int8 weights. ONNX Runtime int8: static QDQ, uint8 activations calibrated on real "
                       "images, int8 weights per output channel in 7 bits (-64..64: no product pair overflows "
                       "int16 in the u8*s8 kernels of x86 CPUs without VNNI, so the file agrees on any CPU); "
                       "int8-dynamic: uint8 weights, activations quantized at run time. Needs --check-data (or a run "
