@@ -70,11 +70,19 @@ def prepare(job: Job) -> None:
     from ..backends.keras import files
 
     o = job.opts
-    model, job.info, job.timings["build"] = source.model_to_export(job.source_ref, o.overrides, o.seed, job.say,
-                                                                   o.weights, o.weights_skip)
+    model = None
+    if source.tf_free(job.source_ref, o):  # no model built: the ONNX from the graph and the file's arrays
+        from ..backends.keras.reference import choose_backend
+
+        choose_backend()  # the check's Keras on JAX where installed, so TensorFlow is never imported
+        model, job.info, job.timings["build"] = source.graph_model(job.source_ref, o.overrides, job.say, o.weights,
+                                                                   o.weights_skip)
+    if model is None:
+        model, job.info, job.timings["build"] = source.model_to_export(job.source_ref, o.overrides, o.seed, job.say,
+                                                                       o.weights, o.weights_skip)
     if len(model.inputs) != 1:
         raise ArchspecError(f"export supports single-input models (got {len(model.inputs)} inputs)")
-    job.graph = source.graph_of(model)
+    job.graph = model.graph if isinstance(model, source.GraphModel) else source.graph_of(model)
     mode, mode_from = _preprocess_mode(job.source_ref, model)
     baked = o.bake_preprocessing and mode != "none"
     if o.bake_preprocessing and mode_from is None:
@@ -98,6 +106,8 @@ def prepare(job: Job) -> None:
         "output_names": job.output_names, "input_shape": [None, *job.input_shape], "metadata": job.metadata,
         "tolerance": job.tolerance, "checked": bool(o.check),
         "preprocessing": {"mode": mode, "from": mode_from, "baked": baked},
+        # "graph": no model was built to write it (the graph and the weights file's arrays)
+        "model": "graph" if isinstance(model, source.GraphModel) else "keras",
     })
     if job.variant:
         job.report["variant"] = job.variant

@@ -119,3 +119,102 @@ def _read_keras_info(p: Path) -> dict | None:
     return None
 
 
+
+
+# ---------------------------------------------------------------- without TensorFlow
+
+
+class _Tensor:
+    """A model input's or output's name and shape, as export reads them of a Keras model."""
+
+    def __init__(self, name: str, shape: tuple):
+        self.name, self.shape = name, shape
+
+
+class GraphModel:
+    """A spec's network with a weights file's arrays, where export reads a Keras model (its
+    name, input, outputs, preprocessing), built from neither TensorFlow nor Keras: the ONNX is
+    emitted from the graph and the arrays (`via_ir.ArrayWeights`), and the check's reference
+    is Keras on the backend `reference.choose_backend` picked (JAX where installed), built only
+    for the check and dropped after it (`reference_outputs`)."""
+
+    def __init__(self, graph, arrays: dict):
+        self.graph, self.arrays = graph, arrays
+        self.name = graph.name
+        self.inputs = [_Tensor(n.name, (None, *n.shape)) for n in graph.inputs]
+        self.outputs = [_Tensor(o, (None, *graph.node(o).shape)) for o in graph.outputs]
+        self.output_names = list(graph.outputs)
+
+    @property
+    def weights(self) -> list:
+        """Every array, as a Keras model's ``weights`` (what sizes the ONNX file)."""
+        return [a for got in self.arrays.values() for a in got]
+
+    def weights_provider(self):
+        from ..backends.onnx.via_ir import ArrayWeights
+
+        return ArrayWeights(self.graph, self.arrays)
+
+    def reference(self, x) -> list:
+        """The Keras model's outputs on `x` (built with the arrays, run, dropped; the arrays
+        are released into it, so this is the last reader of them)."""
+        from ..backends.keras.reference import reference_outputs
+
+        return reference_outputs(self.graph, self.arrays, x, release=True)
+
+    def preprocessing_steps(self) -> list[dict]:
+        """The leading rescaling / normalization nodes, as `files.preprocessing` reads them
+        off a Keras model's layers."""
+        import numpy as np
+
+        steps = []
+        provider = self.weights_provider()
+        for node in self.graph.nodes:
+            if node.op == "input":
+                continue
+            if node.op == "rescaling":
+                steps.append({"op": "rescaling", "layer": node.name, "scale": node.attrs.get("scale", 1.0),
+                              "offset": node.attrs.get("offset", 0.0)})
+            elif node.op == "normalization":
+                mean, var = provider.node_weights(node)
+                steps.append({"op": "normalization", "layer": node.name,
+                              "mean": np.asarray(mean).reshape(-1).tolist(),
+                              "variance": np.asarray(var).reshape(-1).tolist()})
+            else:
+                break
+        return steps
+
+
+def tf_free(obj, o) -> bool:
+    """Whether `obj` exports through `GraphModel`: a spec with a weights file to ONNX from the
+    IR, float32 or a variant, nothing baked (baking adds Keras layers)."""
+    if not (o.format == "onnx" and o.via == "ir" and o.weights is not None and not o.bake_preprocessing):
+        return False
+    if isinstance(obj, (str, os.PathLike)):
+        return run_dir(obj) is None and not os.fspath(obj).endswith(".keras")
+    from ..language import Spec
+
+    return isinstance(obj, Spec)
+
+
+def graph_model(obj, overrides, say, weights, weights_skip) -> tuple[Any, dict, float]:
+    """(model, info, seconds) of a spec with `weights` as a `GraphModel`: lowered, the weights
+    file read and checked by the one strict loader's reader (`weights.read_weights`, its
+    summary said). When a layer keeps initial weights (a re-initialised classifier, a skipped
+    layer), those exist only in a built model: the spec is built and loaded instead
+    (`model_to_export`)."""
+    from ..backends.keras.pretrained import resolve
+    from ..backends.keras.weights import REINIT, SKIPPED, check_weights_file, read_weights, summary_line
+    from ..ir.pipeline import lower_spec
+
+    t0 = time.perf_counter()
+    graph = lower_spec(obj, overrides)
+    path = resolve(weights, graph, say=say)
+    check_weights_file(path)
+    report, arrays = read_weights(graph, path, weights_skip)
+    if report.of(REINIT, SKIPPED):
+        return None, {}, 0.0
+    say(summary_line(path, report))
+    info = {"spec_name": graph.name, "spec_sha256": graph.meta.get("spec_sha256"),
+            "reference": graph.meta.get("reference") or None}
+    return GraphModel(graph, arrays), info, time.perf_counter() - t0

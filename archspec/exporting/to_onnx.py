@@ -52,7 +52,8 @@ def write(job, tmp: Path) -> None:
         if streamed:
             sink = via_ir.ExternalData(tmp.with_name(data_name), data_name) if external else via_ir.StreamedData(tmp)
         try:
-            proto = via_ir.convert(job.model, o.opset, job.input_name, job.output_names, job.graph, sink, say,
+            weights = job.model.weights_provider() if hasattr(job.model, "weights_provider") else job.model
+            proto = via_ir.convert(weights, o.opset, job.input_name, job.output_names, job.graph, sink, say,
                                    fold_bn=bool(job.variant))
             proto = onnx_passes.finish(proto, job.input_name, job.output_names, job.metadata)
             if isinstance(sink, via_ir.ExternalData):

@@ -77,9 +77,10 @@ def preprocessing(model) -> dict:
     layers), and what it therefore expects."""
     import numpy as np
 
-    k = keras()
-    steps = []
-    for layer in model.layers:
+    graph_steps = getattr(model, "preprocessing_steps", None)  # a graph standing for a model (export)
+    steps = graph_steps() if graph_steps is not None else []
+    for layer in (model.layers if graph_steps is None else ()):
+        k = keras()
         if isinstance(layer, k.layers.InputLayer):
             continue
         if isinstance(layer, k.layers.Rescaling):

@@ -954,25 +954,55 @@ def _stderr(line: str) -> None:
     print(line, file=sys.stderr)
 
 
-def load_weights(model, graph: Graph, path, skip=(), say=None) -> WeightsReport:
-    """Load `path` into `model` (built from `graph`) exactly as `weights_report` says: each
-    loaded layer's arrays set by archspec (`layer.set_weights`), the stem adapted, the rest
-    left at their initial weights. A load the policy refuses is a SpecError naming the layers,
-    raised before any layer changes; the summary line goes to `say` (default: standard error)."""
-    say = say or _stderr
+def read_weights(graph: Graph, path, skip=(), say=None) -> tuple[WeightsReport, dict[str, list[np.ndarray]]]:
+    """The arrays that `load_weights` would set, without a model (no Keras, no TensorFlow):
+    ``(report, {layer name: [array, ...]})``, each layer's arrays in its Keras weight order as
+    the file holds them (float16/32/64, a normalization's count an integer), the stem's and a
+    normalization's adapted as the report says. Only the layers that load are in the dict:
+    the re-initialised classifier and the skipped layers are not. A load the policy refuses
+    is the same SpecError as `load_weights`', raised before anything is returned; the summary
+    line goes to `say` when one is given (by default nothing is said: the caller says it)."""
     with WeightsFile(path) as wf:
         report = compare(graph, wf, skip)
         if not report.loadable:
             raise report.error()
         _nothing_loads(wf, report)
-        arrays = _read_loading(wf, report, graph, keep=True)  # everything read before any layer changes
-        for row in report.loading:
-            got = arrays[row.name]
-            if row.status == ADAPTED and len(row.spec[0]) == 4:
-                got = [adapt_input_kernel(got[0], row.spec[0][2])] + got[1:]
-            elif row.status == ADAPTED:  # a normalization's mean and variance; its count as it is
-                got = [adapt_input_stats(got[0], row.spec[0][0]), adapt_input_stats(got[1], row.spec[0][0]), got[2]]
-            arrays[row.name] = got
+        arrays = _read_loading(wf, report, graph, keep=True)  # everything read before anything is returned
+    for row in report.of(ADAPTED):
+        got = arrays[row.name]
+        if len(row.spec[0]) == 4:  # a stem convolution's kernel
+            got = [adapt_input_kernel(got[0], row.spec[0][2])] + got[1:]
+        else:  # a normalization's mean and variance; its count as it is
+            got = [adapt_input_stats(got[0], row.spec[0][0]), adapt_input_stats(got[1], row.spec[0][0]), got[2]]
+        arrays[row.name] = got
+    if say is not None:
+        say(summary_line(path, report))
+    return report, arrays
+
+
+def summary_line(path, report: WeightsReport) -> str:
+    """What a load says: ``weights from <file>: <report.summary()>``."""
+    return f"weights from {_shown_path(path)}: {report.summary()}"
+
+
+def set_arrays(model, arrays: dict[str, list[np.ndarray]]) -> None:
+    """Set `read_weights`' arrays on the layers of the same name of `model` (built from the
+    graph they were read for), every shape checked before any layer changes. A layer that
+    derives state from its weights (a Normalization's broadcast mean and variance) has it
+    derived again (``finalize_state``, as Keras' own loaders do: ``set_weights`` alone leaves
+    a Normalization computing with the statistics it was built with)."""
+    layers = layers_for_arrays(model, arrays)
+    for name, got in arrays.items():
+        layer = layers[name]
+        layer.set_weights(got)
+        finalize = getattr(layer, "finalize_state", None)
+        if finalize is not None:
+            finalize()
+
+
+def layers_for_arrays(model, arrays: dict[str, list[np.ndarray]]) -> dict:
+    """{layer name: layer} of `model` for `arrays`, every layer's weight shapes checked
+    against its arrays' (an ArchspecError naming the layer, before any changes)."""
     layers = {l.name: l for l in model.layers}
     for name, got in arrays.items():
         layer = layers.get(name)
@@ -980,8 +1010,17 @@ def load_weights(model, graph: Graph, path, skip=(), say=None) -> WeightsReport:
         if have != [tuple(a.shape) for a in got]:
             raise ArchspecError(f"layer {name!r}: the built model's weights {have} are not the IR's "
                                 f"{[tuple(a.shape) for a in got]} (an archspec bug)")
-    for name, got in arrays.items():
-        layer = layers[name]
-        layer.set_weights(got)
-    say(f"weights from {_shown_path(path)}: {report.summary()}")
+    return layers
+
+
+def load_weights(model, graph: Graph, path, skip=(), say=None) -> WeightsReport:
+    """Load `path` into `model` (built from `graph`) exactly as `weights_report` says: each
+    loaded layer's arrays set by archspec (`read_weights`, then `set_arrays`), the stem
+    adapted, the rest left at their initial weights. A load the policy refuses is a SpecError
+    naming the layers, raised before any layer changes; the summary line goes to `say`
+    (default: standard error)."""
+    say = say or _stderr
+    report, arrays = read_weights(graph, path, skip)
+    set_arrays(model, arrays)
+    say(summary_line(path, report))
     return report

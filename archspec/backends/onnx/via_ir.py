@@ -1,8 +1,12 @@
 """Graph IR + the Keras model's weights → ONNX, with `onnx.helper` alone: no TensorFlow, no
 tracing, no converter. Each IR node is one Keras layer; its ONNX nodes come from the
-emitter of its op (`onnx_ops.EMITTERS`), its weights from ``layer.get_weights()`` of the
-layer of the same name, so the model may be built on any Keras backend (TensorFlow and JAX are tested; the
-PyTorch backend is not installed here).
+emitter of its op (`onnx_ops.EMITTERS`), its weights from a weights provider: any object
+with ``node_weights(node) -> [float32 arrays in get_weights() order]``. Two are here:
+`KerasWeights` (a built model's layer of the same name, ``layer.get_weights()``: the model
+may be built on any Keras backend; TensorFlow and JAX are tested, the PyTorch backend is not
+installed here), which `convert` makes of a Keras model it is given, and `ArrayWeights`
+(the arrays read from a weights file by `weights.read_weights`, with no model and no
+framework at all: ``export SPEC --weights FILE`` without TensorFlow).
 
 Where the graph comes from:
 
@@ -111,6 +115,85 @@ def layer_weights(model, node: Node) -> list[np.ndarray]:
         w = weight_array(v)
         out.append(w.astype(np.float32, copy=False) if w.dtype.kind == "f" else w)
     return out
+
+
+class KerasWeights:
+    """The weights provider of a built Keras model: each node's layer of the same name
+    (`layer_weights`)."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def node_weights(self, node: Node) -> list[np.ndarray]:
+        return layer_weights(self.model, node)
+
+
+class ArrayWeights:
+    """The weights provider of arrays read from a file (`weights.read_weights`' dict, layer
+    name -> arrays in Keras weight order), for `graph`: no model, no Keras. Each node gets what
+    `layer_weights` gives for the model built from `graph` with those arrays set: float32
+    arrays (an integer, a normalization's count, as it is); for a ``normalization`` its mean
+    and variance alone, broadcast as Keras broadcasts them (to ``(1, ..., 1, channels)``):
+    the file's when it held them, else the ones its attributes give. A node with weights that
+    `arrays` lacks (a re-initialised classifier, a layer skipped by --weights-skip: their
+    initial weights exist only in a built model) is an ArchspecError naming the layer."""
+
+    def __init__(self, graph: Graph, arrays: dict):
+        self.graph, self.arrays = graph, arrays
+
+    def _given(self, node: Node) -> list[np.ndarray]:
+        got = self.arrays.get(node.name)
+        if got is None:
+            raise ArchspecError(f"layer {node.name!r} ({node.op}) has weights in the spec, but none were read "
+                                f"for it (a re-initialised or skipped layer has only a built model's initial "
+                                f"weights): export it from the built model")
+        return list(got)
+
+    def node_weights(self, node: Node) -> list[np.ndarray]:
+        if node.op in ("input", "dropout", "identity"):
+            return []
+        if node.op == "normalization":
+            return self._normalization(node)
+        if not node.params:
+            return []
+        from ..keras.weights import weight_specs  # numpy and h5py only: no Keras
+
+        got = self._given(node)
+        want = [tuple(s) for _, s in weight_specs(self.graph, node)]
+        have = [tuple(np.shape(a)) for a in got]
+        if have != want:
+            raise ArchspecError(f"layer {node.name!r} ({node.op}): the arrays given have shapes {have}, the spec's "
+                                f"weights {want}")
+        out = []
+        for a in got:
+            a = np.asarray(a)
+            out.append(a.astype(np.float32, copy=False) if a.dtype.kind == "f" else a)
+        return out
+
+    def _normalization(self, node: Node) -> list[np.ndarray]:
+        """Keras' Normalization: the statistics reshaped to its broadcast shape, the input's
+        rank with 1 for every axis but the last (the channels)."""
+        shape = tuple(self.graph.node(node.inputs[0]).shape)
+        target = (1,) * len(shape) + (shape[-1],)  # the batch axis, the reduced axes, the channels
+        a = node.attrs
+        if a.get("mean") is not None:
+            stats = [a["mean"], a["variance"]]
+        else:
+            stats = self._given(node)[:2]
+        out = []
+        for v in stats:
+            v = np.asarray(v, np.float32)
+            if v.ndim > 1 or v.size not in (1, shape[-1]):
+                raise ArchspecError(f"layer {node.name!r} (normalization): statistics of shape {v.shape} do not "
+                                    f"broadcast to its {shape[-1]} channels")
+            out.append(np.ascontiguousarray(np.broadcast_to(v.reshape(-1), target)))
+        return out
+
+
+def weights_provider(source):
+    """`source` as a weights provider: itself when it has ``node_weights``, else (a Keras
+    model) `KerasWeights` of it."""
+    return source if hasattr(source, "node_weights") else KerasWeights(source)
 
 
 def weight_array(v) -> np.ndarray:
@@ -328,19 +411,27 @@ def convert(model, opset: int, input_name: str, output_names, graph: Graph | Non
     """The ONNX ModelProto of `model` (not yet finished: see `onnx_passes.finish`).
 
     Args:
-        model: the built Keras model (its weights are read by layer name).
+        model: where the weights come from: a built Keras model (read by layer name,
+            `KerasWeights`), or any weights provider (``node_weights(node)``: `ArrayWeights`,
+            with no model and no Keras).
         opset: the ONNX opset (`options.MIN_OPSET` .. `MAX_OPSET`).
-        input_name, output_names: the Keras model's.
-        graph: the IR the model was built from; None rebuilds it from the model.
+        input_name, output_names: the Keras model's (for `ArrayWeights`: the graph's input
+            node's name and its output nodes' names, as the model built from it has them).
+        graph: the IR the model was built from; None rebuilds it from a Keras model (a
+            provider that is not `KerasWeights` needs it given).
         external: where large initializers go as they are made (`StreamedData`: into the
             ONNX file itself; `ExternalData`: an external data file); None: in the proto.
     """
     from onnx import ModelProto, TensorProto, helper
 
     t0 = time.perf_counter()
+    weights = weights_provider(model)
     if graph is None:
+        if not isinstance(weights, KerasWeights):
+            raise ArchspecError(f"the ONNX conversion from {type(weights).__name__} needs the graph the weights "
+                                f"are for (graph=...): only a Keras model has one to read")
         say("reading the graph from the Keras model…")
-        graph = graph_from_keras(model)
+        graph = graph_from_keras(weights.model)
     say(f"emitting ONNX from the graph IR (opset {opset}, {len(graph.nodes)} layers)…")
     inputs = graph.inputs
     if len(inputs) != 1:
@@ -378,11 +469,12 @@ def convert(model, opset: int, input_name: str, output_names, graph: Graph | Non
             raise ArchspecError(f"layer {node.name!r}: no ONNX emitter for op {node.op!r}")
         xs = [tensor[i] for i in node.inputs]
         try:
-            weights = layer_weights(model, node)
+            w = weights.node_weights(node)
             if node.name in folded_into:
                 bn = by_name[folded_into[node.name]]
-                node, weights = fold_batch_norm(node, weights, bn, layer_weights(model, bn))
-            y = emit(b, node, xs, weights)
+                node, w = fold_batch_norm(node, w, bn, weights.node_weights(bn))
+            y = emit(b, node, xs, w)
+            del w  # written already (a sink) or copied into the proto: not held to the end
         except ArchspecError:
             raise
         except Exception as exc:
@@ -430,4 +522,10 @@ def external_data_name(target: Path) -> str:
 def estimated_bytes(model) -> int:
     """The float32 weights of `model`, in bytes (what decides external data)."""
     return 4 * int(sum(int(np.prod(w.shape)) for w in model.weights))
+
+
+def graph_bytes(graph: Graph) -> int:
+    """The float32 weights of the model built from `graph`, in bytes, from the IR's parameter
+    counts (what decides external data when there is no model: `ArrayWeights`)."""
+    return 4 * int(sum(n.params for n in graph.nodes))
 
