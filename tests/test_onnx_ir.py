@@ -233,8 +233,9 @@ POOL_PAD = dict(padding=((1, 2), (2, 0)))  # below the 3x3 window: ONNX' MaxPool
 
 
 @pytest.mark.parametrize("case,pads_left", [
-    # a zero padding before a 'valid' convolution is the Conv's pads; before a depthwise one too
-    ("conv", 0), ("depthwise", 0),
+    # a zero padding before a 'valid' convolution is the Conv's pads; before a depthwise or a
+    # separable one (NASNet's reductions) too
+    ("conv", 0), ("depthwise", 0), ("separable", 0),
     # before a max pool only over non-negative values (after a ReLU): a zero never wins the max
     ("relu-max-pool", 0), ("max-pool-of-signed-values", 1), ("max-pool-padded-past-its-window", 1),
     # a padding read by two layers, or before a 'same' conv, stays a Pad
@@ -246,6 +247,8 @@ def test_zero_padding_folds_into_the_layer_after_it(case, pads_left):
     graph = {
         "conv": net((9, 10, 3), ("zero_padding", PAD), conv),
         "depthwise": net((9, 10, 3), ("zero_padding", PAD), ("depthwise_conv2d", dict(kernel=(3, 3), strides=(2, 2)))),
+        "separable": net((9, 10, 3), ("zero_padding", PAD),
+                         ("separable_conv2d", dict(filters=5, kernel=(5, 5), strides=(2, 2)))),
         "relu-max-pool": net((9, 10, 3), ("conv2d", dict(filters=4, kernel=(1, 1))), ("activation", dict(fn="relu")),
                              ("zero_padding", POOL_PAD), ("max_pool", dict(pool=(3, 3), strides=(2, 2)))),
         "max-pool-of-signed-values": net((9, 10, 3), ("conv2d", dict(filters=4, kernel=(1, 1))),
@@ -260,6 +263,27 @@ def test_zero_padding_folds_into_the_layer_after_it(case, pads_left):
     }[case]
     _, proto = assert_matches_keras(graph)
     assert op_types(proto).count("Pad") == pads_left
+
+
+def test_no_bundled_spec_has_a_pad_feeding_a_convolution():
+    """Issue 29: in every bundled spec's ONNX (from the IR, without building it), each zero
+    padding that a convolution reads is folded into that convolution's pads."""
+    from archspec.backends.onnx.via_ir import _readers, foldable_pads
+    from archspec.ir.pipeline import lower_spec
+    from archspec.language.loader import bundled_names
+
+    convs = ("conv2d", "depthwise_conv2d", "separable_conv2d", "conv_transpose2d")
+    left, padded = {}, 0
+    for name in bundled_names():
+        g = lower_spec(name)
+        readers, folds = _readers(g), foldable_pads(g)
+        ops = {n.name: n.op for n in g.nodes}
+        for n in g.nodes:
+            if n.op == "zero_padding" and any(ops[r] in convs for r in readers.get(n.name, [])):
+                padded += 1
+                if n.name not in folds:
+                    left.setdefault(name, []).append(n.name)
+    assert padded >= 50 and left == {}, left  # ResNets, EfficientNets, MobileNets, NASNets pad before convs
 
 
 def test_layout_one_transpose_at_the_input_nchw_inside():

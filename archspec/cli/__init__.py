@@ -198,6 +198,9 @@ def cmd_codegen(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if argv is None:  # the program's own process: Keras imported without its scikit-learn wrappers (0.9 s)
+        from ..backends import keras as keras_backend
+        keras_backend.HIDE_SKLEARN = True
     if args.debug:
         os.environ["ARCHSPEC_DEBUG"] = "1"  # TensorFlow's native start-up lines stay visible
     try:

@@ -343,9 +343,10 @@ def foldable_batch_norms(graph: Graph) -> dict[str, str]:
     return pairs
 
 
-#: layers a zero padding before them folds into (their ONNX op takes `pads`): the convolutions,
-#: and a max pool where its input is known to be >= 0 (a zero then never wins the max)
-PAD_INTO = ("conv2d", "depthwise_conv2d", "max_pool")
+#: layers a zero padding before them folds into (their ONNX op takes `pads`): the convolutions
+#: (a separable one's depthwise Conv takes them), and a max pool where its input is known to
+#: be >= 0 (a zero then never wins the max)
+PAD_INTO = ("conv2d", "depthwise_conv2d", "separable_conv2d", "max_pool")
 NON_NEGATIVE = ("relu", "relu6", "sigmoid", "hard_sigmoid", "softmax")
 
 
