@@ -59,8 +59,13 @@ class Browser:
         self.session = self.call("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
         for domain in ("Runtime", "Log", "Network", "Page"):
             self.call(f"{domain}.enable", session=True)
+        self.resize(width, height)
+
+    def resize(self, width: int, height: int, mobile: bool = False) -> None:
+        """Set the viewport's size (CSS pixels, scale 1); `mobile` emulates a phone's
+        viewport (the page's `<meta name="viewport">` applies)."""
         self.call("Emulation.setDeviceMetricsOverride", session=True, width=width, height=height,
-                  deviceScaleFactor=1, mobile=False)
+                  deviceScaleFactor=1, mobile=mobile)
 
     def _read(self) -> None:
         buf = b""

@@ -95,6 +95,31 @@ def test_repeated_blocks_are_collapsed_into_runs():
     assert "conv4_block3 \u2026 conv4_block36" in svg
 
 
+def test_residual_shortcuts_are_drawn_beside_collapsed_blocks_and_runs():
+    boxes = {b.name: b for b in boxes_of(lower_spec("resnet50"))}
+    assert [s.label for s in boxes["conv3_block1"].inner.shortcuts] == ["conv 1\u00d71/2 512 \u2192 batch norm"]
+    assert [s.label for s in boxes["conv3_block2"].inner.shortcuts] == ["identity"]
+    assert boxes["conv1"].inner.shortcuts == []
+    assert [s.label for s in boxes_of(lower_spec("resnet50_v2"))[3].inner.shortcuts] == ["conv 1\u00d71 256"]
+    # googlenet's concatenations and NASNet's merges of two branches are no shortcuts
+    assert not any(b.inner.shortcuts for b in boxes_of(lower_spec("googlenet")))
+    svg = render_svg(lower_spec("resnet50"))
+    assert svg.count('<g class="shortcut"') == 16 + 2  # one per block (run members hidden) and per run
+    assert '<g class="shortcut"' not in render_svg(lower_spec("resnet50"), expanded=True)
+
+
+def test_x_axis_labels_never_overlap_when_estimated():
+    from archspec.views.charts import text_width, x_labels
+
+    names = [b.name for b in boxes_of(lower_spec("resnet152"))]
+    for pitch in (4, 9, 19, 90):  # upright and thinned, upright, upright, horizontal
+        upright, kept, _ = x_labels([(k * pitch, n) for k, n in enumerate(names)])
+        assert upright == (pitch < 90) and len(kept) >= min(len(names), 4)
+        assert len(kept) == len(names) if pitch >= 19 else len(kept) < len(names)
+        for (x1, a), (x2, b) in zip(kept, kept[1:]):  # a line high apart, or half their widths apart
+            assert x2 - x1 >= (9 * 1.3 if upright else (text_width(a) + text_width(b)) / 2)
+
+
 def test_references_between_distant_blocks_are_arcs(tmp_path):
     spec = tmp_path / "skip.yaml"
     spec.write_text(textwrap.dedent("""\
@@ -282,3 +307,58 @@ def test_docs_example_diagram_is_what_the_code_draws(tmp_path, capsys):
     assert 'class="block expanded"' in svg and "<script" not in svg
     assert main(["report", "two_branch", "-o", str(tmp_path / "d.pdf")]) == 2
     assert "report writes .html" in capsys.readouterr().err
+
+
+# the page at a desktop's and a phone's size: the diagram fills its pane, residual shortcuts show
+# in the collapsed view, the charts' x-axis labels do not overlap, nothing overflows the page
+FILLS = r"""JSON.stringify((function () {
+  function box(e) { var b = e.getBoundingClientRect(); return [b.left, b.top, b.right, b.bottom]; }
+  var host = document.getElementById("diagram"), svg = host.querySelector("svg.archspec-diagram");
+  var drawn = Array.prototype.filter.call(svg.querySelectorAll(
+      "g.block:not(.hidden), g.run:not([style*=none]), g.link, .shortcut"), function (e) {
+    var b = e.getBoundingClientRect(); return b.width > 0 && b.height > 0; }).map(box);
+  var charts = Array.prototype.map.call(document.querySelectorAll("#charts svg.chart.through"), function (c) {
+    return Array.prototype.map.call(c.querySelectorAll("text.xlabel"), box); });
+  return {host: host.clientWidth, hostLeft: host.getBoundingClientRect().left + host.clientLeft,
+          drawnLeft: Math.min.apply(null, drawn.map(function (b) { return b[0]; })),
+          drawnRight: Math.max.apply(null, drawn.map(function (b) { return b[2]; })),
+          shortcuts: Array.prototype.map.call(svg.querySelectorAll(
+              "g.block:not(.hidden):not(.expanded) > .shortcut, g.run:not([style*=none]) > .shortcut"), box),
+          charts: charts, inner: window.innerWidth, scroll: document.documentElement.scrollWidth};
+})())"""
+
+
+def _overlaps(boxes: list) -> list[tuple[int, int]]:
+    return [(i, j) for i in range(len(boxes)) for j in range(i + 1, len(boxes))
+            if min(boxes[i][2], boxes[j][2]) > max(boxes[i][0], boxes[j][0])
+            and min(boxes[i][3], boxes[j][3]) > max(boxes[i][1], boxes[j][1])]
+
+
+@needs_chromium
+def test_report_fills_the_page_at_desktop_and_phone_sizes(browser, reports):
+    import json
+
+    residual = {}  # visible items (blocks, collapsed runs) with an add inside, in the collapsed view
+    for name in ("resnet50", "efficientnet"):
+        graph = lower_spec(name)
+        adds = {b.name for b in graph.blocks if not b.depth and any(graph.node(n).op == "add" for n in b.nodes)}
+        residual[name] = len({("run", b.run) if b.run is not None else b.index for b in boxes_of(graph)
+                              if b.name in adds})
+    try:
+        for width, height, mobile in ((1440, 900, False), (390, 844, True)):
+            browser.resize(width, height, mobile)
+            for name in ("resnet50", "efficientnet"):
+                browser.open((reports / f"{name}.html").resolve().as_uri())
+                m = json.loads(browser.evaluate(FILLS))
+                at = f"{name} at {width}x{height}"
+                assert m["inner"] == width and m["scroll"] <= width, f"{at}: the page overflows: {m['scroll']}"
+                drawn = m["drawnRight"] - m["drawnLeft"]
+                assert drawn >= 0.9 * m["host"], f"{at}: the diagram fills {drawn / m['host']:.0%} of its pane"
+                assert m["drawnLeft"] >= m["hostLeft"] - 1 and m["drawnRight"] <= m["hostLeft"] + m["host"] + 1
+                assert len(m["shortcuts"]) == residual[name] > 0, at
+                assert all(b[2] - b[0] > 0 and b[3] - b[1] > 0 for b in m["shortcuts"]), at
+                assert len(m["charts"]) == 2 and all(len(labels) >= 4 for labels in m["charts"]), at
+                for labels in m["charts"]:
+                    assert _overlaps(labels) == [], f"{at}: x-axis labels overlap"
+    finally:
+        browser.resize(1280, 1000)

@@ -1,6 +1,11 @@
 """Small self-contained SVG charts (pure Python, no plotting library): bars of params and
 MACs per stage or block, the resolution and channels through a network, and the
-params / MACs / resolution of a compound-scaling sweep against phi."""
+params / MACs / resolution of a compound-scaling sweep against phi.
+
+Each chart has a viewBox, so a page may scale it down to a narrow screen (the scale is the
+same for its text and its marks). The x-axis labels of a panel are laid out so that no two
+of them overlap at any scale: written horizontally where they fit, else turned upright
+and thinned to every k-th (`x_labels`)."""
 
 from __future__ import annotations
 
@@ -12,12 +17,34 @@ from ..core.units import human
 
 FONT = 'font-family="sans-serif" font-size="10"'
 COLORS = ("#3a6fb0", "#b7791f", "#3f8f5a", "#b83232")
+XLABEL_FS = 9  # font size of the x-axis labels
+EM = 0.62  # an upper bound of a character's width in em (sans-serif, lower case, digits, `_`)
 
 
-def _svg(w: float, h: float, body: list[str], title: str, cls: str) -> str:
+def _svg(w: float, h: float, body: list[str], title: str, cls: str, heading: bool = True) -> str:
+    head = f'<text x="4" y="13" font-size="12" font-weight="600">{escape(title)}</text>' if heading else ""
     return (f'<svg xmlns="http://www.w3.org/2000/svg" class="chart {cls}" width="{w:.0f}" height="{h:.0f}" '
-            f'viewBox="0 0 {w:.0f} {h:.0f}" {FONT}><title>{escape(title)}</title>'
-            f'<text x="4" y="13" font-size="12" font-weight="600">{escape(title)}</text>' + "".join(body) + "</svg>")
+            f'viewBox="0 0 {w:.0f} {h:.0f}" {FONT}><title>{escape(title)}</title>{head}' + "".join(body) + "</svg>")
+
+
+def text_width(text: str, size: float = XLABEL_FS) -> float:
+    """An upper bound of the width of a line of text (no measuring without a browser)."""
+    return EM * size * len(text)
+
+
+def x_labels(at: list[tuple[float, str]]) -> tuple[bool, list[tuple[float, str]], float]:
+    """How to write labels at x positions (in the chart's units) so that no two overlap:
+    (upright, the labels kept, the height they need below the axis). Horizontal when each
+    is narrower than its distance to its neighbours; else upright (one line high across),
+    every k-th kept so that kept labels are a line height and a gap apart."""
+    at = sorted(at)
+    if all(b[0] - a[0] >= (text_width(a[1]) + text_width(b[1])) / 2 + 6 for a, b in zip(at, at[1:])):
+        return False, at, XLABEL_FS + 6
+    pitch = XLABEL_FS * 1.3 + 4  # a line's height (ascent and descent) and a gap
+    gaps = [b[0] - a[0] for a, b in zip(at, at[1:])]
+    step = max(1, math.ceil(pitch / max(min(gaps), 1e-9)))
+    kept = at[::step]
+    return True, kept, max(text_width(t) for _, t in kept) + 10
 
 
 def bars(rows: list[tuple[str, float]], title: str, *, width: int = 460, bar_h: int = 14, cls: str = "bars") -> str:
@@ -48,7 +75,9 @@ def _ticks(lo: float, hi: float, log: bool) -> list[float]:
 
 def line_panel(xs: list[float], series: list[tuple[str, list[float]]], *, x0: float, y0: float, w: float, h: float,
                log: bool, title: str, xlabels: dict | None = None, points: list[tuple[str, float, float]] = ()) -> list[str]:
-    """One panel of line series (and extra labelled points) at (x0, y0), as SVG elements."""
+    """One panel of line series (and extra labelled points) at (x0, y0), as SVG elements.
+    Its x-axis labels (`xlabels`, else each x) are laid out by `x_labels`: the plot leaves
+    them the room they need at the bottom of the panel."""
     vals = [v for _, ys in series for v in ys if v is not None] + [p[2] for p in points]
     vals = [v for v in vals if not log or v > 0] or [1]
     lo, hi = min(vals), max(vals)
@@ -63,20 +92,27 @@ def line_panel(xs: list[float], series: list[tuple[str, list[float]]], *, x0: fl
     def X(x):
         return x0 + 44 + (w - 72) * (x - xlo) / (xhi - xlo)
 
+    upright, labels, room = x_labels([(X(x), str((xlabels or {}).get(x, f"{x:g}")))
+                                      for x in (xs if xlabels is None else list(xlabels))])
+    axis = y0 + h - 3 - room  # the x axis, the labels below it
+
     def Y(v):
         t = (math.log10(v) - math.log10(lo)) / (math.log10(hi) - math.log10(lo)) if log else (v - lo) / (hi - lo)
-        return y0 + h - 18 - (h - 40) * t
+        return axis - (axis - y0 - 22) * t
 
     out = [f'<text x="{x0 + 44}" y="{y0 + 14}" font-weight="600">{escape(title)}</text>',
-           f'<line x1="{x0 + 44}" y1="{y0 + h - 18}" x2="{x0 + w - 10}" y2="{y0 + h - 18}" stroke="#52606d"/>',
-           f'<line x1="{x0 + 44}" y1="{y0 + 22}" x2="{x0 + 44}" y2="{y0 + h - 18}" stroke="#52606d"/>']
+           f'<line x1="{x0 + 44}" y1="{axis}" x2="{x0 + w - 10}" y2="{axis}" stroke="#52606d"/>',
+           f'<line x1="{x0 + 44}" y1="{y0 + 22}" x2="{x0 + 44}" y2="{axis}" stroke="#52606d"/>']
     for t in _ticks(lo, hi, log):
         if lo <= t <= hi:
             out.append(f'<line x1="{x0 + 44}" x2="{x0 + w - 10}" y1="{Y(t):.1f}" y2="{Y(t):.1f}" stroke="#e4e7eb"/>'
                        f'<text x="{x0 + 40}" y="{Y(t) + 3:.1f}" text-anchor="end">{human(t)}</text>')
-    for x in xs if xlabels is None else list(xlabels):
-        lab = (xlabels or {}).get(x, f"{x:g}")
-        out.append(f'<text x="{X(x):.1f}" y="{y0 + h - 5}" text-anchor="middle">{escape(str(lab))}</text>')
+    for x, lab in labels:  # upright: read upwards, ending just below the axis, centred on the tick
+        out.append(f'<text class="xlabel" x="{x:.1f}" y="{axis + 6}" text-anchor="end" dy="0.35em" '
+                   f'font-size="{XLABEL_FS}" transform="rotate(-90 {x:.1f} {axis + 6})">{escape(lab)}</text>'
+                   if upright else
+                   f'<text class="xlabel" x="{x:.1f}" y="{axis + 4 + XLABEL_FS}" text-anchor="middle" '
+                   f'font-size="{XLABEL_FS}">{escape(lab)}</text>')
     for k, (name, ys) in enumerate(series):
         pts = [(X(x), Y(y)) for x, y in zip(xs, ys) if y is not None and (not log or y > 0)]
         c = COLORS[k % len(COLORS)]
@@ -93,19 +129,23 @@ def line_panel(xs: list[float], series: list[tuple[str, list[float]]], *, x0: fl
     return out
 
 
-def through_network(names: list[str], shapes: list[tuple], *, width: int = 940, height: int = 230) -> str:
-    """Output resolution (height of the feature map) and channels of each top-level block."""
+def through_network(names: list[str], shapes: list[tuple], *, width: int = 470, height: int = 200) -> str:
+    """Output resolution (height of the feature map) and channels of each top-level block:
+    two charts (a page may put them side by side or one above the other), each `width`
+    wide and `height` high plus the room its x-axis labels (the blocks' names) need."""
     xs = list(range(len(names)))
     res = [s[0] if len(s) == 3 else None for s in shapes]
     ch = [s[-1] if s else None for s in shapes]
-    step = max(1, len(names) // 12)
-    labels = {i: (n if len(n) <= 14 else n[:13] + "\u2026") for i, n in enumerate(names) if i % step == 0}
-    half = width / 2
-    body = line_panel(xs, [("resolution", res)], x0=0, y0=18, w=half, h=height - 18, log=True,
-                      title="output resolution (pixels, log)", xlabels=labels)
-    body += line_panel(xs, [("channels", ch)], x0=half, y0=18, w=half, h=height - 18, log=True,
-                       title="output channels (log)", xlabels=labels)
-    return _svg(width, height, body, "resolution and channels through the network", "through")
+    labels = {i: (n if len(n) <= 14 else n[:13] + "\u2026") for i, n in enumerate(names)}
+    pitch = (width - 72) / max(len(names) - 1, 1)
+    room = x_labels([(i * pitch, t) for i, t in labels.items()])[2]
+    out = []
+    for key, ys, title in (("resolution", res, "output resolution (pixels, log)"),
+                           ("channels", ch, "output channels (log)")):
+        body = line_panel(xs, [(key, ys)], x0=0, y0=0, w=width, h=height + room, log=True, title=title,
+                          xlabels=labels)
+        out.append(_svg(width, height + room, body, f"{title} through the network", f"through {key}", heading=False))
+    return "\n".join(out)
 
 
 def _preset_phi(label: str, k: int) -> float:

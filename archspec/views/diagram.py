@@ -10,11 +10,16 @@ carry. Runs of three or more consecutive blocks of the same stage with the same 
 sequence are collapsed to their first block plus one box for the rest (ResNet-152's
 conv4_block2..36, DenseNet's dense layers), which expands on a click. Edges between
 blocks that are not neighbours (references to earlier layers, auxiliary heads) are
-drawn as arcs on the left.
+drawn as arcs on the left. A residual shortcut (the short input of a block's add: the
+identity, or a projection such as conv 1x1 + batch norm) is drawn beside a collapsed block
+or run, on its right, as a skip path that rejoins the block at its add: it is seen
+without expanding anything (an expanded block draws it among its layers).
 
 The SVG is complete without scripts (the initial layout is computed here); in the HTML
 report a small inline script re-lays it out when a box is expanded or collapsed (the
-same stacking rule as `_stack` below), and zooms and pans it.
+same stacking rule as `_stack` below), stretches the column to the width of its pane
+(collapsed boxes as wide as the pane, less the margins for arcs and shortcuts; a pane
+narrower than `MIN_BOX_W` scales the drawing down instead), and zooms and pans it.
 """
 
 from __future__ import annotations
@@ -38,6 +43,9 @@ MIN_BOX_W = 400
 GAP = 30  # between two blocks: the connector and its shape label
 ARC_MARGIN = 90  # room on the left for arcs between blocks that are not neighbours
 RUN_MIN = 3  # blocks with the same structure in a row before the rest are collapsed
+SC_MARGIN = 24  # room on the right for the shortcuts drawn beside collapsed blocks
+RESIDUAL_OPS = ("add", "scaled_add")  # merges whose short input is drawn as a shortcut
+CHAR_W = 6.0  # an upper bound of the width of a character of the header's 10px text
 
 
 def op_label(n: Node) -> str:
@@ -64,6 +72,79 @@ class Inner:
     height: int
     svg: str
     merges: int
+    shortcuts: list = field(default_factory=list)  # [Shortcut], in graph order
+
+
+@dataclass
+class Shortcut:
+    """The short input of a residual merge: from `fork` (where it leaves the main path: the
+    block's input, or a layer of it such as ResNet-v2's pre-activation) through `layers`
+    (op labels; none for the identity) into the merge `into`, beside a main path of `main`
+    layers."""
+
+    into: str
+    fork: str
+    layers: list[str]
+    main: int
+
+    @property
+    def label(self) -> str:
+        return " \u2192 ".join(self.layers) if self.layers else "identity"
+
+
+def _projection(n: Node) -> bool:
+    """Whether a layer may be on a shortcut: a 1×1 conv, a batch norm, a pooling of at most
+    2×2 (ResNet-v2's 1×1/2 max pool, ResNet-D's 2×2/2 average pool)."""
+    if n.op == "conv2d":
+        return tuple(n.attrs.get("kernel") or ()) == (1, 1)
+    if n.op in ("max_pool", "avg_pool"):
+        return max(n.attrs.get("pool") or (9,)) <= 2
+    return n.op in ("batch_norm", "identity")
+
+
+def find_shortcuts(nodes: list[Node], external: dict[str, tuple]) -> list[Shortcut]:
+    """The residual shortcuts of a block's layer graph: for each add (`RESIDUAL_OPS`), the
+    input that reaches a tensor the other input also depends on through the fewest
+    single-input layers, at most three and each a projection (`_projection`), when the
+    other input's path from there is longer by two layers or more (a merge of two branches
+    of a NASNet cell is no shortcut)."""
+    by = {n.name: n for n in nodes}
+    anc: dict[str, set] = {}
+
+    def ancestors(t: str) -> set:
+        if t not in anc:
+            anc[t] = {t}.union(*(ancestors(p) for p in by[t].inputs)) if t in by else {t}
+        return anc[t]
+
+    longest: dict[tuple, int] = {}
+
+    def dist(src: str, dst: str) -> int:  # layers on the longest path from src to dst, dst included
+        if dst == src or dst not in by:
+            return 0
+        if (src, dst) not in longest:
+            longest[src, dst] = 1 + max((dist(src, p) for p in by[dst].inputs if src in ancestors(p)), default=0)
+        return longest[src, dst]
+
+    out = []
+    for n in nodes:
+        ins = list(dict.fromkeys(n.inputs))
+        if n.op not in RESIDUAL_OPS or len(ins) < 2:
+            continue
+        best = None
+        for s in ins:
+            others = set().union(*(ancestors(o) for o in ins if o != s))
+            path, cur = [], s
+            while cur not in others and cur in by and len(by[cur].inputs) == 1 and _projection(by[cur]):
+                path.append(by[cur])
+                cur = by[cur].inputs[0]
+            if cur not in others:
+                continue
+            main = max(dist(cur, o) for o in ins if o != s)
+            if len(path) <= 3 and main >= len(path) + 2 and (best is None or len(path) < len(best.layers)):
+                best = Shortcut(n.name, cur, [op_label(x) for x in reversed(path)], main)
+        if best is not None:
+            out.append(best)
+    return out
 
 
 def layout_layers(nodes: list[Node], external: dict[str, tuple]) -> tuple[dict, dict, int, int]:
@@ -143,7 +224,7 @@ def render_inner(nodes: list[Node], external: dict[str, tuple], block_name: str)
             f'<text class="ln" x="{x + 6}" y="{y + 11}">{escape(label)}</text>'
             f'<text class="lo" x="{x + 6}" y="{y + 22}">{escape(op_label(n))}</text>'
             f'<text class="ls" x="{x + NODE_W / 2 + 4}" y="{y + NODE_H + 13}">{shape_str(n.shape)}</text></g>')
-    return Inner(width, HEADER + rows * ROW + PAD, "".join(out), merges)
+    return Inner(width, HEADER + rows * ROW + PAD, "".join(out), merges, find_shortcuts(nodes, external))
 
 
 # ---------------------------------------------------------------- the network
@@ -263,8 +344,10 @@ def render_svg(graph: Graph, *, expanded: bool = False, anchors: dict | None = N
     items = _items(boxes, exp, open_runs)
     geo, height = _stack(items, exp)
     width_col = max([b.inner.width for b in boxes] + [MIN_BOX_W])
-    cx = ARC_MARGIN + width_col / 2
-    width = ARC_MARGIN + width_col + PAD
+    left, right = margins(boxes)
+    right = right if interactive or not expanded else PAD  # shortcuts are drawn beside collapsed boxes only
+    cx = left + width_col / 2
+    width = left + width_col + right
     visible_at: dict[int, int] = {}
     for k, it in enumerate(items):
         for b in ([it[1]] if it[0] == "box" else it[2]):
@@ -306,11 +389,44 @@ def render_svg(graph: Graph, *, expanded: bool = False, anchors: dict | None = N
                            "run": b.run, "out": b.output, "src": [[s, t, shape_str(sh)] for s, t, sh in b.sources],
                            "name": b.name} for b in boxes],
                 "gap": GAP, "pad": PAD, "header": HEADER, "cx": cx, "col": width_col, "arc": ARC_MARGIN,
-                "minw": MIN_BOX_W, "width": width}
+                "minw": MIN_BOX_W, "width": width, "left": left, "right": right}
         parts.append(f'<script type="application/json" class="diagram-data">{escape(json.dumps(data), quote=False)}'
                      f"</script>")
     parts.append("</svg>")
     return "\n".join(parts)
+
+
+def margins(boxes: list[Box]) -> tuple[int, int]:
+    """Room left of the column (for arcs, when a block reads another than the one before
+    it or not its output) and right of it (for shortcuts, when a block has one)."""
+    arcs = any((s, t) != (prev.index, prev.output) for prev, b in zip(boxes, boxes[1:]) for s, t, _ in b.sources)
+    return (ARC_MARGIN if arcs else PAD), (SC_MARGIN if any(b.inner.shortcuts for b in boxes) else PAD)
+
+
+def shortcut_path(w: float, h: float) -> str:
+    """The drawing of a shortcut beside a collapsed box of width w and height h (the same as
+    `shortcutPath` in diagram.js.j2): it leaves the box's top edge near its right end, runs
+    down outside the box and enters it again at the height of its add, near the bottom."""
+    xr, ye = w, h - 10
+    return (f"M{xr - 24:g} 0 C{xr - 24:g} -9 {xr + 13:g} -9 {xr + 13:g} 8 L{xr + 13:g} {ye - 8:g} "
+            f"C{xr + 13:g} {ye:g} {xr + 7:g} {ye:g} {xr:g} {ye:g}")
+
+
+def _shortcut(shortcuts: list[Shortcut], w: float, h: float, stats: str, who: str) -> str:
+    """The shortcut(s) of a collapsed box or run: the path, a dot where it enters the add,
+    and a label at the right of the second line when the box is wide enough (`data-need`)."""
+    if not shortcuts:
+        return ""
+    label = "shortcut: " + ", ".join(dict.fromkeys(sc.label for sc in shortcuts))
+    if len(shortcuts) > 1:
+        label = f"{len(shortcuts)} shortcuts: " + label[len("shortcut: "):]
+    need = round(2 * PAD + CHAR_W * (len(stats) + len(label)) + 20)
+    title = "; ".join(f"{who}: {sc.label} from {sc.fork} into {sc.into}, beside {sc.main} layers"
+                      for sc in shortcuts)
+    hide = "" if w >= need else ' display="none"'
+    return (f'<g class="shortcut" data-need="{need}"><title>shortcut of {escape(title)}</title>'
+            f'<path d="{shortcut_path(w, h)}"/><circle cx="{w:g}" cy="{h - 10:g}" r="3"/>'
+            f'<text class="sc-label" x="{w - PAD:g}" y="33" text-anchor="end"{hide}>{escape(label)}</text></g>')
 
 
 def _connector(cx, col, y_from, y_to, chain, tensor, shape, dst, w_from, w_to) -> str:
@@ -330,13 +446,17 @@ def _connector(cx, col, y_from, y_to, chain, tensor, shape, dst, w_from, w_to) -
             f'<text x="{lx:.1f}" y="{ly:.1f}"{anchor}>{shape_str(shape)}</text></g>')
 
 
-def _header(b: Box, x, y, w) -> str:
-    link = (f'<a href="#{b.anchor[0]}"><text class="src-link" x="{x + MIN_BOX_W - PAD}" y="{y + 17}" '
-            f'text-anchor="end">{escape(b.anchor[1])}</text></a>') if b.anchor else ""
+def _stats(b: Box) -> str:
     merges = f" \u00b7 {b.inner.merges} merge{'s' if b.inner.merges != 1 else ''}" if b.inner.merges else ""
+    return (f'{shape_str(b.shape)} \u00b7 {b.params:,} params \u00b7 {human(b.macs)} MACs \u00b7 {b.layers} '
+            f'layer{"s" if b.layers != 1 else ""}{merges}')
+
+
+def _header(b: Box, x, y, w) -> str:
+    link = (f'<a href="#{b.anchor[0]}"><text class="src-link" x="{x + w - PAD}" y="{y + 17}" '
+            f'text-anchor="end">{escape(b.anchor[1])}</text></a>') if b.anchor else ""
     return (f'<text class="bn" x="{x + PAD}" y="{y + 17}">{escape(b.name)} <tspan class="bt">{escape(b.type)}</tspan>'
-            f'</text><text class="bs" x="{x + PAD}" y="{y + 33}">{shape_str(b.shape)} \u00b7 {b.params:,} params \u00b7 '
-            f'{human(b.macs)} MACs \u00b7 {b.layers} layer{"s" if b.layers != 1 else ""}{merges}</text>{link}')
+            f'</text><text class="bs" x="{x + PAD}" y="{y + 33}">{escape(_stats(b))}</text>{link}')
 
 
 def _box(b: Box, cx, y, expanded: bool, hidden: bool = False) -> str:
@@ -348,6 +468,7 @@ def _box(b: Box, cx, y, expanded: bool, hidden: bool = False) -> str:
     return (f'<g class="{cls}" data-block="{escape(b.name)}" data-index="{b.index}" data-type="{escape(b.type)}"{link} '
             f'transform="translate({x:.1f},{y:.1f})"><rect class="frame" width="{w}" height="{h}" rx="6"/>'
             f'{_header(b, 0, 0, w)}'
+            f'{"" if expanded else _shortcut(b.inner.shortcuts, MIN_BOX_W, b.collapsed_h, _stats(b), b.name)}'
             f'<g class="inner">{b.inner.svg}</g></g>')
 
 
@@ -356,13 +477,14 @@ def _run_box(members: list[Box], cx, y) -> str:
     w = MIN_BOX_W
     x = cx - w / 2
     params = sum(b.params for b in members)
+    stats = f"{shape_str(last.shape)} \u00b7 {params:,} params \u00b7 {human(sum(b.macs for b in members))} MACs in all"
     return (f'<g class="run" data-run="{first.run}" transform="translate({x:.1f},{y:.1f})">'
             f'<title>{len(members)} blocks with the same layers as {escape(first.name)}: click to show them</title>'
             f'<rect class="frame" width="{w}" height="{HEADER + 4}" rx="6"/>'
             f'<text class="bn" x="{PAD}" y="17">{escape(first.name)} \u2026 {escape(last.name)} '
             f'<tspan class="bt">\u00d7{len(members)} {escape(first.type)}</tspan></text>'
-            f'<text class="bs" x="{PAD}" y="33">{shape_str(last.shape)} \u00b7 {params:,} params \u00b7 '
-            f'{human(sum(b.macs for b in members))} MACs in all</text></g>')
+            f'<text class="bs" x="{PAD}" y="33">{escape(stats)}</text>'
+            f'{_shortcut(first.inner.shortcuts, w, HEADER + 4, stats, f"each of {first.name} … {last.name}")}</g>')
 
 
 STYLE = """
@@ -388,4 +510,7 @@ STYLE = """
 .link.arc path{stroke:#b7791f;stroke-dasharray:4 3}
 .link text{font-size:9px;fill:#52606d}
 .src-link{font-size:9.5px;fill:#2f6fb0;text-decoration:underline}
+.shortcut path{fill:none;stroke:#b83232;stroke-width:1.5}.shortcut circle{fill:#b83232}
+.archspec-diagram .sc-label{font-size:9.5px;fill:#b83232}
+.block.expanded>.shortcut{display:none}
 """
