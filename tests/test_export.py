@@ -6,6 +6,7 @@ convolutions, multi-output feature extractors, safe writes and failure behaviour
 from __future__ import annotations
 
 import json
+import zipfile
 import os
 import subprocess
 import sys
@@ -499,6 +500,41 @@ def test_missing_directory_and_bad_sources_are_spec_errors(tmp_path):
     with pytest.raises(SpecError, match="cannot load as a Keras model"):
         ex.export(tmp_path / "junk.keras", tmp_path / "out.onnx")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["junk.keras"]
+
+
+SCALED = """\
+format: 1
+name: tiny_scaled
+input: {shape: [32, 32, 3]}
+stem: [{type: conv, name: stem, filters: 8, kernel: 3, stride: 2, bn: true}]
+stages: [{name: s1, blocks: [{type: conv, filters: 16, kernel: 3, repeats: 2}]}]
+head: {classes: 4}
+scaling:
+  coefficients: {alpha: 1.2, beta: 1.1, gamma: 1.15}
+  presets: {wide: {width: 2.0, depth: 1.0, resolution: 48}}
+"""
+
+
+def test_export_takes_phi_and_preset_as_build_does(tmp_path, capsys):
+    """Issue 30: `export SPEC --preset b3` / `--phi 2` scale the spec first, as `build` does
+    (the same resolution and Keras parameter count); a built model cannot be scaled (exit 2)."""
+    from archspec.cli import main
+
+    spec = tmp_path / "scaled.yaml"
+    spec.write_text(SCALED)
+    for flags, size in ((["--preset", "wide"], 48), (["--phi", "1"], 40)):
+        out = tmp_path / "s.onnx"
+        assert main(["export", str(spec), "-o", str(out), "--json", "--force", *flags]) == 0
+        r = json.loads(capsys.readouterr().out)
+        built = tmp_path / "s.keras"
+        assert main(["build", str(spec), "-o", str(built), "--json", "--force", *flags]) == 0
+        b = json.loads(capsys.readouterr().out)
+        assert r["passed"] and r["input_shape"][1:3] == [size, size] == b["input_shape"][:2], (r, b)
+        meta = json.loads(zipfile.ZipFile(built).read("archspec.json"))
+        assert r["metadata"]["archspec.spec_sha256"] == meta["archspec.spec_sha256"]
+        assert r["spec"] == meta["archspec.spec_name"] == ("tiny_scaled-wide" if size == 48 else "tiny_scaled-phi1")
+    assert main(["export", str(built), "-o", str(tmp_path / "k.onnx"), "--phi", "1"]) == 2
+    assert "phi and preset (--phi, --preset) apply to a spec, not to a built model" in capsys.readouterr().err
 
 
 def test_library_format_follows_the_path_suffix(tmp_path, capsys):

@@ -367,3 +367,17 @@ def test_litert_int8_calibrated_on_noise_fails_and_writes_nothing(trained, tmp_p
         ex.export(run, out, quantize="int8", calibration=noise, force=True)
     assert e.value.exit_code == 1 and out.read_bytes() == b"precious"
     assert [p.name for p in tmp_path.iterdir()] == ["noise.tflite"]
+
+
+def test_the_check_line_says_which_images_and_that_calibration_was_apart(trained, tmp_path, capsys):
+    """Issue 30: the text an int8 export prints names the images the check ran on and says
+    the calibration images were not among them (with the rule that set them apart)."""
+    from archspec.cli import main
+
+    run, npz, *_ = trained
+    assert main(["export", str(run), "-o", str(tmp_path / "q.tflite"), "--quantize", "int8"]) == 0
+    out = capsys.readouterr().out
+    assert f"on 256 images of {npz.resolve()}: ok" in out
+    assert ("calibrated: on 64 images, none of them checked (test split: 256 of its 297 images are checked; 64 "
+            "of the 1500 training images") in out
+    assert "size:" not in out  # LiteRT reports no float32 size to compare with (ONNX does)

@@ -185,8 +185,14 @@ def test_bundled_and_extends_names_suggest_the_closest(tmp_path, capsys, ref, cl
 
 
 @pytest.mark.parametrize("text,words,line", [
+    # issue 30: the hint says which way to move the line (it said "indent" where the fix is to dedent)
     ("format: 1\nname: x\ninput:\n  shape: [1, 2, 3]\n   name: y\n",
-     "indentation: this line does not line up with the keys above it", 5),
+     "indentation: this line starts at column 4, right of the line above it (column 3): dedent it to column 3", 5),
+    ("format: 1\nname: x\ninput:\n    shape: [1, 2, 3]\n  name: y\n",
+     "this line starts at column 3, between the keys above it (column 5) and their outer block (column 1): "
+     "indent it to column 5, or dedent it to column 1", 5),
+    ("format: 1\nname: x\nstem:\n  - {type: conv, filters: 8}\n   - {type: conv, filters: 8}\n",
+     "right of the line above it (column 3): dedent it to column 3", 5),
     ("format: 1\nname: x\nstages:\n\t- a\n", "YAML is indented with spaces, never tabs", 4),
     ("format: 1\nname: a: b\n", "a ':' where a value should be", 2),
     ("format: 1\nname: [a, b\n", "an unclosed '['", 3),
@@ -195,6 +201,21 @@ def test_yaml_parser_errors_get_a_plain_first_sentence(tmp_path, capsys, text, w
     rc, err = _validate(tmp_path, capsys, text)
     assert rc == 2 and len(err) == 1
     assert err[0].startswith(f"{tmp_path / 's.yaml'}:{line}:") and "invalid YAML: " in err[0] and words in err[0]
+
+
+@pytest.mark.parametrize("argv,usage,close", [
+    (["export", "resnet50", "-o", "x.onnx", "--forse"], "usage: archspec export", "'--force'"),
+    (["inspect", "resnet50", "--jsn"], "usage: archspec inspect", "'--json'"),
+    (["train", "--epohcs", "3"], "usage: archspec train", "'--epochs'"),
+])
+def test_a_wrong_option_gets_its_commands_usage_and_the_closest_option(capsys, argv, usage, close):
+    """Issue 30: not the top-level usage (which lists no option of the command)."""
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.startswith(usage) and "usage: archspec [-h]" not in err
+    bad = next(a for a in argv if a.startswith("--"))
+    assert f"unrecognized arguments: {bad}" in err and err.rstrip().endswith(f"(did you mean {close}?)")
 
 
 @pytest.mark.parametrize("value,ok", [("256", True), ('"256"', False), ("256.0", True), ("true", False),

@@ -558,3 +558,102 @@ def test_report_model_takes_a_weights_file_through_the_one_loader(tmp_path, caps
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "weights do not load" in err[0] and "Conv1" in err[0], err
     assert not bad.exists()
+
+
+# ---------------------------------------------------------------- weights for another network (issue 30)
+
+
+R18 = ["input.shape=[32,32,3]", "head.classes=100"]
+
+
+@pytest.fixture(scope="module")
+def r18_files(tmp_path_factory):
+    """One ResNet-18 (32x32, 100 classes) in every format: a .weights.h5 (records no name), a
+    .keras written by archspec's one writer (archspec.json names the spec), a legacy .h5 of
+    the whole model (its model_config names it) and keras.applications' weights-only .h5."""
+    import warnings
+
+    from archspec.api import build
+    from archspec.backends.keras.files import save_keras
+
+    d = tmp_path_factory.mktemp("r18")
+    m = build("resnet18", R18, seed=1)
+    m.save_weights(d / "r18.weights.h5")
+    save_keras(m, d / "r18.keras", lower_spec("resnet18", R18))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        m.save(d / "r18_model.h5")  # Keras' legacy whole-model .h5: model_config at the root
+    save_legacy(m, d / "r18.h5")
+    return d
+
+
+def _another(capsys, w, *args):
+    """`archspec weights` and `archspec build --weights` of ResNet-18's file into vgg16_cifar100."""
+    code_w = main(["weights", "vgg16_cifar100", str(w), *args])
+    out = capsys.readouterr().out
+    code_b = main(["build", "vgg16_cifar100", "--weights", str(w), "-o", str(w.parent / "never.keras"), *args])
+    err = [l for l in capsys.readouterr().err.splitlines() if l.strip() and not l.startswith("archspec: building")]
+    assert (code_w, code_b) == (2, 2) and not (w.parent / "never.keras").exists(), (out, err)
+    assert len(err) == 1 and err[0] == f"{w}: weights do not load: {out.splitlines()[0]}", (out, err)
+    for text in (out, err[0]):
+        assert "input size" not in text and "other shapes" not in text and "Traceback" not in text, text
+    assert out.rstrip().endswith("into vgg16_cifar100: does not load: weights for another network"), out
+    return out.splitlines()[0]
+
+
+@pytest.mark.parametrize("name,recorded", [("r18.weights.h5", None), ("r18.h5", None), ("r18.keras", "resnet18"),
+                                           ("r18_model.h5", "resnet18")])
+def test_resnet18_weights_into_vgg16_say_another_network(r18_files, capsys, name, recorded):
+    line = _another(capsys, r18_files / name)
+    who = f" ({recorded!r} recorded in the file)" if recorded else ""
+    assert line.startswith(f"weights for another network{who}, not for vgg16_cifar100: 0 of 16 layers load; "
+                           f"1 of the spec's 16 is in the file by name (predictions); 40 of the file's 41 weighted "
+                           f"layers are not in the spec: "), line
+    r = weights_report("vgg16_cifar100", r18_files / name)
+    assert r.foreign and not r.loadable and r.network == recorded
+    assert r.to_dict()["another_network"] and r.to_dict()["file_network"] == recorded
+    assert [(l.name, l.note) for l in r.of("mismatch")] == [("predictions", "another network's layer of this name")]
+    # skipped layers are counted apart, and the rule holds over the rest
+    line = _another(capsys, r18_files / name, "--weights-skip", "block1_*")
+    assert "0 of 16 layers load; 2 skipped (--weights-skip): block1_conv1, block1_conv2; 1 of the spec's 14 is " \
+           "in the file by name (predictions)" in line, line
+
+
+def test_recorded_name_is_bounded_and_sanitized(r18_files, tmp_path, capsys):
+    """A .keras archive's config.json names the model when archspec.json does not; the name
+    is shown printable, at most 80 characters, quoted; a config that is not JSON names none."""
+    src = r18_files / "r18.keras"
+
+    def rewrite(config: bytes, out: Path) -> Path:
+        with zipfile.ZipFile(src) as z, zipfile.ZipFile(out, "w") as o:
+            for info in z.infolist():
+                if info.filename != "archspec.json":
+                    o.writestr(info, config if info.filename == "config.json" else z.read(info))
+        return out
+
+    evil = "net\x1b[31m\nname" + "x" * 200
+    w = rewrite(('{"class_name": "Functional", "config": {"name": %s}}' % __import__("json").dumps(evil)).encode(),
+                tmp_path / "evil.keras")
+    r = weights_report("vgg16_cifar100", w)
+    assert r.network.startswith("net\\x1b[31m name") and len(r.network) == 80 and r.network.isprintable()
+    line = _another(capsys, w)
+    assert line.startswith(f"weights for another network ({r.network!r} recorded in the file), not for "
+                           f"vgg16_cifar100: "), line
+    assert "\x1b" not in line
+    w = rewrite(b'{"class_name": "Functional", "config": ', tmp_path / "broken.keras")
+    assert _another(capsys, w).startswith("weights for another network, not for vgg16_cifar100: 0 of 16")
+
+
+def test_a_partial_load_of_the_same_network_is_not_another_networks(r18_files, capsys):
+    """A new head loads (re-initialised, said so); ResNet-18's file into ResNet-34 is refused
+    as blocks missing from the file (most of its layers are in the file by name), never as
+    another network's weights."""
+    w = r18_files / "r18.keras"
+    r = weights_report("resnet18", w, ["input.shape=[32,32,3]", "head.classes=10"])
+    assert r.loadable and not r.foreign and r.network is None
+    assert r.summary() == "40 of 41 layers load; classifier re-initialised (100 → 10 classes)", r.summary()
+    assert main(["weights", "resnet18", str(w), "--set", "input.shape=[32,32,3]", "--set", "head.classes=10"]) == 0
+    assert "another network" not in capsys.readouterr().out
+    r = weights_report("resnet34", w, R18)
+    assert not r.loadable and not r.foreign and "another network" not in r.summary()
+    assert " missing from the file: " in r.summary(), r.summary()

@@ -1,9 +1,6 @@
-"""Command line: argument parsing, one library call per command, and printing through
-`archspec.views.text`. The library raises typed errors; `main` turns them into one line per
-problem and an exit code: 0 success, 1 a failure while running, 2 bad input. No traceback
-unless `--debug`. TensorFlow is imported only by the commands that need it (build, export,
-train, evaluate, predict, report --model).
-"""
+"""Command line: argument parsing, one library call per command, printing through `archspec.views.text`.
+Typed errors become one line per problem and an exit code: 0 success, 1 a failure while running, 2 bad
+input; no traceback unless `--debug`. TensorFlow only for build, export, train, evaluate, predict, report --model."""
 
 from __future__ import annotations
 

@@ -27,6 +27,12 @@ def switches(arg, *flags) -> None:
         arg(flag, action="store_true")
 
 
+def scaling_options(sp, arg) -> None:
+    g = sp.add_mutually_exclusive_group()
+    arg("--phi", type=float, group=g)
+    arg("--preset", group=g)
+
+
 def weights_options(arg) -> None:
     arg("--weights", metavar="FILE|NAME|URL")
     arg("--weights-sha256", metavar="HEX")
@@ -44,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="archspec", formatter_class=RAW, epilog=words.EPILOG, description=words.DESCRIPTION)
     p.add_argument("--version", action="version", version=f"archspec {__version__}")
     p.add_argument("--debug", action="store_true", help=words.option_help("*", "--debug"))
-    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=words.CommandParser)
 
     def command(name, spec=None):
         """A sub-command; `spec`: "one" (SPEC), "many" (SPEC...) with --set, or None."""
@@ -76,24 +82,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp, arg = command("build", "one")
     arg("-o", "--output")
-    arg("--force", action="store_true")
     arg("--precision", choices=o.PRECISIONS)
     arg("--seed", type=int)
     weights_options(arg)
-    arg("--json", action="store_true")
-    g = sp.add_mutually_exclusive_group()
-    arg("--phi", type=float, group=g)
-    arg("--preset", group=g)
+    switches(arg, "--force", "--json")
+    scaling_options(sp, arg)
 
     sp, arg = command("export", "one")
     arg("-o", "--output", required=True, metavar="PATH")
     arg("--format", choices=o.FORMATS)
     arg("--opset", type=int, default=o.DEFAULT_OPSET)
     arg("--via", choices=o.ONNX_PATHS, default=o.ONNX_PATHS[0])
-    switches(arg, "--external-data", "--no-check")
+    switches(arg, "--external-data", "--no-check", "--force")
     arg("--check-data", metavar="DIR|FILE.npz")
     arg("--min-agreement", type=float, metavar="F")
-    arg("--force", action="store_true")
     g = sp.add_mutually_exclusive_group()
     arg("--fp16", action="store_true", group=g)
     arg("--quantize", choices=[q.replace("_", "-") for q in o.QUANTIZE_MODES], group=g)
@@ -102,6 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     arg("--seed", type=int, default=0)
     weights_options(arg)
     switches(arg, "--int8-io", "--bake-preprocessing", "--json")
+    scaling_options(sp, arg)
 
     sp, arg = command("scale", "one")
     g = sp.add_mutually_exclusive_group(required=True)
@@ -127,14 +130,13 @@ def build_parser() -> argparse.ArgumentParser:
     arg("--data", metavar="PATH")
     arg("--out", metavar="RUN_DIR")
     arg("--resume", metavar="RUN_DIR")
-    arg("--force", action="store_true")
     arg("--set", action="append", default=[], metavar="KEY=VALUE")
     arg("--recipe-set", action="append", default=[], metavar="KEY=VALUE")
     arg("--epochs", type=int)
     arg("--batch-size", type=int)
     weights_options(arg)
     arg("--distribute", choices=["none", "mirrored", "multi_worker"], default=None)
-    arg("--json", action="store_true")
+    switches(arg, "--force", "--json")
 
     sp, arg = command("evaluate")
     sp.add_argument("model", metavar="RUN_DIR|MODEL")

@@ -21,7 +21,10 @@ NOISE = re.compile(
     r"absl::InitializeLog|cudart_stub|cuInit|cuda_platform|cuda_dnn|cuda_fft|cuda_blas|cpu_feature_guard|"
     r"rebuild TensorFlow with the appropriate compiler flags|oneDNN custom operations|"
     r"TF_ENABLE_ONEDNN_OPTS|Unable to register cu(DNN|FFT|BLAS) factory|computation_placer|TF-TRT Warning|"
-    r"^[IWE]0000 \d\d:\d\d:\d\d|^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+: [IW] tensorflow/")
+    r"^[IWE]0000 \d\d:\d\d:\d\d|^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+: [IW] tensorflow/|"
+    # the LiteRT converter and interpreter
+    r"^fully_quantize: |Created TensorFlow Lite XNNPACK delegate|^Estimated count of arithmetic ops|"
+    r"^INFO: Initialized TensorFlow Lite runtime")
 
 
 def enabled() -> bool:

@@ -59,6 +59,13 @@ class Job:
         opts = ExportOptions.of(format, kwargs)
         opts = dataclasses.replace(opts, format=format_for(path, opts.format))
         target_path = check_options(path, opts, model_or_spec)
+        if opts.phi is not None or opts.preset is not None:  # the spec scaled first, as `archspec build` does
+            from ..language import Spec, load
+            from ..resolving.compound import apply_scaling
+
+            spec = model_or_spec if isinstance(model_or_spec, Spec) else load(model_or_spec, opts.overrides)[0]
+            model_or_spec = apply_scaling(spec, opts.phi, opts.preset, opts.say)
+            opts = dataclasses.replace(opts, overrides=None)
         job = cls(model_or_spec, target_path, opts, TARGETS[opts.format])
         job.data_ref = _check_data_ref(model_or_spec, opts)
         return job

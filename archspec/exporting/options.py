@@ -79,6 +79,8 @@ class ExportOptions:
         weights: with a spec, a weights file loaded by the one strict loader
             (`archspec.backends.keras.weights`), ``imagenet``, or a URL.
         weights_skip: fnmatch globs of layers left at their initial weights (reported).
+        phi, preset: a spec compound-scaled first, as `archspec build` scales it (the paper's
+            formula by phi, or a row of the spec's official table such as ``b3``).
     """
 
     format: str | None = None
@@ -100,6 +102,8 @@ class ExportOptions:
     bake_preprocessing: bool = False
     weights: Any = None
     weights_skip: tuple = ()
+    phi: float | None = None
+    preset: str | None = None
 
     @classmethod
     def of(cls, format: str | None, kwargs: dict) -> "ExportOptions":
@@ -187,8 +191,13 @@ def check_options(path, o: ExportOptions, model_or_spec) -> Path:
         raise SpecError(f"samples must be a positive integer (got {o.samples!r})")
     if not isinstance(o.bake_preprocessing, bool):
         raise SpecError(f"bake_preprocessing must be True or False (got {o.bake_preprocessing!r})")
-    if o.overrides and not isinstance(model_or_spec, (str, os.PathLike)) and not _is_spec(model_or_spec):
-        raise SpecError("overrides (--set) apply to a spec, not to a built model")
+    for what, given in (("overrides (--set)", o.overrides), ("phi and preset (--phi, --preset)",
+                                                              o.phi is not None or o.preset is not None)):
+        if given and not _is_spec(model_or_spec) and not (
+                isinstance(model_or_spec, (str, os.PathLike)) and not _is_model_file(model_or_spec)):
+            raise SpecError(f"{what} apply to a spec, not to a built model")
+    if o.phi is not None and o.preset is not None:
+        raise SpecError("choose one of phi and preset")
     target = Path(os.fspath(path))
     if not target.name:
         raise SpecError(f"export path must name a file or directory (got {os.fspath(path)!r})")
@@ -197,6 +206,12 @@ def check_options(path, o: ExportOptions, model_or_spec) -> Path:
     # the one writer's rules (archspec.core.atomic): parent must exist, no replacing without force,
     # bad paths one line (exit 2); a symbolic link is written through
     return check_output(target, o.force, directory=t.directory)
+
+
+def _is_model_file(obj) -> bool:
+    """A `.keras` file or a run directory: a built model, which --set and scaling cannot change."""
+    p = Path(os.fspath(obj))
+    return p.suffix == ".keras" or (p.is_dir() and (p / "run.json").is_file())
 
 
 def _is_spec(obj) -> bool:

@@ -27,6 +27,7 @@ import numpy as np
 
 from ..core.errors import ArchspecError
 from ..core.progress import Heartbeat
+from ..core.quiet import native_stderr_filtered
 from .writers import calibration_images
 
 #: the flatbuffer's metadata entry that holds archspec's metadata (JSON)
@@ -64,7 +65,8 @@ def write(job, tmp: Path) -> None:
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         if o.int8_io:
             converter.inference_input_type = converter.inference_output_type = tf.int8
-    with Heartbeat(say, f"converting to LiteRT{' ' + job.variant if job.variant else ''}…"):
+    with Heartbeat(say, f"converting to LiteRT{' ' + job.variant if job.variant else ''}…"), \
+            native_stderr_filtered():  # the converter's own notices
         flat = converter.convert()
     job.timings["convert"] = time.perf_counter() - t0
     if o.int8_io:  # the file's input is int8: its metadata says so, with the scale and zero point
@@ -123,7 +125,8 @@ def _interpreter(**kw):
         from ..backends.keras import tensorflow
 
         Interpreter = tensorflow().lite.Interpreter
-    return Interpreter(**kw)
+    with native_stderr_filtered():  # "Created TensorFlow Lite XNNPACK delegate for CPU."
+        return Interpreter(**kw)
 
 
 def runtime_name() -> str:
@@ -147,7 +150,8 @@ def run(path: Path, x, input_name, output_names) -> list:
         got = runner(**{input_name: quantized(xb, ins[input_name])})
         return [dequantized(got[n], outs[n]) for n in output_names]
 
-    return joined(one(x[i:i + BATCH]) for i in range(0, len(x), BATCH))
+    with native_stderr_filtered():  # the delegate's notice comes with the first run
+        return joined(one(x[i:i + BATCH]) for i in range(0, len(x), BATCH))
 
 
 def quantized(x, detail) -> np.ndarray:

@@ -166,7 +166,7 @@ def loads(text: str | bytes, source: str = "<string>") -> RawSpec:
         loc = _loc(source, mark) if mark else Location(source)
         if "nesting depth" in msg:  # libyaml >= 0.2.5 (PyYAML 6.0.4's wheels) bounds nesting itself
             raise SpecError(f"nesting deeper than {MAX_DEPTH} levels", loc) from None
-        plain = yaml_problem_in_words(msg)
+        plain = indentation_in_words(text, exc) or yaml_problem_in_words(msg)
         raise SpecError(f"invalid YAML: {plain + ' (' + msg + ')' if plain else msg}", loc) from None
     except yaml.reader.ReaderError as exc:
         pos = exc.position if isinstance(exc.position, int) else 0
@@ -208,6 +208,34 @@ _YAML_WORDS = (
     ("found undefined alias", "an alias (*name) with no anchor (&name) before it"),
     ("found duplicate anchor", "the same anchor (&name) is defined twice"),
 )
+
+
+def indentation_in_words(text: str, exc) -> str:
+    """For a line that does not line up with the keys (or list items) of the block above it,
+    which way to move it: the block starts at PyYAML's context mark, the line's own indent is
+    read from the text. '' when the error is not about indentation."""
+    msg = f"{exc.context} {exc.problem}"
+    what = ("list items" if "'-' indicator" in msg else "keys" if "expected key" in msg or "<block end>" in msg
+            else None)
+    if what is None or exc.context_mark is None or exc.problem_mark is None:
+        return ""
+    lines = text.splitlines()
+    if exc.problem_mark.line >= len(lines):
+        return ""
+
+    def column(line: str) -> int:
+        return len(line) - len(line.lstrip(" ")) + 1
+
+    col, block = column(lines[exc.problem_mark.line]), exc.context_mark.column + 1
+    above = next((column(ln) for ln in reversed(lines[:exc.problem_mark.line])
+                  if ln.strip() and not ln.lstrip().startswith("#")), block)
+    if col > above:  # deeper than the line above, whose value is complete
+        return (f"indentation: this line starts at column {col}, right of the line above it (column {above}): "
+                f"dedent it to column {above}")
+    if block < col < above:  # between two levels: it lines up with neither
+        return (f"indentation: this line starts at column {col}, between the {what} above it (column {above}) and "
+                f"their outer block (column {block}): indent it to column {above}, or dedent it to column {block}")
+    return ""
 
 
 def yaml_problem_in_words(text: str) -> str:

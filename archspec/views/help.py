@@ -5,6 +5,8 @@ the tool from can be reviewed as text. The parser (`archspec.cli.parser`) reads 
 
 from __future__ import annotations
 
+import argparse
+
 EPILOG = """\
 Specs are YAML files or the names of bundled specs (see `archspec list`).
 Override any value with --set, e.g. --set head.classes=10 --set input.shape=[32,32,3].
@@ -218,6 +220,8 @@ OPTIONS: dict[str, dict[str, str]] = {
         "--weights": "a spec's weights, loaded strictly as `build --weights` does (see `archspec weights`): a "
                      "file, `imagenet` (the spec's published keras.applications file) or a URL with --weights-sha256",
         "--weights-sha256": "the sha256 of the --weights file or URL (required with a URL)",
+        "--phi": "compound-scale the spec by phi first, as build does (the paper's formula)",
+        "--preset": "compound-scale the spec by a row of its official table first, e.g. b3, as build does",
         "--bake-preprocessing": "put the spec's input.preprocess (keras.applications' caffe / torch / tf "
                                 "preprocess_input) in front of the exported model as fixed layers, so it takes RGB "
                                 "images 0..255; recorded in the metadata's archspec.preprocessing (none bakes nothing)",
@@ -306,3 +310,18 @@ def option_help(command: str, name: str, **values) -> str | None:
     None for an option documented nowhere (argparse then prints none)."""
     text = OPTIONS.get(command, {}).get(name, OPTIONS["*"].get(name))
     return text.format(**values) if text is not None and values else text
+
+
+class CommandParser(argparse.ArgumentParser):
+    """A command's parser: an unknown option is that command's usage error (its usage line,
+    not the top level's), with the closest of its options, e.g. ``archspec export: error:
+    unrecognized arguments: --forse (did you mean '--force'?)``."""
+
+    def parse_known_args(self, args=None, namespace=None):
+        ns, extra = super().parse_known_args(args, namespace)
+        if extra:
+            from ..language.messages import suggest
+
+            options = [o for a in self._actions for o in a.option_strings]
+            self.error(f"unrecognized arguments: {' '.join(extra)}{suggest(extra[0].split('=')[0], options)}")
+        return ns, extra

@@ -155,7 +155,16 @@ def format_export(r: dict) -> str:
         if r.get("accuracy"):
             out.append(f"accuracy:   Keras {r['accuracy']['keras']:.1%}, export {r['accuracy']['export']:.1%} "
                        f"on those {r['samples']} labelled images")
-        if r.get("variant"):
+        cal = r.get("calibration")
+        if cal:  # static int8: which images set the ranges, and whether the check saw them
+            if cal.get("split") or "not checked" in str(cal.get("source")):
+                out.append(f"calibrated: on {cal['images']} images, none of them checked "
+                           f"({cal.get('split') or cal['source']})")
+            elif r["check_inputs"] == "calibration images":
+                out.append(f"calibrated: on the {cal['images']} images checked ({cal['source']})")
+            else:
+                out.append(f"calibrated: on {cal['images']} images ({cal['source']})")
+        if r.get("variant") and r.get("size_ratio"):
             out.append(f"size:       {r['size_ratio']:.2f}x of float32 ({r['float32_bytes'] / 1e6:.1f} MB)"
                        + (f"; {len(r['float32_nodes'])} nodes kept float32 (float16 overflow)"
                           if r.get("float32_nodes") else ""))

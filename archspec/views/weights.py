@@ -32,6 +32,7 @@ def format_weights(report: dict) -> str:
                     + ", ".join(shown(n) for n in extra[:FILE_ONLY_LINES]) + (f", … ({more} more)" if more > 0 else "")]
     out += ["", f"{report['file']} ({report['format']}) into {report['spec']}: "
                 + ("loads under the policy" if report["loadable"] else
+                   "does not load: weights for another network" if report.get("another_network") else
                    "does not load: only the classifier (when head.classes differs), a stem over other input "
                    "channels and layers named by --weights-skip may differ")]
     return "\n".join(out)

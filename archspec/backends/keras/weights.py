@@ -20,6 +20,16 @@ stem convolution over C != 3 input channels, which loads the file's RGB kernel b
 ``adapt_input_conv`` rule (adapted, and said so). Anything else (a layer missing from the
 file, a shape mismatch) makes the load an error naming the layers; nothing is half-loaded.
 
+Weights for another network (`WeightsReport.foreign`): a load the policy refuses (or that
+would take nothing) where fewer than half of the spec's weighted layers that are not skipped
+are in the file by name, whatever their shapes, and the file holds weighted layers the spec
+lacks (ResNet-18's file into vgg16_cifar100: 1 of 16 by name, 40 of the file's 41 not the
+spec's). Its message says so, with the counts and the network the file records where it
+records one (`WeightsFile.network_name`), and blames no shape: a layer of the same name
+(``predictions``) is another network's, not one whose shape follows the input size. A load
+the policy accepts (a re-initialised classifier, ``--weights-skip``, an adapted stem, a
+keras.applications file with its own head) is never called another network's.
+
 A weights file is untrusted input (see "what the file holds" below): no link followed out of
 it, no archive member inflated in memory, no array loaded that is not finite floating point
 written in the file, no layer taken from one of two groups that name it. The report and the
@@ -29,6 +39,7 @@ loader run the same checks in the same order and refuse with the same line.
 from __future__ import annotations
 
 import fnmatch
+import json
 import os
 import stat
 import zipfile
@@ -47,6 +58,13 @@ HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 MAX_LAYERS = 100_000
 #: layers named in one line of a message or a summary
 SHOWN = 5
+#: a network name read from a file is shown at most this many characters long
+NAME_SHOWN = 80
+#: the most bytes read for a network's name: a .keras archive's config.json or archspec.json,
+#: a legacy .h5's model_config of a fixed-length string type
+MAX_CONFIG = 16 << 20
+#: Keras' model classes whose name is no network's name (the model's "name" is used instead)
+_GENERIC_MODELS = frozenset({"Functional", "Sequential", "Model"})
 
 LOADED, ADAPTED, REINIT, SKIPPED, MISSING, MISMATCH = (
     "loaded", "adapted", "re-initialised", "skipped", "missing", "mismatch")
@@ -68,6 +86,38 @@ def _name(v) -> str:
     s = v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)
     s = s if s.isprintable() else ascii(s)
     return s if len(s) <= 120 else s[:100] + "..."
+
+
+def _network_name(v) -> str | None:
+    """A network name recorded in a file, as a message may show it: a non-empty str, its
+    whitespace collapsed, control characters escaped, at most NAME_SHOWN characters; None
+    for anything else."""
+    if not isinstance(v, str):
+        return None
+    s = " ".join(v.split())
+    if not s:
+        return None
+    s = s if s.isprintable() else ascii(s)[1:-1]
+    return s if len(s) <= NAME_SHOWN else s[:NAME_SHOWN - 1] + "…"
+
+
+def _config_name(doc) -> str | None:
+    """The model's name in a Keras model config (``{"class_name": ..., "config": {"name":
+    ...}}``: a .keras archive's config.json, a legacy .h5's model_config); the class name of
+    a model that is not Functional / Sequential / Model when the config has no name."""
+    if not isinstance(doc, dict):
+        return None
+    cfg = doc.get("config")
+    name = _network_name(cfg.get("name")) if isinstance(cfg, dict) else None
+    if name is None and doc.get("class_name") not in _GENERIC_MODELS:
+        name = _network_name(doc.get("class_name"))
+    return name
+
+
+def _archspec_name(doc) -> str | None:
+    """The spec archspec recorded in a .keras archive's archspec.json (``source.spec_name``)."""
+    src = doc.get("source") if isinstance(doc, dict) else None
+    return _network_name(src.get("spec_name")) if isinstance(src, dict) else None
 
 
 # ---------------------------------------------------------------- what the graph holds
@@ -397,6 +447,7 @@ class WeightsFile:
         self.layers: dict[str, FileLayer] = {}
         self.duplicates: dict[str, list[str]] = {}
         self._sources: dict[str, str] = {}
+        self._h5 = None  # the open HDF5 file of a .h5 (its attributes: `network_name`)
         name = self.path.name.lower()
         try:
             if name.endswith(".npz"):
@@ -411,6 +462,7 @@ class WeightsFile:
                 else:
                     f = h5py.File(self.path, "r")
                     self.format = None
+                    self._h5 = f
                 self._closers.append(f.close)
                 links = self._check_links(f)
                 group = f
@@ -445,6 +497,63 @@ class WeightsFile:
 
     def __exit__(self, *exc):
         self.close()
+
+    def network_name(self) -> str | None:
+        """The network the file records, shown as `_network_name` bounds it: a .keras archive's
+        archspec.json ``source.spec_name`` (archspec wrote it), else its config.json's model
+        name; a legacy .h5's ``model_config`` attribute (a whole model saved by Keras;
+        keras.applications' weights-only files have none). None for a .weights.h5 or an .npz,
+        which record none, and where the record is missing, too large or unreadable: the name
+        is only a message's words, so reading it never refuses a file. Bounded: an archive
+        member read only when it declares at most MAX_CONFIG bytes, and never past that; a
+        fixed-length model_config only when it is at most MAX_CONFIG bytes (a variable-length
+        string is stored unfiltered in the file, so it is no larger than the file, as its
+        layer_names are)."""
+        try:
+            if self.format == "keras":
+                return self._keras_name()
+            if self.format == "legacy_h5" and self._h5 is not None:
+                return self._h5_name()
+        except Exception:  # a damaged or hostile record: the file records no name we can show
+            return None
+        return None
+
+    def _keras_name(self) -> str | None:
+        with zipfile.ZipFile(self.path) as z:
+            names = set(z.namelist())
+            for member, pick in (("archspec.json", _archspec_name), ("config.json", _config_name)):
+                if member not in names or z.getinfo(member).file_size > MAX_CONFIG:
+                    continue
+                try:
+                    with z.open(member) as fh:
+                        data = fh.read(MAX_CONFIG + 1)
+                    got = pick(json.loads(data)) if len(data) <= MAX_CONFIG else None
+                except Exception:  # this member is damaged: the other may still name the network
+                    got = None
+                if got:
+                    return got
+        return None
+
+    def _h5_name(self) -> str | None:
+        import h5py
+
+        attrs = self._h5.attrs
+        if "model_config" not in attrs:
+            return None
+        aid = attrs.get_id("model_config")
+        info = h5py.check_string_dtype(aid.dtype)
+        if info is None or aid.shape not in ((), (1,)):
+            return None
+        if info.length is not None and aid.get_storage_size() > MAX_CONFIG:
+            return None
+        v = attrs["model_config"]
+        if isinstance(v, np.ndarray):
+            v = v.reshape(-1)[0]
+        if isinstance(v, (bytes, np.bytes_)):
+            v = bytes(v).decode("utf-8")
+        if not isinstance(v, str) or len(v) > MAX_CONFIG:
+            return None
+        return _config_name(json.loads(v))
 
     def _refuse(self, words: str) -> SpecError:
         return SpecError(words, _where(self.path))
@@ -744,6 +853,8 @@ class WeightsReport:
     layers: list[LayerWeights]
     extra: list[str]  # layers with weights in the file that the spec lacks
     skip: list[str]
+    file_layers: int = 0  # the file's layers with weights
+    network: str | None = None  # the network the file records (read for another network's weights)
 
     def of(self, *statuses: str) -> list[LayerWeights]:
         return [l for l in self.layers if l.status in statuses]
@@ -761,8 +872,47 @@ class WeightsReport:
         """The layers that take weights from the file (loaded as they are, or adapted)."""
         return self.of(LOADED, ADAPTED)
 
+    @property
+    def foreign(self) -> bool:
+        """Weights for another network: the load is refused (or would take nothing), fewer
+        than half of the spec's weighted layers that are not skipped are in the file by name
+        (whatever their shapes), and the file holds weighted layers the spec lacks. Never
+        true of a load the policy accepts."""
+        considered = [l for l in self.layers if l.status != SKIPPED]
+        present = [l for l in considered if l.file is not None]
+        return (bool(considered) and bool(self.extra) and 2 * len(present) < len(considered)
+                and (not self.loadable or not self.loading))
+
+    def _foreign_summary(self) -> str:
+        """"weights for another network ('resnet18' recorded in the file), not for
+        vgg16_cifar100: 0 of 16 layers load; 1 of the spec's 16 is in the file by name
+        (predictions); 40 of the file's 41 weighted layers are not in the spec: conv1_conv, ...":
+        the counts, and no shape blamed."""
+        if self.network is None:
+            who = ""
+        elif self.network == self.spec:
+            who = f" (the file records {self.network!r}, this spec's name, but not its layers)"
+        else:
+            who = f" ({self.network!r} recorded in the file)"
+        parts = [f"weights for another network{who}, not for {self.spec}: "
+                 f"{len(self.loading)} of {len(self.layers)} layers load"]
+        skipped = self.of(SKIPPED)
+        if skipped:
+            parts.append(f"{len(skipped)} skipped (--weights-skip): {_names(skipped)}")
+        considered = [l for l in self.layers if l.status != SKIPPED]
+        present = [l for l in considered if l.file is not None]
+        parts.append(f"{len(present)} of the spec's {len(considered)} {'is' if len(present) == 1 else 'are'} in "
+                     f"the file by name" + (f" ({_names(present)})" if present else ""))
+        parts.append(f"{len(self.extra)} of the file's {max(self.file_layers, len(self.extra))} weighted layers "
+                     f"{'is' if len(self.extra) == 1 else 'are'} not in the spec: {', '.join(self.extra[:SHOWN])}"
+                     f"{', …' if len(self.extra) > SHOWN else ''}")
+        return "; ".join(parts)
+
     def summary(self) -> str:
-        """One line: "314 of 320 layers load; classifier re-initialised (1000 → 2 classes); ..."."""
+        """One line: "314 of 320 layers load; classifier re-initialised (1000 → 2 classes); ...".
+        Weights for another network (`foreign`) say so instead, with the counts."""
+        if self.foreign:
+            return self._foreign_summary()
         parts = [f"{len(self.loading)} of {len(self.layers)} layers load"]
         reinit = self.of(REINIT)
         if reinit:
@@ -790,7 +940,10 @@ class WeightsReport:
         return "; ".join(parts)
 
     def error(self) -> SpecError:
-        """The SpecError of a load this report refuses: one line, the layers named."""
+        """The SpecError of a load this report refuses: one line, the layers named (weights
+        for another network: its summary, which says so)."""
+        if self.foreign:
+            return SpecError(f"weights do not load: {self.summary()}", _where(self.path))
         return SpecError(f"weights do not load: {self.summary()}; only the classifier (when head.classes differs), "
                          f"a stem over other input channels and layers named by --weights-skip may differ",
                          _where(self.path))
@@ -800,7 +953,7 @@ class WeightsReport:
         return {"file": self.path, "format": self.format, "spec": self.spec, "summary": self.summary(),
                 "loadable": self.loadable, "layers_with_weights": len(self.layers), "loading": len(self.loading),
                 "counts": counts, "layers": [l.to_dict() for l in self.layers], "file_only": list(self.extra),
-                "skip": list(self.skip)}
+                "skip": list(self.skip), "another_network": self.foreign, "file_network": self.network}
 
 
 def _names(layers: list[LayerWeights]) -> str:
@@ -906,7 +1059,13 @@ def compare(graph: Graph, wf: WeightsFile, skip=()) -> WeightsReport:
             _check_index(wf, graph, row.name)
     names = {n.name for n in graph.nodes}
     extra = [n for n, fl in wf.layers.items() if n not in names and fl.weights]
-    return WeightsReport(_shown_path(wf.path), wf.format, graph.name, rows, extra, skip)
+    report = WeightsReport(_shown_path(wf.path), wf.format, graph.name, rows, extra, skip,
+                           sum(1 for fl in wf.layers.values() if fl.weights))
+    if report.foreign:  # a layer of the same name is another network's: no shape to blame
+        report.network = wf.network_name()
+        for row in report.of(MISMATCH):
+            row.note = "another network's layer of this name"
+    return report
 
 
 def _by_name(fl: FileLayer, names: list[str]) -> None:
@@ -945,6 +1104,8 @@ def weights_report(graph: Graph, path, skip=()) -> WeightsReport:
 
 def _nothing_loads(wf: WeightsFile, report: WeightsReport) -> None:
     if not report.loading:
+        if report.foreign:
+            raise report.error()
         raise SpecError("holds weights for none of the spec's layers: not weights of this network", _where(wf.path))
 
 
