@@ -186,7 +186,7 @@ def test_cli_export_of_a_run_directory_reports_agreement_on_its_data(trained, tm
     out = tmp_path / "m.onnx"
     assert main(["export", str(run), "-o", str(out), "--fp16"]) == 0
     text = capsys.readouterr().out
-    assert f"on 256 images of {npz.resolve()}: ok" in text and "top-1 agreement" in text
+    assert f"on 256 held-out images of {npz.resolve()} (its test split): ok" in text and "top-1 agreement" in text
     assert "accuracy:   Keras" in text
     assert main(["export", str(run), "-o", str(tmp_path / "j.onnx"), "--json", "--check-data", str(npz)]) == 0
     r = json.loads(capsys.readouterr().out)
@@ -377,7 +377,7 @@ def test_the_check_line_says_which_images_and_that_calibration_was_apart(trained
     run, npz, *_ = trained
     assert main(["export", str(run), "-o", str(tmp_path / "q.tflite"), "--quantize", "int8"]) == 0
     out = capsys.readouterr().out
-    assert f"on 256 images of {npz.resolve()}: ok" in out
+    assert f"on 256 held-out images of {npz.resolve()} (its test split): ok" in out
     assert ("calibrated: on 64 images, none of them checked (test split: 256 of its 297 images are checked; 64 "
             "of the 1500 training images") in out
     assert "size:" not in out  # LiteRT reports no float32 size to compare with (ONNX does)

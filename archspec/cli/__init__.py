@@ -131,7 +131,7 @@ def cmd_train(args) -> int:
     out = args.resume or args.out
     r = train(args.spec, args.recipe, args.data, out, overrides=args.set, recipe_overrides=args.recipe_set,
               epochs=args.epochs, batch_size=args.batch_size, weights=args.weights, weights_skip=args.weights_skip,
-              resume=bool(args.resume),
+              resume=bool(args.resume), allow_collapse=args.allow_collapse,
               force=args.force, distribute=args.distribute, say=progress, verbose=0 if args.json else "auto")
     metrics = {k: v for k, v in r.items() if k != "history"}
     return show(args, metrics, lambda: text.format_train(out, metrics))

@@ -136,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     arg("--batch-size", type=int)
     weights_options(arg)
     arg("--distribute", choices=["none", "mirrored", "multi_worker"], default=None)
-    switches(arg, "--force", "--json")
+    switches(arg, "--force", "--allow-collapse", "--json")
 
     sp, arg = command("evaluate")
     sp.add_argument("model", metavar="RUN_DIR|MODEL")

@@ -30,6 +30,7 @@ class CheckData:
     source: str  # what it was read from (a path, "array", "calibration")
     x_calib: np.ndarray | None = None  # images of the same data not in `x` (int8 calibration)
     calib_rule: str | None = None  # how they were set apart from `x` (the report's calibration.split)
+    held_out: bool = False  # `x` is the data's test split (held out from training), not images of its training split
 
 
 #: static int8 calibrates on at most this many images of the check data (apart from those checked)
@@ -152,7 +153,8 @@ def load(ref, model, limit: int = CHECK_IMAGES, say=lambda m: None, preprocess: 
     if y is not None and len(y) and int(y.max()) >= classes:
         raise SpecError(f"{p}: the check data has labels up to {int(y.max())} but the model has {classes} classes")
     x_calib = _through_input(calib, shape, data_mod, preprocess)[0] if calib is not None else None
-    return CheckData(x, y, str(p), x_calib, rule)
+    held_out = src.kind != "folder" and src.x_test is not None and len(src.x_test) > 0
+    return CheckData(x, y, str(p), x_calib, rule, held_out)
 
 
 def _split_or_refuse(where, n: int, limit: int) -> tuple[np.ndarray, np.ndarray]:

@@ -58,6 +58,7 @@ class Job:
         before anything is built."""
         opts = ExportOptions.of(format, kwargs)
         opts = dataclasses.replace(opts, format=format_for(path, opts.format))
+        _precheck(model_or_spec, path, opts)  # every mistake the files show, at once, before TensorFlow (issue 30)
         target_path = check_options(path, opts, model_or_spec)
         if opts.phi is not None or opts.preset is not None:  # the spec scaled first, as `archspec build` does
             from ..language import Spec, load
@@ -69,6 +70,26 @@ class Job:
         job = cls(model_or_spec, target_path, opts, TARGETS[opts.format])
         job.data_ref = _check_data_ref(model_or_spec, opts)
         return job
+
+
+def _precheck(model_or_spec, path, opts: ExportOptions) -> None:
+    """The options' problems, and what the files show of the source and the check data
+    (`archspec.training.precheck.check_export`), raised together before anything is built."""
+    from ..training import evaluate, precheck
+    from . import checkdata
+    from .options import CHECK_IMAGES
+
+    found = precheck.Problems()
+    with found.catch():
+        check_options(path, opts, model_or_spec)
+    data_ref = None
+    with found.catch():
+        data_ref = _check_data_ref(model_or_spec, opts)
+    calibrate = opts.quantize == "int8" and opts.calibration is None
+    precheck.check_export(model_or_spec, found, overrides=opts.overrides, phi=opts.phi, preset=opts.preset,
+                          check_data=data_ref if data_ref is not _CALIBRATION else None,
+                          spread=None if calibrate else checkdata._spread, limit=CHECK_IMAGES, rules=evaluate)
+    found.raise_if_any()
 
 
 def prepare(job: Job) -> None:
@@ -150,6 +171,7 @@ def _inputs(job: Job, data_mode: str) -> None:
         job.x = job.data.x if job.data is not None else (
             _random_pixels(model, n_random, o.seed) if baked else files.random_inputs(model, n_random, o.seed))
         job.report["check_inputs"] = job.data.source if job.data is not None else "random"
+        job.report["check_held_out"] = bool(job.data is not None and job.data.held_out)  # the data's test split
 
 
 def _check_data_ref(model_or_spec, o: ExportOptions):

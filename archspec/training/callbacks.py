@@ -293,3 +293,115 @@ class LossGuard(keras.callbacks.Callback):
         self.state["nan"] = self.epoch
         self.state["diverged"] = why
         self.model.stop_training = True
+
+
+COLLAPSE_EPOCHS = 3  # `find_collapse`: the epochs at chance, to the end of the run, that make a collapse
+COLLAPSE_TOLERANCE = 0.05  # and how far (relatively) below the constant prediction's loss "at chance" reaches
+
+
+def constant_loss(activation: str | None, classes: int, label_smoothing: float = 0.0) -> float:
+    """The loss of a network that has stopped using its inputs: it outputs the same
+    prediction for every image, at best the class frequencies, for balanced classes the
+    uniform guess. Softmax and logit heads: ln(classes) (label smoothing changes nothing:
+    smoothed targets still sum to 1); sigmoid heads: the binary entropy of the rate a class
+    is the target (1/classes, smoothed), averaged over the classes as binary cross-entropy is."""
+    c = max(classes, 2)
+    if activation != "sigmoid":
+        return math.log(c)
+    p = (1.0 / c) * (1.0 - label_smoothing) + label_smoothing / 2.0
+    return -(p * math.log(p) + (1.0 - p) * math.log(1.0 - p))
+
+
+def find_collapse(rows: list[dict], classes: int, reference: float, images: int | None = None) -> dict | None:
+    """A run whose network collapsed: after being better than chance, it ended at chance.
+
+    The rule, on the figures of complete epochs (the history rows; the validation figures
+    `val_loss`, `val_top1` when the rows have them, else the training `loss`, `top1`):
+
+    - an epoch is *at chance* when its top-1 is at most 1/C + min(0.5/C, 0.05 (1 - 1/C))
+      (C classes: 0.145 for 10, 0.015 for 100, 0.525 for 2) and its loss is no better than
+      a constant prediction's, `reference` (`constant_loss`: ln C for softmax heads, times
+      the sum of the loss weights with auxiliary outputs), less 5%: at least 0.95 x
+      reference. A network whose units died sits at the reference (2.303 = ln 10); one the
+      rate threw about sits above it, and so does the loss of a spec with weight decay,
+      whose L2 term Keras adds to the loss;
+    - the run *collapsed* when its last `COLLAPSE_EPOCHS` (3) or more epochs are at chance and
+      an epoch before them was clearly better: top-1 at least 1/C + min(1/C, 0.2 (1 - 1/C))
+      (0.2 for 10 classes, 0.02 for 100, 0.6 for 2), and, with `images` (how many images the
+      figures are measured on), 3 standard errors above chance, sqrt((1/C)(1 - 1/C)/images):
+      a lucky guess on a handful of images is no better (0.42 for 10 classes on 8 images; on
+      81 or more, the first bound). It collapsed at the first epoch at
+      chance after the last clearly better one (an epoch between chance and clearly better,
+      a flicker of a dead network, does not move it).
+
+    A run that was never better than chance did not collapse (it did not learn: another
+    failure, which this rule does not name), and neither did one that dipped to chance for
+    a few epochs and recovered, nor one that ends with one or two epochs at chance: the
+    model it ends with is not what this rule is about then. Rows without top-1 (a recipe
+    whose metrics leave it out) are never a collapse.
+
+    Returns:
+        None, or the collapse: `epoch` (1-based, where it collapsed), its `learning_rate`,
+        `epochs_at_chance` (from there to the last epoch) of `epochs_after` (the epochs from
+        there on), their mean `loss` and `top1`, `reference_loss`, `chance_top1` (the top-1
+        bound), `figures` ("validation" or "training") and `best_before` ({`epoch`, `top1`}:
+        the best epoch before).
+    """
+    if not rows:
+        return None
+    val = all("val_top1" in r and "val_loss" in r for r in rows)
+    top_key, loss_key = ("val_top1", "val_loss") if val else ("top1", "loss")
+    if not all(top_key in r and loss_key in r for r in rows):
+        return None
+    c = max(classes, 2)
+    chance = 1.0 / c + min(0.5 / c, 0.05 * (1.0 - 1.0 / c))
+    better = 1.0 / c + min(1.0 / c, 0.2 * (1.0 - 1.0 / c))
+    if images:
+        better = max(better, 1.0 / c + 3.0 * math.sqrt((1.0 / c) * (1.0 - 1.0 / c) / images))
+
+    def at_chance(r: dict) -> bool:
+        top, loss = float(r[top_key]), float(r[loss_key])
+        return top == top and loss == loss and top <= chance and loss >= (1.0 - COLLAPSE_TOLERANCE) * reference
+
+    n = 0
+    while n < len(rows) and at_chance(rows[len(rows) - 1 - n]):
+        n += 1
+    if n < COLLAPSE_EPOCHS or n == len(rows):
+        return None
+    start = len(rows) - n  # back over the epochs not clearly better, to the first at chance after the last better
+    while start > 0 and not float(rows[start - 1][top_key]) >= better:
+        start -= 1
+    while not at_chance(rows[start]):
+        start += 1
+    before = [r for r in rows[:start] if float(r[top_key]) == float(r[top_key])]
+    best = max(before, key=lambda r: float(r[top_key]), default=None)
+    if best is None or float(best[top_key]) < better:
+        return None
+    after = rows[start:]
+    first = after[0]
+    return {"epoch": int(first["epoch"]) + 1,
+            "learning_rate": float(first["learning_rate"]) if first.get("learning_rate") not in (None, "") else None,
+            "epochs_at_chance": sum(1 for r in after if at_chance(r)), "epochs_after": len(after),
+            "loss": sum(float(r[loss_key]) for r in after) / len(after),
+            "top1": sum(float(r[top_key]) for r in after) / len(after),
+            "reference_loss": reference, "chance_top1": chance,
+            "figures": "validation" if val else "training",
+            "best_before": {"epoch": int(best["epoch"]) + 1, "top1": float(best[top_key])}}
+
+
+def collapse_message(c: dict, classes: int) -> str:
+    """One line for a collapse `find_collapse` found: where, at which rate, and how."""
+    ref, loss = c["reference_loss"], c["loss"]
+    uniform = abs(ref - math.log(max(classes, 2))) < 1e-9
+    what = f"ln({classes})" if uniform else "a constant guess's loss"
+    if abs(loss - ref) <= COLLAPSE_TOLERANCE * ref:
+        shown = f"loss {loss:.3f} = {what}" if uniform else f"loss {loss:.3f} = {what} ({ref:.3f})"
+    else:
+        shown = f"loss {loss:.4g}, above {what} = {ref:.3f}"
+    lr = f" (learning rate {c['learning_rate']:.3g})" if c.get("learning_rate") is not None else ""
+    on = "" if c["figures"] == "validation" else " (training figures: no validation data)"
+    n, m = c["epochs_at_chance"], c.get("epochs_after", c["epochs_at_chance"])
+    b = c["best_before"]
+    span = f"{n} epochs" if n == m else f"{n} of {m} epochs"
+    return (f"the network collapsed at epoch {c['epoch']}{lr}: {shown}, top-1 {c['top1']:.2f} = chance, for {span} "
+            f"after reaching {b['top1']:.2f} at epoch {b['epoch']}{on}")

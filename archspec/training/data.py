@@ -62,17 +62,24 @@ def _bad(message: str, where: str | os.PathLike) -> SpecError:
 
 
 def open_source(path: str | os.PathLike) -> Source:
-    """Find and check the data at `path` (no TensorFlow)."""
+    """Find and check the data at `path` (TensorFlow only to decode an image folder's files)."""
     p = Path(path)
+    kind = source_kind(p)
+    return _npz(p) if kind == "npz" else _cifar(p) if kind == "cifar" else _folder(p)
+
+
+def source_kind(p: Path) -> str:
+    """What `open_source` reads at `p`: "npz", "cifar" or "folder"; a missing path or a file
+    that is not an .npz is an error."""
     if not p.exists():
         raise _bad("no such file or directory", p)
     if p.is_file():
         if p.suffix != ".npz":
             raise _bad("expected an image folder, a CIFAR directory or an .npz file", p)
-        return _npz(p)
+        return "npz"
     if (p / "batches.meta").is_file() or (p / "meta").is_file():
-        return _cifar(p)
-    return _folder(p)
+        return "cifar"
+    return "folder"
 
 
 def memory_limit() -> int:
@@ -168,6 +175,12 @@ def _npz(p: Path) -> Source:
         raise _bad("not enough memory to read the .npz file", p) from None
     except Exception as exc:  # noqa: BLE001 - numpy and zipfile raise many kinds for a broken file
         raise _bad(f"cannot read the .npz file: {type(exc).__name__}: {_words(exc)}", p) from None
+    return npz_source(p, arrays)
+
+
+def npz_source(p: Path, arrays: dict) -> Source:
+    """The checks of an .npz's arrays (`arrays`: its members by name) and the Source they
+    make; pure (no file read), so `precheck` runs them on stand-ins of the image arrays."""
     missing = [k for k in ("x_train", "y_train") if k not in arrays]
     if missing:
         held = ", ".join(_show(k) for k in list(arrays)[:10]) + (", ..." if len(arrays) > 10 else "")
@@ -474,6 +487,14 @@ def _cifar(p: Path) -> Source:
 
 
 def _folder(p: Path) -> Source:
+    classes, files, labels = list_folder(p)
+    check_examples(p, np.asarray(labels, np.int64), "labels", files=files)
+    return Source("folder", str(p), classes, files=files, labels=labels)
+
+
+def list_folder(p: Path) -> tuple[list[str], list[str], list[int]]:
+    """An image folder's (class names, image files, their labels), checked: a class folder
+    each, none empty (no image is opened)."""
     try:
         classes = sorted(d.name for d in p.iterdir() if d.is_dir() and not d.name.startswith("."))
     except OSError as exc:
@@ -492,8 +513,7 @@ def _folder(p: Path) -> Source:
             raise _bad(f"class {_show(c)!r} has no images ({', '.join(IMAGE_SUFFIXES)})", p / c)
         files += [str(f) for f in imgs]
         labels += [k] * len(imgs)
-    check_examples(p, np.asarray(labels, np.int64), "labels", files=files)
-    return Source("folder", str(p), classes, files=files, labels=labels)
+    return classes, files, labels
 
 
 def _check_images(files: list[str], root: str | os.PathLike | None = None) -> None:
@@ -502,14 +522,25 @@ def _check_images(files: list[str], root: str | os.PathLike | None = None) -> No
     from its header before decoding). Checked now, all of them, rather than as a decode
     error in the middle of an epoch; every bad file is reported in one message (how many,
     and the first few by name)."""
+    bad = header_problems(files)
+    todo = [i for i in range(len(files)) if i not in bad]
+    if todo:
+        _decode_problems(files, todo, bad)
+    error = unreadable_images(bad, files, root)
+    if error is not None:
+        raise error
+
+
+def header_problems(files: list[str]) -> dict[int, str]:
+    """{index: why} of the files whose image header PIL cannot read, or that declare no pixel
+    or more than MAX_IMAGE_PIXELS: `_check_images`' first pass (nothing is decoded, no
+    TensorFlow)."""
     bad: dict[int, str] = {}
     try:
         from PIL import Image
     except ImportError:  # pragma: no cover - pillow is a dependency
-        Image = None
+        return bad
     for i, f in enumerate(files):  # headers only: the size, before anything is decoded
-        if Image is None:
-            break
         try:
             with Image.open(f) as im:
                 w, h = im.size
@@ -523,7 +554,12 @@ def _check_images(files: list[str], root: str | os.PathLike | None = None) -> No
             bad[i] = f"{w}x{h} pixels, more than {MAX_IMAGE_PIXELS:,}"
         elif w * h == 0:
             bad[i] = f"{w}x{h} pixels"
-    todo = [i for i in range(len(files)) if i not in bad]
+    return bad
+
+
+def _decode_problems(files: list[str], todo: list[int], bad: dict[int, str]) -> None:
+    """`_check_images`' second pass: the files `todo` decoded by training's decoder; each
+    that fails is added to `bad`."""
     if todo:
         import tensorflow as tf
 
@@ -552,6 +588,10 @@ def _check_images(files: list[str], root: str | os.PathLike | None = None) -> No
                     bad[i] = f"TensorFlow cannot decode it: {_words(words, 100)}"
             else:
                 bad[i] = "TensorFlow cannot decode it"
+
+
+def unreadable_images(bad: dict[int, str], files: list[str], root=None) -> SpecError | None:
+    """The one error for the unreadable files `bad` ({index: why}) of `files`, or None."""
     if bad:
         order = sorted(bad)
         base = Path(root) if root is not None else None
@@ -566,9 +606,10 @@ def _check_images(files: list[str], root: str | os.PathLike | None = None) -> No
         first = "; ".join(f"{name(i)} ({bad[i]})" for i in order[:3])
         more = f"; and {len(order) - 3:,} more" if len(order) > 3 else ""
         if len(order) == 1:
-            raise _bad(f"unreadable image: {bad[order[0]]}", files[order[0]])
-        raise _bad(f"{len(order):,} of {len(files):,} images cannot be read by training's decoder: {first}{more}",
-                   root if root is not None else files[order[0]])
+            return _bad(f"unreadable image: {bad[order[0]]}", files[order[0]])
+        return _bad(f"{len(order):,} of {len(files):,} images cannot be read by training's decoder: {first}{more}",
+                    root if root is not None else files[order[0]])
+    return None
 
 
 def check_against_spec(src: Source, classes: int, spec_shape: tuple, image_size: tuple | None,

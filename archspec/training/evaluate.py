@@ -211,6 +211,18 @@ def loss_of(outputs: np.ndarray, y: np.ndarray, activation: str) -> float:
     return float(-np.mean(np.log(np.clip(p[np.arange(n), y], eps, 1 - eps))))
 
 
+def check_batch_size(batch_size) -> None:
+    """evaluate's --batch-size: an integer from 1 to 2**20."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or not 1 <= batch_size <= 1 << 20:
+        raise SpecError(f"--batch-size must be an integer from 1 to {1 << 20:,} (got {batch_size!r})")
+
+
+def check_top(top) -> None:
+    """predict's --top: an integer >= 1."""
+    if isinstance(top, bool) or not isinstance(top, int) or top < 1:
+        raise SpecError(f"--top must be an integer >= 1 (got {top!r})")
+
+
 def evaluate(model_ref, data, *, batch_size: int = 64, confusion_csv: str | os.PathLike | None = None,
              force: bool = False) -> dict:
     """Loss, top-1 and top-5 accuracy, per-class accuracy and the confusion matrix on the
@@ -225,14 +237,19 @@ def evaluate(model_ref, data, *, batch_size: int = 64, confusion_csv: str | os.P
         confusion_csv: also write the confusion matrix there (rows: true class, columns: predicted),
             checked before any work; an existing file is replaced only with `force`.
     """
+    import sys
+
+    from .precheck import check_evaluate  # every mistake the files show, at once, before TensorFlow (issue 30)
+
+    check_evaluate(model_ref, data, batch_size=batch_size, confusion_csv=confusion_csv, force=force,
+                   rules=sys.modules[__name__])
     if confusion_csv is not None:
         from ..core.atomic import check_output
 
         check_output(confusion_csv, force)
     from . import data as data_mod
 
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or not 1 <= batch_size <= 1 << 20:
-        raise SpecError(f"--batch-size must be an integer from 1 to {1 << 20:,} (got {batch_size!r})")
+    check_batch_size(batch_size)
     model_path, names = model_file(model_ref)
     src = data_mod.open_source(data)
     model = _load(model_path)
@@ -288,8 +305,12 @@ def predict(model_ref, images: list[str], *, top: int = 5, say: Callable[[str], 
     their probability: the softmax (of the logits, for a linear head), or each class's own
     sigmoid probability for a sigmoid head (which need not add up to 1). `top` is at least
     1; above the number of classes, every class is given and `say` is told so."""
-    if isinstance(top, bool) or not isinstance(top, int) or top < 1:
-        raise SpecError(f"--top must be an integer >= 1 (got {top!r})")
+    import sys
+
+    from .precheck import check_predict  # every mistake the files show, at once, before TensorFlow (issue 30)
+
+    check_predict(model_ref, images, top=top, rules=sys.modules[__name__])
+    check_top(top)
     model_path, names = model_file(model_ref)
     try:
         from PIL import Image

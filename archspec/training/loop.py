@@ -15,7 +15,8 @@ The run directory::
       final.keras      the model after the last epoch
       history.csv      one row per completed epoch
       tensorboard/     scalars (loss, metrics, learning rate), histograms on request
-      metrics.json     epochs_completed, best_epoch, val_loss, val_top1, val_top5, images_per_second
+      metrics.json     epochs_completed, best_epoch, val_loss, val_top1, val_top5, images_per_second,
+                       collapse (null, or where the network collapsed: `callbacks.find_collapse`)
       .lock            flock'ed by the process training or resuming the run, for the whole run
 
 Every file of ours is written atomically (temporary name, then rename); the checkpoint is
@@ -68,7 +69,28 @@ class DivergedError(ArchspecError):
     """The loss became NaN or infinite; the last good checkpoint is kept (exit 1)."""
 
 
+class CollapsedError(ArchspecError):
+    """The network collapsed to chance (`callbacks.find_collapse`); the run directory is
+    complete and says so in metrics.json's `collapse` (exit 1)."""
+
+
 # ---------------------------------------------------------------- the plan
+
+
+def scaled_warmup(recipe, epochs: int | None, say=lambda m: None):
+    """`recipe` for a run of `epochs` (--epochs): when they are within the schedule's warm-up,
+    the warm-up is scaled with them (by the share of the recipe's epochs they are, and at most
+    `epochs - 1`), so the learning rate still reaches the recipe's peak; said in one line.
+    Without --epochs, or past the warm-up, the recipe as it is."""
+    s = recipe.schedule
+    phases = recipe.planned_phases()
+    if epochs is None or len(phases) != 1 or not s.warmup_epochs or epochs > s.warmup_epochs:
+        return recipe
+    w = min(epochs - 1, round(s.warmup_epochs * epochs / phases[0].epochs))
+    say(f"--epochs {epochs} is within the schedule's {s.warmup_epochs}-epoch warm-up (of the recipe's "
+        f"{phases[0].epochs} epochs): the warm-up is scaled with it to {w} epoch{'s' if w != 1 else ''}, so the "
+        f"learning rate reaches the recipe's peak ({phases[0].learning_rate or recipe.optimizer.learning_rate:g})")
+    return recipe.model_copy(update={"schedule": s.model_copy(update={"warmup_epochs": w})})
 
 
 def plan(recipe, epochs: int | None = None) -> list[dict]:
@@ -377,7 +399,7 @@ def train(spec_ref, recipe_ref, data: str | os.PathLike | None, out: str | os.Pa
           overrides: list[str] | None = None, recipe_overrides: list[str] | None = None,
           epochs: int | None = None, batch_size: int | None = None, weights: str | None = None,
           weights_skip: list[str] | tuple = (), resume: bool = False, force: bool = False,
-          distribute: str | None = None,
+          distribute: str | None = None, allow_collapse: bool = False,
           say: Callable[[str], None] = lambda m: None, verbose: int | str = "auto") -> dict:
     """Train a spec from a recipe into the run directory `out` (or resume it). The run
     directory is locked (`RunLock`) from the moment it is made or reopened to the end.
@@ -403,6 +425,9 @@ def train(spec_ref, recipe_ref, data: str | os.PathLike | None, out: str | os.Pa
             directory (run.json) or an empty one, never one holding the data, the spec, the
             recipe, the weights or the current directory.
         distribute: None, "mirrored" or "multi_worker".
+        allow_collapse: a run whose network collapsed (`callbacks.find_collapse`) returns, with
+            a warning, instead of raising `CollapsedError` (as the recipe's
+            `callbacks.allow_collapse`).
         say: progress messages.
         verbose: Keras' fit verbosity (progress bar).
 
@@ -413,11 +438,18 @@ def train(spec_ref, recipe_ref, data: str | os.PathLike | None, out: str | os.Pa
         raise SpecError("give SPEC and --recipe R (or --resume RUN_DIR to continue a run)")
     if out is None:
         raise SpecError("--out RUN_DIR is required (where checkpoints, logs and models are written)")
+    import sys
+
+    from .precheck import check_train  # every mistake the files show, at once, before TensorFlow (issue 30)
+
+    check_train(spec_ref, recipe_ref, data, out, overrides=overrides, recipe_overrides=recipe_overrides, epochs=epochs,
+                batch_size=batch_size, weights=weights, weights_skip=tuple(weights_skip or ()), resume=resume,
+                force=force, distribute=distribute, rules=sys.modules[__name__])
     held: list[RunLock] = []
     try:
         return _train(spec_ref, recipe_ref, data, out, overrides=overrides, recipe_overrides=recipe_overrides,
                       epochs=epochs, batch_size=batch_size, weights=weights, weights_skip=tuple(weights_skip or ()),
-                      resume=resume, force=force,
+                      resume=resume, force=force, allow_collapse=allow_collapse,
                       distribute=distribute, say=say, verbose=verbose, held=held)
     finally:
         for lock in held:
@@ -425,7 +457,7 @@ def train(spec_ref, recipe_ref, data: str | os.PathLike | None, out: str | os.Pa
 
 
 def _train(spec_ref, recipe_ref, data, out, *, overrides, recipe_overrides, epochs, batch_size, weights,
-           weights_skip, resume, force, distribute, say, verbose, held: list) -> dict:
+           weights_skip, resume, force, distribute, say, verbose, held: list, allow_collapse=False) -> dict:
     from ..backends.keras import load as _keras_build
     from ..ir.pipeline import lower_spec
     from ..language import load as _load
@@ -485,6 +517,7 @@ def _train(spec_ref, recipe_ref, data, out, *, overrides, recipe_overrides, epoc
         say(f"taps ({spec.taps if isinstance(spec.taps, str) else ', '.join(spec.taps)}) are not trained: the run's "
             f"models output the classifier only")
         spec = spec.model_copy(update={"taps": []})
+    _check_size_agrees(spec, overrides, recipe, recipe_raw, resume)
     graph = lower_spec(spec)
     fixed = next((n.name for n in graph.nodes if n.op in ("flatten", "reshape")), None)
     size = data_mod.check_against_spec(src, spec.head.classes, spec.input.shape, recipe.data.image_size, fixed)
@@ -501,6 +534,7 @@ def _train(spec_ref, recipe_ref, data, out, *, overrides, recipe_overrides, epoc
         raise SpecError(f"is {pad}, more than the images' size {size[0]}x{size[1]} (a pad beyond the image only "
                         f"adds zeros; the notes pad 32x32 CIFAR images by 4)",
                         recipe_raw.locate(path) if recipe_raw is not None else None, format_path(path))
+    given_recipe, recipe = recipe, scaled_warmup(recipe, epochs, say)  # recipe.yaml keeps the recipe as given (a resume scales it again)
     phases = plan(recipe, epochs)
     for i, ph in enumerate(phases):  # unknown layers in freeze rules: refused before anything runs
         frozen_layers(graph, spec, ph["phase"], recipe_raw, i)
@@ -518,8 +552,8 @@ def _train(spec_ref, recipe_ref, data, out, *, overrides, recipe_overrides, epoc
 
         write_text_atomic(out / "spec.yaml", dump_spec(resolve(spec), f"archspec train: the resolved spec "
                                                                       f"{spec.name}"))
-        write_text_atomic(out / "recipe.yaml", _dump_yaml(_recipe_data(recipe), f"archspec train: the resolved "
-                                                                                f"recipe {recipe.name}"))
+        write_text_atomic(out / "recipe.yaml", _dump_yaml(_recipe_data(given_recipe), f"archspec train: the resolved "
+                                                                                      f"recipe {recipe.name}"))
         write_json(out / "classes.json", src.class_names)
         write_json(out / "run.json", {"data": str(Path(data).resolve()), "epochs": epochs, "distribute": distribute,
                                       "spec": spec.name, "spec_sha256": graph.meta.get("spec_sha256"),
@@ -527,7 +561,7 @@ def _train(spec_ref, recipe_ref, data, out, *, overrides, recipe_overrides, epoc
                                       "image_size": list(size), "phases": [
                                           {k: v for k, v in p.items() if k != "phase"} for p in phases]})
     return _fit(kb, graph, spec, recipe, src, out, phases, size, weights if not resume else None, resume,
-                distribute, say, verbose, weights_skip)
+                distribute, say, verbose, weights_skip, allow_collapse)
 
 
 def _quiet_tf():
@@ -571,7 +605,7 @@ def _check_same_spec(spec_ref, overrides, own, run: dict, out: Path, load) -> No
 
 
 def _fit(kb, graph, spec, recipe, src, out: Path, phases, size, weights, resume, distribute, say, verbose,
-         weights_skip=()) -> dict:
+         weights_skip=(), allow_collapse=False) -> dict:
     import keras
     import numpy as np
     import tensorflow as tf
@@ -707,6 +741,10 @@ def _fit(kb, graph, spec, recipe, src, out: Path, phases, size, weights, resume,
 
             callbacks.insert(0, LossGuard(chance_loss(spec.head.classifier_activation, classes)
                                           * (sum(loss_weights) if loss_weights else 1.0), classes, state))
+            if verbose:  # Keras' bar ends its line (finalized first) before archspec's epoch line, never glued to it
+                from keras.callbacks import ProgbarLogger
+
+                callbacks.insert(0, ProgbarLogger())
             if recipe.callbacks.tensorboard is not None:
                 from .callbacks import EpochTensorBoard
 
@@ -755,8 +793,42 @@ def _fit(kb, graph, spec, recipe, src, out: Path, phases, size, weights, resume,
         for s, h in previous.items():
             signal.signal(s, h)
     metrics = summary(out, recipe, pipes, phases)
+    # a network that collapsed (its last epochs at chance after better ones) is no success (issue 30)
+    from .callbacks import collapse_message, constant_loss, find_collapse
+
+    reference = constant_loss(spec.head.classifier_activation, classes, recipe.loss.label_smoothing)
+    collapse = find_collapse(read_history(out), classes, reference * (sum(loss_weights) if loss_weights else 1.0),
+                             pipes.val_size if pipes.val is not None else pipes.train_size)
+    allowed = bool(allow_collapse or recipe.callbacks.allow_collapse)
+    metrics["collapse"] = {**collapse, "allowed": allowed} if collapse else None
     write_json(out / "metrics.json", metrics)
+    if collapse:
+        line = collapse_message(collapse, classes)
+        if not allowed:
+            raise CollapsedError(
+                f"{line}. best.keras holds epoch {metrics['best_epoch']} (the best on {monitor}); lower the "
+                f"learning rate (--recipe-set optimizer.learning_rate=...) or clip the gradients (--recipe-set "
+                f"optimizer.clipnorm=1.0) and start over (--force), or accept the run with --allow-collapse")
+        say(f"warning: {line} (accepted: --allow-collapse)" if allow_collapse else
+            f"warning: {line} (accepted: the recipe's callbacks.allow_collapse)")
     return {**metrics, "history": read_history(out)}
+
+
+def _check_size_agrees(spec, overrides, recipe, recipe_raw, resume: bool) -> None:
+    """`--set input.shape=...` sets the size the data is read at; a recipe that reads it at
+    another (`data.image_size`) disagrees with the user, which is an error before anything
+    runs (the recipe's size used to win silently, or fail later as a shape error)."""
+    asked = [o for o in overrides or () if o.split("=", 1)[0].strip().startswith("input.shape")]
+    size = recipe.data.image_size
+    if resume or not asked or size is None or tuple(size) == tuple(spec.input.shape[:2]):
+        return
+    from ..language.loader import format_path
+
+    h, w = spec.input.shape[:2]
+    path = ("data", "image_size")
+    raise SpecError(f"is {size[0]}x{size[1]}, but --set {asked[-1]} asks for {h}x{w} images: leave one out, or "
+                    f"--recipe-set data.image_size=[{h},{w}]",
+                    recipe_raw.locate(path) if recipe_raw is not None else None, format_path(path))
 
 
 def save_checkpoint(manager, epochs: int | None) -> None:

@@ -116,6 +116,10 @@ class Callbacks(Strict):
     csv_log: Bool = True
     tensorboard: TensorBoard | None = Field(default_factory=TensorBoard)
     terminate_on_nan: Bool = True
+    allow_collapse: Bool = Field(default=False, description=(
+        "Accept a run whose network collapsed (its last 3 or more epochs at chance, after an earlier one was "
+        "better; `archspec.training.callbacks.find_collapse`): a warning instead of exit 1 (as `train "
+        "--allow-collapse`)."))
 
 
 class FreezeUntil(Strict):

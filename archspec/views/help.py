@@ -261,6 +261,8 @@ OPTIONS: dict[str, dict[str, str]] = {
         "--distribute": "tf.distribute: MirroredStrategy over the local GPUs, or MultiWorkerMirroredStrategy from "
                         "TF_CONFIG; the global batch is batch_size x replicas and the learning rate is scaled by the "
                         "replicas",
+        "--allow-collapse": "accept a run whose network collapsed (its last 3 or more epochs at chance after "
+                            "better ones): a warning instead of exit 1 (the recipe's callbacks.allow_collapse)",
         "--json": "print metrics.json (and no progress bar)",
     },
     "evaluate": {

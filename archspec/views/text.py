@@ -143,7 +143,8 @@ def format_export(r: dict) -> str:
     if not r.get("checked"):
         out.append("check:      skipped (--no-check)")
     else:
-        on = (f"{r['samples']} random inputs" if r["check_inputs"] == "random"
+        on = (f"{r['samples']} random inputs" if r["check_inputs"] == "random" else
+              f"{r['samples']} held-out images of {r['check_inputs']} (its test split)" if r.get("check_held_out")
               else f"{r['samples']} images of {r['check_inputs']}")
         top1 = r.get("top1_agreement")
         agree = "" if top1 is None else f", top-1 agreement {top1:.1%}"
