@@ -286,17 +286,17 @@ def test_an_exploding_loss_stops_the_run_with_what_to_change(digits_folder, tmp_
 
 @pytest.mark.slow
 def test_bundled_cifar100_recipe_learns_the_digits_with_cifar100_cnn(digits_folder, tmp_path, capsys):
-    """The bundled recipe (SGD 0.1 with Nesterov momentum, 5 warm-up epochs, cosine, 4-pixel
-    crops) with the bundled spec, 12 epochs on the digits as 32x32 RGB images, without the
-    horizontal flips (digits are not mirror images of each other): clearly above chance (0.1).
-    At this rate the small CNN (no batch norm) swings between epochs (0.27-0.73 in epochs 2-7
-    here) and settles as the cosine schedule lowers the rate. About 20 s."""
+    """Issue 30: the pairing the README suggests works. The bundled recipe as it is (SGD with
+    Nesterov momentum, peak 0.05, 5 warm-up epochs, cosine, flips and 4-pixel crops) with the
+    bundled spec, the issue's command: 12 epochs at batch 64 on the digits as 32x32 RGB images,
+    to >= 0.90 validation top-1. At the old peak 0.1 the network (no batch norm) died in 2 of 8
+    such runs (loss ln(10) from epoch 2 or 5 on) and ended below 0.90; at 0.05, 8 of 8 ended at
+    0.93-0.98. About 20 s."""
     run = tmp_path / "run"
     assert main(["train", "cifar100_cnn", "--recipe", "cifar100", "--data", str(digits_folder / "all"), "--out",
-                 str(run), "--set", "head.classes=10", "--epochs", "12", "--recipe-set", "augmentation.flip=none",
-                 "--json"]) == 0
+                 str(run), "--set", "head.classes=10", "--epochs", "12", "--batch-size", "64", "--json"]) == 0
     metrics = json.loads(capsys.readouterr().out)
-    assert metrics["epochs_completed"] == 12 and metrics["val_top1"] >= 0.5
+    assert metrics["epochs_completed"] == 12 and metrics["val_top1"] >= 0.90 and metrics["collapse"] is None
 
 
 @pytest.mark.slow
