@@ -90,9 +90,9 @@ CHILD = """\
 import sys
 from archspec.cli import main
 d = sys.argv[1]
-for argv in (["train", d + "/spec.yaml", "--recipe", "cifar100", "--data", d + "/digits.npz", "--out", d + "/run",
+for argv in (["train", d + "/spec.yaml", "--recipe", "cifar100", "--data", d + "/digits", "--out", d + "/run",
               "--epochs", "2", "--force"],
-             ["evaluate", d + "/run", "--data", d + "/digits.npz"],
+             ["evaluate", d + "/run", "--data", d + "/digits"],
              ["predict", d + "/run", d + "/one.png"],
              ["export", d + "/run", "-o", d + "/m.tflite", "--quantize", "int8", "--force", "--min-agreement", "0"]):
     print("COMMAND", argv[0], flush=True)
@@ -106,9 +106,12 @@ def test_commands_print_no_native_notices_and_epoch_lines_start_their_own_line(f
     from archspec.core.quiet import NOISE
 
     d = tmp_path
-    for name in ("spec.yaml", "digits.npz"):
-        (d / name).write_bytes((files / name).read_bytes())
-    Image.fromarray(np.load(files / "digits.npz")["x_test"][0]).save(d / "one.png")
+    (d / "spec.yaml").write_bytes((files / "spec.yaml").read_bytes())
+    arrays = np.load(files / "digits.npz")
+    for i, (x, y) in enumerate(zip(arrays["x_train"][:200], arrays["y_train"][:200])):  # a folder: decoded by
+        (d / "digits" / str(y)).mkdir(parents=True, exist_ok=True)                      # TensorFlow, whose first
+        Image.fromarray(x).save(d / "digits" / str(y) / f"{i}.png")                      # import printed notices
+    Image.fromarray(arrays["x_test"][0]).save(d / "one.png")
     env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", "ARCHSPEC_DEBUG")}
     env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
     p = subprocess.run([sys.executable, "-c", CHILD, str(d)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,

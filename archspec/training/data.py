@@ -561,7 +561,9 @@ def _decode_problems(files: list[str], todo: list[int], bad: dict[int, str]) -> 
     """`_check_images`' second pass: the files `todo` decoded by training's decoder; each
     that fails is added to `bad`."""
     if todo:
-        import tensorflow as tf
+        from ..backends.keras import tensorflow
+
+        tf = tensorflow()  # imported with its native start-up notices filtered (often the first import)
 
         def decode(i, f):
             img = tf.io.decode_image(tf.io.read_file(f), channels=0, expand_animations=False)

@@ -106,6 +106,8 @@ def tensorflow():
     try:
         with native_stderr_filtered():
             import tensorflow as tf
+
+            tf.zeros(())  # the first device context (cuInit's failure on a machine without a GPU) made here
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise MissingDependency(f"this path needs TensorFlow ({exc}); pip install tensorflow, or export "
                                 "ONNX through the graph IR (the default, --via ir), which does not") from None
