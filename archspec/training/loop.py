@@ -399,7 +399,7 @@ def train(spec_ref, recipe_ref, data: str | os.PathLike | None, out: str | os.Pa
           overrides: list[str] | None = None, recipe_overrides: list[str] | None = None,
           epochs: int | None = None, batch_size: int | None = None, weights: str | None = None,
           weights_skip: list[str] | tuple = (), resume: bool = False, force: bool = False,
-          distribute: str | None = None, allow_collapse: bool = False,
+          distribute: str | None = None, allow_collapse: bool = False, callbacks: list | tuple = (),
           say: Callable[[str], None] = lambda m: None, verbose: int | str = "auto") -> dict:
     """Train a spec from a recipe into the run directory `out` (or resume it). The run
     directory is locked (`RunLock`) from the moment it is made or reopened to the end.
@@ -428,6 +428,9 @@ def train(spec_ref, recipe_ref, data: str | os.PathLike | None, out: str | os.Pa
         allow_collapse: a run whose network collapsed (`callbacks.find_collapse`) returns, with
             a warning, instead of raising `CollapsedError` (as the recipe's
             `callbacks.allow_collapse`).
+        callbacks: Keras callbacks run after archspec's own in every `fit` (the epoch's
+            checkpoint and history row are written before theirs run); one that raises ends
+            the run there, its lock released (`archspec search` prunes a trial this way).
         say: progress messages.
         verbose: Keras' fit verbosity (progress bar).
 
@@ -449,7 +452,7 @@ def train(spec_ref, recipe_ref, data: str | os.PathLike | None, out: str | os.Pa
     try:
         return _train(spec_ref, recipe_ref, data, out, overrides=overrides, recipe_overrides=recipe_overrides,
                       epochs=epochs, batch_size=batch_size, weights=weights, weights_skip=tuple(weights_skip or ()),
-                      resume=resume, force=force, allow_collapse=allow_collapse,
+                      resume=resume, force=force, allow_collapse=allow_collapse, extra_callbacks=tuple(callbacks),
                       distribute=distribute, say=say, verbose=verbose, held=held)
     finally:
         for lock in held:
@@ -457,7 +460,8 @@ def train(spec_ref, recipe_ref, data: str | os.PathLike | None, out: str | os.Pa
 
 
 def _train(spec_ref, recipe_ref, data, out, *, overrides, recipe_overrides, epochs, batch_size, weights,
-           weights_skip, resume, force, distribute, say, verbose, held: list, allow_collapse=False) -> dict:
+           weights_skip, resume, force, distribute, say, verbose, held: list, allow_collapse=False,
+           extra_callbacks=()) -> dict:
     from ..backends.keras import load as _keras_build
     from ..ir.pipeline import lower_spec
     from ..language import load as _load
@@ -561,7 +565,7 @@ def _train(spec_ref, recipe_ref, data, out, *, overrides, recipe_overrides, epoc
                                       "image_size": list(size), "phases": [
                                           {k: v for k, v in p.items() if k != "phase"} for p in phases]})
     return _fit(kb, graph, spec, recipe, src, out, phases, size, weights if not resume else None, resume,
-                distribute, say, verbose, weights_skip, allow_collapse)
+                distribute, say, verbose, weights_skip, allow_collapse, extra_callbacks)
 
 
 def _quiet_tf():
@@ -605,7 +609,7 @@ def _check_same_spec(spec_ref, overrides, own, run: dict, out: Path, load) -> No
 
 
 def _fit(kb, graph, spec, recipe, src, out: Path, phases, size, weights, resume, distribute, say, verbose,
-         weights_skip=(), allow_collapse=False) -> dict:
+         weights_skip=(), allow_collapse=False, extra_callbacks=()) -> dict:
     import keras
     import numpy as np
     import tensorflow as tf
@@ -736,7 +740,7 @@ def _fit(kb, graph, spec, recipe, src, out: Path, phases, size, weights, resume,
                                  pipes.steps_per_epoch, main_out, monitor, say, fit_state=fit_state,
                                  save_checkpoint=lambda n, manager=manager: save_checkpoint(manager, n),
                                  write_best=write_best, write_history=write_history)
-            callbacks = [run_cb]
+            callbacks = [run_cb, *extra_callbacks]
             from .callbacks import LossGuard  # first: RunCallback must see an exploded epoch as incomplete
 
             callbacks.insert(0, LossGuard(chance_loss(spec.head.classifier_activation, classes)
