@@ -19,25 +19,7 @@ import pytest
 from archspec.core.errors import SpecError, SpecErrors, error_lines
 from archspec.training import precheck
 
-SPEC = """\
-format: 1
-name: tiny
-input:
-  shape: [32, 32, 3]
-stem:
-  - {type: conv, name: c1, filters: 8, kernel: 3, stride: 2}
-stages:
-  - name: s1
-    blocks:
-      - type: basic
-        filters: 8
-        repeats: 2
-head:
-  classes: 10
-  layers:
-    - {type: global_pool, name: gap}
-    - {type: classifier, name: predictions}
-"""
+from test_bad_input import GOOD as SPEC  # noqa: E402 - the tiny basic-block spec of the bad-input tests
 
 
 @pytest.fixture(autouse=True)

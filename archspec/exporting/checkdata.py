@@ -150,8 +150,10 @@ def load(ref, model, limit: int = CHECK_IMAGES, say=lambda m: None, preprocess: 
         check = dataclasses.replace(src, x_test=src.x_train[idx], y_test=src.y_train[idx])
     x, y = _through_input(check, shape, data_mod, preprocess)
     classes = int(model.outputs[0].shape[-1])
-    if y is not None and len(y) and int(y.max()) >= classes:
-        raise SpecError(f"{p}: the check data has labels up to {int(y.max())} but the model has {classes} classes")
+    if y is not None:
+        from ..training.rules import check_label_range
+
+        check_label_range(y, classes, str(p), check_data=True)
     x_calib = _through_input(calib, shape, data_mod, preprocess)[0] if calib is not None else None
     held_out = src.kind != "folder" and src.x_test is not None and len(src.x_test) > 0
     return CheckData(x, y, str(p), x_calib, rule, held_out)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..backends.keras import keras
-from ..backends.keras.files import METADATA_FILE, check_keras_archive
+from ..backends.keras.files import METADATA_FILE, ModelStandIn, check_keras_archive
 from ..core.errors import SpecError
 from ..core.progress import short
 
@@ -131,7 +131,7 @@ class _Tensor:
         self.name, self.shape = name, shape
 
 
-class GraphModel:
+class GraphModel(ModelStandIn):
     """A spec's network with a weights file's arrays, where export reads a Keras model (its
     name, input, outputs, preprocessing), built from neither TensorFlow nor Keras: the ONNX is
     emitted from the graph and the arrays (`via_ir.ArrayWeights`), and the check's reference

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from ..backends.onnx import passes as onnx_passes, variants
+from .source import GraphModel
 from .writers import calibration_images, side_file
 
 
@@ -52,7 +53,7 @@ def write(job, tmp: Path) -> None:
         if streamed:
             sink = via_ir.ExternalData(tmp.with_name(data_name), data_name) if external else via_ir.StreamedData(tmp)
         try:
-            weights = job.model.weights_provider() if hasattr(job.model, "weights_provider") else job.model
+            weights = job.model.weights_provider() if isinstance(job.model, GraphModel) else job.model
             proto = via_ir.convert(weights, o.opset, job.input_name, job.output_names, job.graph, sink, say,
                                    fold_bn=bool(job.variant))
             proto = onnx_passes.finish(proto, job.input_name, job.output_names, job.metadata)

@@ -12,6 +12,7 @@ import time
 
 from ..core.errors import ArchspecError
 from .options import MIN_AGREEMENT
+from .source import GraphModel
 from .targets import TARGETS
 
 
@@ -100,8 +101,8 @@ def check(job, tmp: Path) -> None:
     x, data, report, say = job.x, job.data, job.report, job.say
     what = "random inputs" if data is None else "check images"
     say(f"running the Keras model on {len(x)} {what}…")
-    reference = getattr(job.model, "reference", None)  # a `source.GraphModel` builds its Keras model only now
-    ref = reference(x) if reference is not None else keras_outputs(job.model, x)
+    # a `source.GraphModel` builds its Keras model only now
+    ref = job.model.reference(x) if isinstance(job.model, GraphModel) else keras_outputs(job.model, x)
     say(f"checking with {job.target.runtime}…")
     got = run(job.format, tmp, x, job.input_name, job.output_names)
     diffs = compare(ref, got, job.output_names)

@@ -14,6 +14,7 @@ from typing import Callable
 import numpy as np
 
 from ..core.errors import ArchspecError, Location, SpecError
+from .rules import check_label_range
 
 
 def model_file(ref: str | os.PathLike) -> tuple[Path, list[str] | None]:
@@ -258,9 +259,7 @@ def evaluate(model_ref, data, *, batch_size: int = 64, confusion_csv: str | os.P
     activation = head_activation(model)
     relabel = label_map(src, names, classes, model_path)
     ys = np.asarray(src.labels) if src.kind == "folder" else (src.y_test if src.y_test is not None else src.y_train)
-    if len(ys) and int(relabel[ys].max()) >= classes:
-        raise SpecError(f"the data has label {int(relabel[ys].max())} but the model has {classes} classes "
-                        f"(0..{classes - 1})", Location(str(data)))
+    check_label_range(relabel[ys] if len(ys) else ys, classes, str(data))  # the precheck's rule
     mode, mode_from = preprocess_of(model_path)
     ds, y = data_mod.evaluation_dataset(src, (h, w), c, classes, batch_size, relabel, preprocess=mode)
     outs = []

@@ -34,6 +34,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..core.errors import Location, SpecError, SpecErrors
+from .rules import check_label_range
 
 #: a `.keras` member read to learn the model's input and classes is at most this large
 MAX_RECORD_BYTES = 64 << 20
@@ -169,12 +170,12 @@ def check_train(spec_ref, recipe_ref, data, out, *, overrides=None, recipe_overr
                 batch_size=None, weights=None, weights_skip=(), resume=False, force=False, distribute=None,
                 rules) -> None:
     """Every problem of `archspec train` that the files show (see the module's docstring),
-    raised together. `rules`: the training loop's module (its `plan`, `check_distribute`,
-    `check_replaceable`, ...), passed in because it imports this one."""
+    raised together, by the rules the loop applies (`training.rules`); `rules`: the training
+    loop's module (its `check_distribute`), passed in because it imports this one."""
     from ..ir.pipeline import lower_spec
     from ..language import load, raw_of
-    from ..language.loader import format_path
     from . import data as data_mod
+    from . import rules as shared
     from . import rundir
     from .recipe import frozen_layers, load_recipe
 
@@ -203,7 +204,7 @@ def check_train(spec_ref, recipe_ref, data, out, *, overrides=None, recipe_overr
                 if not force:
                     raise SpecError("exists; pass --force to start over (its contents are deleted) or --resume to "
                                     "continue", rundir.where(out))
-                rules.check_replaceable(out, [data, spec_ref, recipe_ref, weights])
+                shared.check_replaceable(out, [data, spec_ref, recipe_ref, weights])
         if weights:
             with found.catch(Location("--weights")):
                 rundir.check_weights_file(weights)
@@ -219,17 +220,13 @@ def check_train(spec_ref, recipe_ref, data, out, *, overrides=None, recipe_overr
             src = scan_data(data)
     graph = size = None
     if spec is not None:
-        raw = raw_of(spec)
-        if not spec.head.include_top:
-            path = ("head", "include_top")
-            found.add(SpecError("training needs the spec's classifier: head.include_top is false",
-                                raw.locate(path) if raw is not None else None, format_path(path)))
+        with found.catch():
+            shared.check_include_top(spec, raw_of(spec))
         if spec.taps:
             spec = spec.model_copy(update={"taps": []})
-        agree = getattr(rules, "_check_size_agrees", None)
-        if recipe is not None and agree is not None:
+        if recipe is not None:
             with found.catch():
-                agree(spec, overrides, recipe, recipe_raw, resume)
+                shared.check_size_agrees(spec, overrides, recipe, recipe_raw, resume)
         with found.catch():
             graph = lower_spec(spec)
     if graph is not None and recipe is not None and data is not None and spec.head.include_top:
@@ -253,29 +250,22 @@ def check_train(spec_ref, recipe_ref, data, out, *, overrides=None, recipe_overr
         with found.catch():
             graph = lower_spec(spec)
     if recipe is not None:
-        pad = recipe.augmentation.crop_padding
-        if size is not None and pad and pad > max(size):
-            path = ("augmentation", "crop_padding")
-            found.add(SpecError(f"is {pad}, more than the images' size {size[0]}x{size[1]} (a pad beyond the image "
-                                f"only adds zeros; the notes pad 32x32 CIFAR images by 4)",
-                                recipe_raw.locate(path) if recipe_raw is not None else None, format_path(path)))
-        scaled, planned, phases = getattr(rules, "scaled_warmup", None), recipe, []
-        if scaled is not None:
+        if size is not None:
             with found.catch():
-                planned = scaled(recipe, epochs)
+                shared.check_crop_padding(recipe, recipe_raw, size)
+        planned, phases = recipe, []
+        with found.catch():
+            planned = shared.scaled_warmup(recipe, epochs)
         with found.catch(Location(f"--epochs {epochs}"), strip="--epochs"):
-            phases = rules.plan(planned, epochs)
+            phases = shared.plan(planned, epochs)
         # each phase's freeze rule (the recipe's own phases when --epochs could not plan them)
         for i, phase in enumerate([ph["phase"] for ph in phases] or planned.planned_phases()):
             if graph is not None:
                 with found.catch():
                     frozen_layers(graph, spec, phase, recipe_raw, i)
-        aux = recipe.loss.aux_weights
-        if graph is not None and len(graph.outputs) > 1 and aux is not None and len(aux) != len(graph.outputs) - 1:
-            path = ("loss", "aux_weights")
-            found.add(SpecError(f"loss.aux_weights has {len(aux)} weights but the model has "
-                                f"{len(graph.outputs) - 1} auxiliary outputs",
-                                recipe_raw.locate(path) if recipe_raw is not None else None))
+        if graph is not None:
+            with found.catch():
+                shared.check_aux_weights(recipe, recipe_raw, len(graph.outputs))
     with found.catch(Location(f"--distribute {distribute}"), strip="--distribute"):
         rules.check_distribute(distribute)
     if weights and not resume and graph is not None and os.path.isfile(os.fspath(weights)):
@@ -376,9 +366,7 @@ def check_evaluate(model_ref, data, *, batch_size=64, confusion_csv=None, force=
             relabel = rules.label_map(src, names, classes, model_path)
             ys = (np.asarray(src.labels) if src.kind == "folder" else
                   (src.y_test if src.y_test is not None else src.y_train))
-            if len(ys) and int(relabel[ys].max()) >= classes:
-                raise SpecError(f"the data has label {int(relabel[ys].max())} but the model has {classes} classes "
-                                f"(0..{classes - 1})", Location(str(data)))
+            check_label_range(relabel[ys] if len(ys) else ys, classes, str(data))
     if model_path is not None:
         with found.catch():
             rules.preprocess_of(model_path)
@@ -474,6 +462,5 @@ def check_export(model_or_spec, found: Problems, *, overrides=None, phi=None, pr
     ys = (np.asarray(src.labels, np.int64) if src.kind == "folder" else
           src.y_test if src.y_test is not None and len(src.y_test) else src.y_train)
     y = np.asarray(ys)[spread(len(ys), limit)] if len(ys) else ys
-    if len(y) and int(y.max()) >= classes:
-        found.add(SpecError(f"{d}: the check data has labels up to {int(y.max())} but the model has {classes} "
-                            f"classes"))
+    with found.catch():
+        check_label_range(y, classes, str(d), check_data=True)

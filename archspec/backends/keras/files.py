@@ -72,14 +72,25 @@ def metadata_doc(metadata: dict[str, str]) -> dict:
     return doc
 
 
+class ModelStandIn:
+    """What stands for a Keras model where export needs none built (`exporting.source.
+    GraphModel`: a spec's graph and a weights file's arrays): it has a model's ``name``,
+    ``inputs``, ``outputs`` and ``weights``, and says its preprocessing itself."""
+
+    def preprocessing_steps(self) -> list[dict]:
+        """The leading rescaling / normalization steps, as `preprocessing` reads them off a
+        Keras model's layers."""
+        raise NotImplementedError
+
+
 def preprocessing(model) -> dict:
     """The input preprocessing the model does itself (leading Rescaling / Normalization
     layers), and what it therefore expects."""
     import numpy as np
 
-    graph_steps = getattr(model, "preprocessing_steps", None)  # a graph standing for a model (export)
-    steps = graph_steps() if graph_steps is not None else []
-    for layer in (model.layers if graph_steps is None else ()):
+    stand_in = isinstance(model, ModelStandIn)
+    steps = model.preprocessing_steps() if stand_in else []
+    for layer in (() if stand_in else model.layers):
         k = keras()
         if isinstance(layer, k.layers.InputLayer):
             continue
