@@ -4,37 +4,15 @@ input; no traceback unless `--debug`. TensorFlow only for build, export, train, 
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 
 from ..core.atomic import check_output
-from ..core.errors import SpecError, error_lines
+from ..core.errors import SpecError
 from ..core.units import human
 from ..views import text
+from ..views.text import print_error, progress, show, warn
 from .parser import build_parser
-
-
-def show(args, report, formatted) -> int:
-    """`report` as JSON with --json, else the text `formatted()` gives; exit 0."""
-    print(json.dumps(report, indent=2, default=str) if args.json else formatted())
-    return 0
-
-
-def progress(msg: str) -> None:
-    print(f"archspec: {msg}", file=sys.stderr, flush=True)
-
-
-def warn(msg: str) -> None:
-    print(f"archspec: warning: {msg}", file=sys.stderr)
-
-
-def print_error(exc: BaseException) -> int:
-    """The failure's lines on stderr (`archspec.core.errors.error_lines`); returns its exit code."""
-    code, lines = error_lines(exc)
-    for line in lines:
-        print(line, file=sys.stderr)
-    return code
 
 
 # ---------------------------------------------------------------- commands
@@ -129,12 +107,19 @@ def cmd_train(args) -> int:
     from ..api import train
 
     out = args.resume or args.out
+    same = ("epochs", "batch_size", "weights", "weights_skip", "allow_collapse", "force", "distribute")
     r = train(args.spec, args.recipe, args.data, out, overrides=args.set, recipe_overrides=args.recipe_set,
-              epochs=args.epochs, batch_size=args.batch_size, weights=args.weights, weights_skip=args.weights_skip,
-              resume=bool(args.resume), allow_collapse=args.allow_collapse,
-              force=args.force, distribute=args.distribute, say=progress, verbose=0 if args.json else "auto")
+              resume=bool(args.resume), say=progress, verbose=0 if args.json else "auto", **{k: vars(args)[k] for k in same})
     metrics = {k: v for k, v in r.items() if k != "history"}
     return show(args, metrics, lambda: text.format_train(out, metrics))
+
+
+def cmd_search(args) -> int:
+    from ..training.search import from_command_line, search
+    from ..views.search import format_search
+
+    r = search(**from_command_line(vars(args)), say=progress)
+    return show(args, r, lambda: format_search(r))
 
 
 def cmd_evaluate(args) -> int:

@@ -5,6 +5,7 @@ constants (`archspec.exporting.options`), never written again here."""
 from __future__ import annotations
 
 import argparse
+import textwrap
 
 from ..views import help as words
 
@@ -44,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     from ..core.units import parse_count
     from ..exporting import options as o
     from ..views.sweeps import parse_phis
+    from ..training.search import command_line_options as search_options
 
     values = dict(min_opset=o.MIN_OPSET, max_opset=o.MAX_OPSET, default_opset=o.DEFAULT_OPSET,
                   fp16_agreement=f"{o.MIN_AGREEMENT['fp16']:g}", int8_agreement=f"{o.MIN_AGREEMENT['int8']:g}")
@@ -56,6 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
         """A sub-command; `spec`: "one" (SPEC), "many" (SPEC...) with --set, or None."""
         summary, description = words.COMMANDS[name]
         plain = name in ("list", "evaluate", "predict", "weights")  # one paragraph, wrapped by argparse
+        if not plain:  # each one-line paragraph wrapped as argparse would; the examples (epilog) as written
+            description = "\n\n".join(p if "\n" in p else textwrap.fill(p, 79) for p in description.split("\n\n"))
         sp = sub.add_parser(name, help=summary, description=description, epilog=words.EPILOGS.get(name),
                             formatter_class=argparse.HelpFormatter if plain else RAW)
 
@@ -137,6 +141,10 @@ def build_parser() -> argparse.ArgumentParser:
     weights_options(arg)
     arg("--distribute", choices=["none", "mirrored", "multi_worker"], default=None)
     switches(arg, "--force", "--allow-collapse", "--json")
+
+    sp, arg = command("search", "one")
+    for flags, kw in search_options():
+        arg(*flags, **({**kw, "type": _argtype(kw["type"])} if "type" in kw else kw))
 
     sp, arg = command("evaluate")
     sp.add_argument("model", metavar="RUN_DIR|MODEL")

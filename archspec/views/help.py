@@ -79,6 +79,17 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "best.keras, final.keras, history.csv, tensorboard/, metrics.json. An existing RUN_DIR is never overwritten "
         "without --force; --resume RUN_DIR continues it from its latest checkpoint. RUN_DIR is locked while a "
         "process trains in it: a second one is refused."),
+    "search": (
+        "compound-scaling coefficients chosen by accuracy: an Optuna study over alpha, beta, gamma",
+        "Search alpha, beta, gamma at --phi (default 1) under alpha*beta^2*gamma^2 = 2 (within --tolerance), each "
+        "trial training the scaled network with the recipe into OUT/trials/trial-NNNN and scored by its held-out "
+        "top-1. Trials that break the constraint, or exceed --max-macs/--max-params, are pruned before any training "
+        "(static counts); Optuna's median pruner stops trials whose epoch top-1 falls below the median. The study "
+        "is in --storage (default OUT/study.db, SQLite): any number of processes, on any number of machines with "
+        "a PostgreSQL URL, join it with the same command, each pulling its next trial; each stops when the study "
+        "holds --trials finished (complete or pruned) trials. A killed worker loses only its running trial, marked "
+        "failed and queued again. Writes OUT/trials.csv, OUT/best-scaling.yaml (the scaling: block to paste into "
+        "the spec), OUT/pareto.png and OUT/report.html; `optuna-dashboard URL` shows the study live."),
     "evaluate": (
         "loss, top-1/top-5, per-class accuracy, confusion matrix of a trained model",
         "Evaluate a run directory (its best.keras) or a .keras file on the test set of the data (all of it when it "
@@ -134,6 +145,10 @@ EPILOGS: dict[str, str] = {
              "--set head.classes=100 --set input.shape=[32,32,3]\n  archspec train vgg16 --recipe finetune "
              "--data cats_vs_dogs/ --out runs/ft --set head.classes=2 --weights vgg16.h5\n"
              "  archspec train --resume runs/r18\n  tensorboard --logdir runs/r18/tensorboard",
+    "search": "examples:\n  archspec search my_net.yaml --recipe quick.yaml --data digits.npz --trials 20 --epochs 3 "
+              "--out search/\n  archspec search my_net.yaml --recipe quick.yaml --data digits.npz --trials 100 --epochs 3 "
+              "--out search/ \\\n      --storage postgresql://USER:PASSWORD@HOST/DB --study my-net   # on every machine\n"
+              "  optuna-dashboard sqlite:///search/study.db",
     "diff": "Each side is a spec file or a bundled name. --set, --preset and --phi apply to both sides;\n"
             "--set-a/--set-b add overrides to one side (after --set); --preset-a/--preset-b and\n"
             "--phi-a/--phi-b scale one side (instead of --preset/--phi). Deltas are B - A. MACs are\n"
@@ -264,6 +279,31 @@ OPTIONS: dict[str, dict[str, str]] = {
         "--allow-collapse": "accept a run whose network collapsed (its last 3 or more epochs at chance after "
                             "better ones): a warning instead of exit 1 (the recipe's callbacks.allow_collapse)",
         "--json": "print metrics.json (and no progress bar)",
+    },
+    "search": {
+        "--recipe": "a recipe file or bundled name (its metrics must include top1; no data.image_size)",
+        "--data": "the training data; held out: its test split, else the recipe's data.validation_split",
+        "--out": "the search directory: trials/, the default storage study.db, the report (joined, never replaced)",
+        "--trials": "the study's total of finished (complete or pruned) trials; a worker stops when it holds them",
+        "--storage": "the study's database URL (default sqlite:///OUT/study.db); postgresql://USER:PASSWORD@HOST/DB "
+                     "lets processes on many machines join one study (pip install 'archspec[postgresql]')",
+        "--study": "the study's name in the storage (default: SPEC's name with -search)",
+        "--phi": "the compound coefficient the networks are scaled at (default 1, as the paper's search)",
+        "--sampler": "tpe (Optuna's TPE; default) or grid (the paper's: step 0.05 under the constraint, in the ranges)",
+        "--alpha": "alpha's range LOW:HIGH (default 1:1.6)",
+        "--beta": "beta's range LOW:HIGH (default 1:1.3)",
+        "--gamma": "gamma's range LOW:HIGH (default 1:1.4)",
+        "--tolerance": "relative distance of alpha*beta^2*gamma^2 from 2 beyond which a trial is pruned (default 0.05)",
+        "--max-macs": "prune trials whose network has more MACs (400M, 2.5G, ...), before training",
+        "--max-params": "prune trials whose network has more parameters, before training",
+        "--epochs": "each trial's epochs (the recipe's epochs; a short budget)",
+        "--batch-size": "the recipe's data.batch_size",
+        "--recipe-set": "override a value of the recipe",
+        "--heartbeat": "seconds between a worker's heartbeats; a killed worker's trial is failed and queued again "
+                       "after twice that (default 30)",
+        "--write-spec": "also write SPEC with the best coefficients in its scaling: block (FILE.yaml)",
+        "--force": "replace an existing --write-spec file",
+        "--json": "the result as JSON: every trial, the best, the Pareto front, the scaling block",
     },
     "evaluate": {
         "--batch-size": "images per batch (default 64)",

@@ -1,16 +1,43 @@
 """Text for a terminal: the tables and summaries the command line prints (`archspec inspect`,
 `list`, `scale`, `diff`, `export`, `train`, `evaluate`, `predict`), from the dicts the library
-returns. Pure formatting: no files, no TensorFlow."""
+returns, and how it prints them (`show`, progress, warnings, errors). No files, no TensorFlow."""
 
 from __future__ import annotations
 
 import json
+import sys
 
+from ..core.errors import error_lines
 from ..core.units import human, shape_str
 
 #: changed layers printed in the text of `archspec diff` (--json lists all)
 DIFF_LAYER_LINES = 20
 MACS_NOTE = "MACs: multiply-accumulates of conv and dense layers (what papers call FLOPs)."
+
+
+# ---------------------------------------------------------------- what the command line prints
+
+
+def show(args, report, formatted) -> int:
+    """`report` as JSON with --json, else the text `formatted()` gives; exit 0."""
+    print(json.dumps(report, indent=2, default=str) if args.json else formatted())
+    return 0
+
+
+def progress(msg: str) -> None:
+    print(f"archspec: {msg}", file=sys.stderr, flush=True)
+
+
+def warn(msg: str) -> None:
+    print(f"archspec: warning: {msg}", file=sys.stderr)
+
+
+def print_error(exc: BaseException) -> int:
+    """The failure's lines on stderr (`archspec.core.errors.error_lines`); returns its exit code."""
+    code, lines = error_lines(exc)
+    for line in lines:
+        print(line, file=sys.stderr)
+    return code
 
 
 def table(rows: list[list], headers: list[str], align: str | None = None) -> str:
