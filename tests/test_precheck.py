@@ -187,7 +187,7 @@ def test_every_mistake_in_one_error(files, tmp_path, monkeypatch):
     assert "augmentation.crop_padding: is 500, more than the images' size 224x224" in lines[1]
     assert lines[2].startswith("--epochs 3: sets the epochs")
     assert "phases[1].freeze.until: tiny has no layer named 'nope'" in lines[3]
-    assert lines[4].startswith("--distribute multi_worker: reads the cluster from TF_CONFIG")
+    assert lines[4].startswith("--distribute multi_worker needs --workers HOST:PORT,HOST:PORT,...")
 
 
 def test_evaluate_and_predict(files, tmp_path):

@@ -107,7 +107,7 @@ def cmd_train(args) -> int:
     from ..api import train
 
     out = args.resume or args.out
-    same = ("epochs", "batch_size", "weights", "weights_skip", "allow_collapse", "force", "distribute")
+    same = ("epochs", "batch_size", "weights", "weights_skip", "allow_collapse", "force", "distribute", "workers", "rank")
     r = train(args.spec, args.recipe, args.data, out, overrides=args.set, recipe_overrides=args.recipe_set,
               resume=bool(args.resume), say=progress, verbose=0 if args.json else "auto", **{k: vars(args)[k] for k in same})
     metrics = {k: v for k, v in r.items() if k != "history"}

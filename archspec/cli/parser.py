@@ -140,6 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
     arg("--batch-size", type=int)
     weights_options(arg)
     arg("--distribute", choices=["none", "mirrored", "multi_worker"], default=None)
+    arg("--workers", metavar="HOST:PORT,...")
+    arg("--rank", type=int, metavar="K")
     switches(arg, "--force", "--allow-collapse", "--json")
 
     sp, arg = command("search", "one")

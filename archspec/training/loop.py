@@ -57,6 +57,9 @@ from ..core.errors import ArchspecError, Location, SpecError
 # loop back (no cycle); importable from here as before
 from .epochs import HISTORY, schedule_lr, write_history  # noqa: F401
 from .epochs import best_row as _best_row
+# the rules the precheck applies too, written once (`rules`); importable from here as before
+from .rules import (LOCK, check_aux_weights, check_crop_padding, check_include_top, check_replaceable,  # noqa: F401
+                    check_size_agrees, plan, scaled_warmup)
 
 
 class Interrupted(ArchspecError):
@@ -77,37 +80,6 @@ class CollapsedError(ArchspecError):
 # ---------------------------------------------------------------- the plan
 
 
-def scaled_warmup(recipe, epochs: int | None, say=lambda m: None):
-    """`recipe` for a run of `epochs` (--epochs): when they are within the schedule's warm-up,
-    the warm-up is scaled with them (by the share of the recipe's epochs they are, and at most
-    `epochs - 1`), so the learning rate still reaches the recipe's peak; said in one line.
-    Without --epochs, or past the warm-up, the recipe as it is."""
-    s = recipe.schedule
-    phases = recipe.planned_phases()
-    if epochs is None or len(phases) != 1 or not s.warmup_epochs or epochs > s.warmup_epochs:
-        return recipe
-    w = min(epochs - 1, round(s.warmup_epochs * epochs / phases[0].epochs))
-    say(f"--epochs {epochs} is within the schedule's {s.warmup_epochs}-epoch warm-up (of the recipe's "
-        f"{phases[0].epochs} epochs): the warm-up is scaled with it to {w} epoch{'s' if w != 1 else ''}, so the "
-        f"learning rate reaches the recipe's peak ({phases[0].learning_rate or recipe.optimizer.learning_rate:g})")
-    return recipe.model_copy(update={"schedule": s.model_copy(update={"warmup_epochs": w})})
-
-
-def plan(recipe, epochs: int | None = None) -> list[dict]:
-    """The phases with their global epoch ranges: [{name, start, end, phase}, ...]."""
-    phases = recipe.planned_phases()
-    if epochs is not None:
-        if len(phases) > 1:
-            raise SpecError(f"--epochs sets the epochs of a recipe without phases; {recipe.name} has "
-                            f"{len(phases)} (use --recipe-set phases[K].epochs=N)")
-        phases = [phases[0].model_copy(update={"epochs": epochs})]
-    out, start = [], 0
-    for p in phases:
-        out.append({"name": p.name, "start": start, "end": start + p.epochs, "phase": p})
-        start += p.epochs
-    return out
-
-
 # ---------------------------------------------------------------- the run directory
 
 
@@ -122,9 +94,6 @@ def _recipe_data(recipe) -> dict:
     data = recipe.model_dump(mode="json", by_alias=True, exclude_defaults=True)
     data.pop("extends", None)
     return {"format": 1, "name": recipe.name, **{k: v for k, v in data.items() if k not in ("format", "name")}}
-
-
-LOCK = ".lock"
 
 
 class RunLock:
@@ -161,31 +130,6 @@ class RunLock:
         if self.fh is not None:
             self.fh.close()  # closing the descriptor releases the flock
             self.fh = None
-
-
-def _inside(path: Path, root: Path) -> bool:
-    return path == root or root in path.parents
-
-
-def check_replaceable(out: Path, inputs: list = ()) -> None:
-    """What `--force` may replace: a run directory (it holds run.json) or an empty directory,
-    and never one holding an input of the run or the current directory. Raises SpecError."""
-    where = Location(str(out))
-    if out.is_symlink():
-        raise SpecError("is a symbolic link: --force replaces only a run directory itself", where)
-    if not out.is_dir():
-        raise SpecError("is not a directory: --force replaces only a run directory (one with run.json) or an "
-                        "empty directory", where)
-    if not (out / "run.json").is_file() and any(p.name != LOCK for p in out.iterdir()):
-        raise SpecError("is not a run directory of archspec train (no run.json) and not empty: --force replaces only "
-                        "a run directory or an empty directory", where)
-    root = out.resolve()
-    if _inside(Path.cwd().resolve(), root):
-        raise SpecError("holds the current directory: --force would delete it", where)
-    for p in inputs:
-        if p is not None and isinstance(p, (str, os.PathLike)) and os.path.lexists(p):
-            if _inside(Path(p).resolve(), root):
-                raise SpecError(f"holds {os.fspath(p)}, an input of this run: --force would delete it", where)
 
 
 def prepare_run_dir(out: Path, *, force: bool, resume: bool, inputs: list = ()) -> RunLock:
@@ -373,22 +317,23 @@ def _saved_int(checkpoint: str, name: str) -> int:
 
 
 def check_distribute(distribute: str | None) -> None:
-    """Refuse a strategy that cannot start (before the run directory is made)."""
+    """Refuse a strategy that does not exist (before the run directory is made); the cluster
+    of multi_worker is checked by `multiworker.cluster_of`."""
     if distribute not in (None, "none", "mirrored", "multi_worker"):
         raise SpecError(f"--distribute must be none, mirrored or multi_worker (got {distribute!r})")
-    if distribute == "multi_worker" and "TF_CONFIG" not in os.environ:
-        raise SpecError("--distribute multi_worker reads the cluster from TF_CONFIG, which is not set "
-                        "(see the README's training section)")
 
 
 def strategy_of(distribute: str | None):
+    """The tf.distribute strategy of the TensorFlow path: MirroredStrategy over the local
+    devices, or the default. (multi_worker runs on Keras' own distribution over JAX:
+    `_fit_multi_worker`.)"""
     import tensorflow as tf
 
     check_distribute(distribute)
     if distribute == "mirrored":
         return tf.distribute.MirroredStrategy()
     if distribute == "multi_worker":
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        raise ArchspecError("multi_worker does not run on a tf.distribute strategy (see archspec.training.multiworker)")
     return tf.distribute.get_strategy()
 
 
@@ -399,7 +344,8 @@ def train(spec_ref, recipe_ref, data: str | os.PathLike | None, out: str | os.Pa
           overrides: list[str] | None = None, recipe_overrides: list[str] | None = None,
           epochs: int | None = None, batch_size: int | None = None, weights: str | None = None,
           weights_skip: list[str] | tuple = (), resume: bool = False, force: bool = False,
-          distribute: str | None = None, allow_collapse: bool = False, callbacks: list | tuple = (),
+          distribute: str | None = None, workers: str | None = None, rank: int | None = None,
+          allow_collapse: bool = False, callbacks: list | tuple = (),
           say: Callable[[str], None] = lambda m: None, verbose: int | str = "auto") -> dict:
     """Train a spec from a recipe into the run directory `out` (or resume it). The run
     directory is locked (`RunLock`) from the moment it is made or reopened to the end.
@@ -424,7 +370,11 @@ def train(spec_ref, recipe_ref, data: str | os.PathLike | None, out: str | os.Pa
         force: start over in an existing `out` (its contents are deleted): only a run
             directory (run.json) or an empty one, never one holding the data, the spec, the
             recipe, the weights or the current directory.
-        distribute: None, "mirrored" or "multi_worker".
+        distribute: None, "mirrored" or "multi_worker" (Keras' own distribution on JAX, one
+            worker process per call: `multiworker`).
+        workers, rank: with "multi_worker", every process's "host:port" (comma-separated, the
+            first the coordinator) and this process's index in them (else TF_CONFIG's). Rank 0
+            writes the run directory `out`; another rank's `out` is its own scratch directory.
         allow_collapse: a run whose network collapsed (`callbacks.find_collapse`) returns, with
             a warning, instead of raising `CollapsedError` (as the recipe's
             `callbacks.allow_collapse`).
@@ -443,11 +393,21 @@ def train(spec_ref, recipe_ref, data: str | os.PathLike | None, out: str | os.Pa
         raise SpecError("--out RUN_DIR is required (where checkpoints, logs and models are written)")
     import sys
 
+    from . import multiworker
+
     from .precheck import check_train  # every mistake the files show, at once, before TensorFlow (issue 30)
 
     check_train(spec_ref, recipe_ref, data, out, overrides=overrides, recipe_overrides=recipe_overrides, epochs=epochs,
                 batch_size=batch_size, weights=weights, weights_skip=tuple(weights_skip or ()), resume=resume,
-                force=force, distribute=distribute, rules=sys.modules[__name__])
+                force=force, distribute=distribute, workers=workers, rank=rank, rules=sys.modules[__name__])
+    cluster = multiworker.cluster_of(distribute, workers, rank)  # bad --workers/--rank: one line, nothing made
+    if cluster is not None and multiworker.current() is None:  # this worker runs in a process of its own
+        return multiworker.supervise(multiworker.options_only({
+            "spec_ref": spec_ref, "recipe_ref": recipe_ref, "data": data, "out": out, "overrides": overrides,
+            "recipe_overrides": recipe_overrides, "epochs": epochs, "batch_size": batch_size, "weights": weights,
+            "weights_skip": list(weights_skip or ()), "resume": resume, "force": force, "distribute": distribute,
+            "workers": ",".join(cluster.addresses), "rank": cluster.rank, "allow_collapse": allow_collapse,
+            "callbacks": list(callbacks or ()), "verbose": verbose}), cluster, say)
     held: list[RunLock] = []
     try:
         return _train(spec_ref, recipe_ref, data, out, overrides=overrides, recipe_overrides=recipe_overrides,
@@ -464,7 +424,7 @@ def _train(spec_ref, recipe_ref, data, out, *, overrides, recipe_overrides, epoc
            extra_callbacks=()) -> dict:
     from ..backends.keras import load as _keras_build
     from ..ir.pipeline import lower_spec
-    from ..language import load as _load
+    from ..language import load as _load, raw_of
 
     def load(ref, overrides=None):
         return _load(ref, overrides)[0]
@@ -515,13 +475,12 @@ def _train(spec_ref, recipe_ref, data, out, *, overrides, recipe_overrides, epoc
         if data is None:
             raise SpecError("--data is required: an image folder, a CIFAR directory or an .npz")
     src = data_mod.open_source(data)
-    if not spec.head.include_top:
-        raise SpecError("training needs the spec's classifier: head.include_top is false")
+    check_include_top(spec, raw_of(spec))
     if spec.taps:  # feature outputs take no labels: the run trains (and saves) the classifier alone
         say(f"taps ({spec.taps if isinstance(spec.taps, str) else ', '.join(spec.taps)}) are not trained: the run's "
             f"models output the classifier only")
         spec = spec.model_copy(update={"taps": []})
-    _check_size_agrees(spec, overrides, recipe, recipe_raw, resume)
+    check_size_agrees(spec, overrides, recipe, recipe_raw, resume)
     graph = lower_spec(spec)
     fixed = next((n.name for n in graph.nodes if n.op in ("flatten", "reshape")), None)
     size = data_mod.check_against_spec(src, spec.head.classes, spec.input.shape, recipe.data.image_size, fixed)
@@ -530,14 +489,7 @@ def _train(spec_ref, recipe_ref, data, out, *, overrides, recipe_overrides, epoc
         spec = spec.model_copy(update={"input": spec.input.model_copy(
             update={"shape": (size[0], size[1], spec.input.shape[2])})})
         graph = lower_spec(spec)
-    pad = recipe.augmentation.crop_padding
-    if pad and pad > max(size):  # a million-pixel pad was an out-of-memory error after the run directory
-        from ..language.loader import format_path
-
-        path = ("augmentation", "crop_padding")
-        raise SpecError(f"is {pad}, more than the images' size {size[0]}x{size[1]} (a pad beyond the image only "
-                        f"adds zeros; the notes pad 32x32 CIFAR images by 4)",
-                        recipe_raw.locate(path) if recipe_raw is not None else None, format_path(path))
+    check_crop_padding(recipe, recipe_raw, size)  # a million-pixel pad was an out-of-memory error after the run directory
     given_recipe, recipe = recipe, scaled_warmup(recipe, epochs, say)  # recipe.yaml keeps the recipe as given (a resume scales it again)
     phases = plan(recipe, epochs)
     for i, ph in enumerate(phases):  # unknown layers in freeze rules: refused before anything runs
@@ -559,7 +511,11 @@ def _train(spec_ref, recipe_ref, data, out, *, overrides, recipe_overrides, epoc
         write_text_atomic(out / "recipe.yaml", _dump_yaml(_recipe_data(given_recipe), f"archspec train: the resolved "
                                                                                       f"recipe {recipe.name}"))
         write_json(out / "classes.json", src.class_names)
+        from .multiworker import current
+
+        cluster = current() if distribute == "multi_worker" else None
         write_json(out / "run.json", {"data": str(Path(data).resolve()), "epochs": epochs, "distribute": distribute,
+                                      **({"workers": list(cluster.addresses), "rank": cluster.rank} if cluster else {}),
                                       "spec": spec.name, "spec_sha256": graph.meta.get("spec_sha256"),
                                       "recipe": recipe.name, "weights": weights,
                                       "image_size": list(size), "phases": [
@@ -610,6 +566,9 @@ def _check_same_spec(spec_ref, overrides, own, run: dict, out: Path, load) -> No
 
 def _fit(kb, graph, spec, recipe, src, out: Path, phases, size, weights, resume, distribute, say, verbose,
          weights_skip=(), allow_collapse=False, extra_callbacks=()) -> dict:
+    if distribute == "multi_worker":
+        return _fit_multi_worker(kb, graph, spec, recipe, src, out, phases, size, weights, resume, say, verbose,
+                                 weights_skip, allow_collapse)
     import keras
     import numpy as np
     import tensorflow as tf
@@ -637,13 +596,7 @@ def _fit(kb, graph, spec, recipe, src, out: Path, phases, size, weights, resume,
         say("no validation data (the data has no test set and data.validation_split is 0): val_* metrics are absent")
     # A list in the model's output order: Keras 3.15 pairs a dict of loss weights with a list of
     # outputs in sorted-name order, so {loss3: 1, loss1: .3, loss2: .3} would weigh loss2 by 1.
-    weights_by_name = graph.meta.get("loss_weights") or {}
-    loss_weights = [weights_by_name.get(o, 1.0) for o in graph.outputs] if outputs > 1 else None
-    if outputs > 1 and recipe.loss.aux_weights is not None:
-        if len(recipe.loss.aux_weights) != outputs - 1:
-            raise SpecError(f"loss.aux_weights has {len(recipe.loss.aux_weights)} weights but the model has "
-                            f"{outputs - 1} auxiliary outputs")
-        loss_weights = [1.0, *recipe.loss.aux_weights]
+    loss_weights = _loss_weights(graph, recipe)
     main_out = graph.outputs[0]
     monitor = _monitor(recipe.callbacks.checkpoint.monitor, pipes)
     history = read_history(out) if resume else []
@@ -695,17 +648,7 @@ def _fit(kb, graph, spec, recipe, src, out: Path, phases, size, weights, resume,
                 opt.build(model.trainable_variables)
                 epoch_var = tf.Variable(completed, dtype=tf.int64, trainable=False, name="epoch")
                 step_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
-                # early stopping and reduce-on-plateau: Keras' own, stepped by RunCallback on complete
-                # epochs, their state saved with the checkpoint (FitState)
-                plateau = early = None
-                if recipe.schedule.name == "plateau":
-                    plateau = keras.callbacks.ReduceLROnPlateau(
-                        monitor=monitor, factor=recipe.schedule.factor, patience=recipe.schedule.patience,
-                        min_lr=recipe.schedule.min_learning_rate)
-                if recipe.callbacks.early_stopping:
-                    es = recipe.callbacks.early_stopping
-                    early = keras.callbacks.EarlyStopping(monitor=_monitor(es.monitor, pipes), patience=es.patience,
-                                                          restore_best_weights=es.restore_best)
+                early, plateau = _stateful_callbacks(recipe, monitor, pipes)
                 from .callbacks import FitState
 
                 fit_state = FitState(pi, model, early, plateau)
@@ -796,6 +739,196 @@ def _fit(kb, graph, spec, recipe, src, out: Path, phases, size, weights, resume,
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
+    return _finish(out, spec, recipe, pipes, phases, loss_weights, monitor, allow_collapse, say)
+
+
+def _fit_multi_worker(kb, graph, spec, recipe, src, out: Path, phases, size, weights, resume, say, verbose,
+                      weights_skip=(), allow_collapse=False) -> dict:
+    """`_fit` for one worker of `--distribute multi_worker`, on Keras' own distribution over
+    JAX (`multiworker`: the cluster, the placement, each worker's part of every batch, lockstep
+    saves, Keras-format checkpoints). Every worker runs this with its own `out`: rank 0's is the
+    run directory, another rank's its scratch (no checkpoints there). A resume continues from
+    the last complete epoch's checkpoint, which rank 0 reads and broadcasts."""
+    from . import multiworker as mw
+
+    cluster = mw.current()
+    if cluster is None:
+        raise SpecError("this run was trained with --distribute multi_worker: resume it on every worker with "
+                        "--distribute multi_worker --workers HOST:PORT,... --rank K", Location(str(out)))
+    import json as _json
+
+    from . import data as data_mod
+    from .callbacks import FitState, LossGuard, RunCallback
+    from .recipe import frozen_layers
+    from .rundir import check_history, load_initial_weights, read_run_json
+
+    import keras
+    import numpy as np
+
+    chief, writer = cluster.chief, mw.Writer(cluster, out)
+    devices, local = mw.replicas()
+    global_batch = recipe.data.batch_size * devices
+    outputs, classes = len(graph.outputs), spec.head.classes
+    keras.utils.set_random_seed(recipe.seed)  # the same initial weights on every worker
+    model = kb.build_model(graph, precision=None if recipe.precision == "float32" else recipe.precision,
+                           seed=recipe.seed)
+    if weights:  # every worker reads them (the file must be on every machine)
+        load_initial_weights(model, graph, weights, weights_skip, say if chief else (lambda m: None))
+    pipes = data_mod.datasets(src, recipe, size, spec.input.shape[2], classes, outputs, global_batch, recipe.seed,
+                              augmenter(recipe, size, recipe.seed), say, preprocess=spec.input.preprocess)
+    val = mw.local_part(pipes.val, cluster.rank, local, devices) if pipes.val is not None else None
+    for note in (mw.remainder_note(pipes.train_size, global_batch, devices, "training set"),
+                 mw.remainder_note(pipes.val_size, global_batch, devices, "validation set") if val is not None
+                 else None):
+        if note and chief:
+            say(note)
+    if pipes.val is None and chief:
+        say("no validation data (the data has no test set and data.validation_split is 0): val_* metrics are absent")
+    loss_weights = _loss_weights(graph, recipe)
+    main_out = graph.outputs[0]
+    monitor = _monitor(recipe.callbacks.checkpoint.monitor, pipes)
+    ckpt_dir = out / "checkpoints"
+    latest, mine = None, {}
+    if chief:  # rank 0's run directory is the truth; every worker gets it
+        mw.remove_stale(ckpt_dir)
+        latest = mw.latest_checkpoint(ckpt_dir) if resume else None
+        completed = _json.loads((latest / "state.json").read_text())["epoch"] if latest else 0
+        history = read_history(out) if resume else []
+        if latest is not None:
+            check_history(out, history, completed, str(latest))
+        run = read_run_json(out)
+        mine = {"completed": completed, "history": [r for r in history if int(r["epoch"]) < completed],
+                "stopped": sorted(run.get("stopped_early", [])), "latest": str(latest) if latest else None}
+    shared = mw.broadcast_json(mine, chief)
+    completed, history, stopped = shared["completed"], shared["history"], set(shared["stopped"])
+    scratch = out / f".checkpoint-of-rank-0-{os.getpid()}"
+    latest = mw.share_checkpoint(writer, latest, scratch)
+    ck = _json.loads((latest / "state.json").read_text()) if latest is not None else {}
+    ck_fit = ck.get("fit_state") or {}
+    ck_phase, ck_stopped = ck.get("phase", -1), bool(ck_fit.get("es_stopped_epoch"))
+    if resume:
+        say(f"resuming {out}: {completed} epochs complete"
+            + (f" ({shared['latest']}, rank 0's)" if shared["latest"] else " (no checkpoint yet)")
+            + ("" if chief else "; this worker's --out is scratch, rank 0's run directory is the run"))
+    state: dict[str, Any] = {"interrupted": False, "nan": None}
+    run = read_run_json(out)
+    try:
+        for pi, ph in enumerate(phases):
+            if completed >= ph["end"] or ph["name"] in stopped or (ck_stopped and ck_phase == pi):
+                continue
+            frozen = frozen_layers(graph, spec, ph["phase"], None, pi)
+            for layer in model.layers:
+                layer.trainable = layer.name not in frozen
+            base_lr = (ph["phase"].learning_rate or recipe.optimizer.learning_rate) * devices
+            opt = make_optimizer(recipe, base_lr, recipe.precision)
+            mets = metric_objects(recipe, classes)
+            loss = loss_object(recipe, spec.head.classifier_activation)
+            model.compile(optimizer=opt, loss=[loss] * outputs if outputs > 1 else loss, loss_weights=loss_weights,
+                          metrics=[mets] + [[] for _ in range(outputs - 1)] if outputs > 1 else mets)
+            opt.build(model.trainable_variables)
+            early, plateau = _stateful_callbacks(recipe, monitor, pipes)
+            fit_state = FitState(pi, model, early, plateau)
+            fit_state.start()
+            if latest is not None:  # restored once: mid-phase the optimizer and callbacks too, else the weights
+                mid = completed > ph["start"]
+                mw.restore_state(model, opt, latest, with_optimizer=mid)
+                if mid and ck_phase == pi and ck_fit:
+                    mw.load_fit_state(fit_state, ck_fit)
+                latest = None
+                if not chief:
+                    shutil.rmtree(scratch, ignore_errors=True)
+            start = max(completed, ph["start"])
+            history[:] = [r for r in history if int(r["epoch"]) < start]
+            write_history(out, history)
+            trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+            say(f"phase {ph['name']}: epochs {start + 1}-{ph['end']} of {phases[-1]['end']}, {trainable:,} trainable "
+                f"params, learning rate {base_lr:g}, global batch {global_batch} over {devices} replicas "
+                f"({cluster.size} worker{'s' if cluster.size != 1 else ''}; this is rank {cluster.rank}"
+                + (", writing the run directory)" if chief else ", its --out is scratch)"))
+            epoch_var, step_var = mw.Counter(completed), mw.Counter()
+
+            def save_ckpt(n, pi=pi, opt=opt, fit_state=fit_state):
+                mw.save_checkpoint(writer, ckpt_dir, n, model, opt, {"phase": pi,
+                                                                     "fit_state": mw.fit_state_dict(fit_state)},
+                                   recipe.callbacks.checkpoint.max_to_keep)
+
+            def write_best(epoch, value):  # on every worker (a Keras save), each into its own out
+                save_keras(model, out / "best.keras", graph, file="best", epoch=epoch + 1, monitor=monitor,
+                           value=value)
+            run_cb = RunCallback(out, recipe, ph, base_lr, None, epoch_var, step_var, history, state,
+                                 pipes.steps_per_epoch, main_out, monitor, say if chief else (lambda m: None),
+                                 fit_state=fit_state, save_checkpoint=save_ckpt, write_best=write_best,
+                                 write_history=write_history)
+            run_cb.offset, run_cb.images = 0, pipes.train_size
+            callbacks = [LossGuard(chance_loss(spec.head.classifier_activation, classes)
+                                   * (sum(loss_weights) if loss_weights else 1.0), classes, state), run_cb]
+            if verbose and chief:
+                from keras.callbacks import ProgbarLogger
+
+                callbacks.insert(0, ProgbarLogger())
+            if recipe.callbacks.tensorboard is not None and chief:
+                from .callbacks import EpochTensorBoard
+
+                callbacks.append(EpochTensorBoard(
+                    str(out / "tensorboard"), histogram_freq=recipe.callbacks.tensorboard.histogram_freq))
+            train = mw.local_part(pipes.train_from(start), cluster.rank, local, devices)
+            model.fit(train, validation_data=val, epochs=ph["end"], initial_epoch=start,
+                      steps_per_epoch=pipes.steps_per_epoch, callbacks=callbacks, verbose=verbose if chief else 0,
+                      shuffle=False)
+            completed = epoch_var.numpy()
+            if state["nan"] is not None:
+                why = state.get("diverged") or (f"the loss became NaN or infinite in epoch {state['nan'] + 1}; lower "
+                                                f"the learning rate (--recipe-set optimizer.learning_rate=...)")
+                last = mw.latest_checkpoint(ckpt_dir) if chief else None
+                raise DivergedError(f"{why}; training stopped. The last good checkpoint is kept"
+                                    + (f": {last}" if chief else " in rank 0's run directory")
+                                    + "; start over (--force) once the cause is changed")
+            fit_state.end()
+            if completed < ph["end"] and early is not None and early.stopped_epoch:
+                say(f"early stopping ended phase {ph['name']} after epoch {completed}")
+                stopped.add(ph["name"])
+                write_json(out / "run.json", {**run, "stopped_early": sorted(stopped)})
+        if latest is not None:  # nothing left to train: the model the checkpoint ends with
+            mw.restore_state(model, None, latest, with_optimizer=False)
+        save_keras(model, out / "final.keras", graph, file="final", epochs_completed=completed)
+    finally:
+        if scratch.exists():
+            shutil.rmtree(scratch, ignore_errors=True)
+    return _finish(out, spec, recipe, pipes, phases, loss_weights, monitor, allow_collapse, say)
+
+
+def _loss_weights(graph, recipe) -> list | None:
+    """The loss weights of a model with auxiliary outputs, in the model's output order; None
+    for one output."""
+    outputs = len(graph.outputs)
+    weights_by_name = graph.meta.get("loss_weights") or {}
+    loss_weights = [weights_by_name.get(o, 1.0) for o in graph.outputs] if outputs > 1 else None
+    if outputs > 1 and recipe.loss.aux_weights is not None:
+        check_aux_weights(recipe, None, outputs)
+        loss_weights = [1.0, *recipe.loss.aux_weights]
+    return loss_weights
+
+
+def _stateful_callbacks(recipe, monitor: str, pipes):
+    """(early stopping, reduce-on-plateau): Keras' own, or None each; stepped by RunCallback on
+    complete epochs, their state saved with the checkpoint (`callbacks.FitState`)."""
+    import keras
+
+    plateau = early = None
+    if recipe.schedule.name == "plateau":
+        plateau = keras.callbacks.ReduceLROnPlateau(
+            monitor=monitor, factor=recipe.schedule.factor, patience=recipe.schedule.patience,
+            min_lr=recipe.schedule.min_learning_rate)
+    if recipe.callbacks.early_stopping:
+        es = recipe.callbacks.early_stopping
+        early = keras.callbacks.EarlyStopping(monitor=_monitor(es.monitor, pipes), patience=es.patience,
+                                              restore_best_weights=es.restore_best)
+    return early, plateau
+
+
+def _finish(out: Path, spec, recipe, pipes, phases, loss_weights, monitor: str, allow_collapse: bool, say) -> dict:
+    """After the last epoch: metrics.json (`summary`, the collapse check) and the result."""
+    classes = spec.head.classes
     metrics = summary(out, recipe, pipes, phases)
     # a network that collapsed (its last epochs at chance after better ones) is no success (issue 30)
     from .callbacks import collapse_message, constant_loss, find_collapse
@@ -816,23 +949,6 @@ def _fit(kb, graph, spec, recipe, src, out: Path, phases, size, weights, resume,
         say(f"warning: {line} (accepted: --allow-collapse)" if allow_collapse else
             f"warning: {line} (accepted: the recipe's callbacks.allow_collapse)")
     return {**metrics, "history": read_history(out)}
-
-
-def _check_size_agrees(spec, overrides, recipe, recipe_raw, resume: bool) -> None:
-    """`--set input.shape=...` sets the size the data is read at; a recipe that reads it at
-    another (`data.image_size`) disagrees with the user, which is an error before anything
-    runs (the recipe's size used to win silently, or fail later as a shape error)."""
-    asked = [o for o in overrides or () if o.split("=", 1)[0].strip().startswith("input.shape")]
-    size = recipe.data.image_size
-    if resume or not asked or size is None or tuple(size) == tuple(spec.input.shape[:2]):
-        return
-    from ..language.loader import format_path
-
-    h, w = spec.input.shape[:2]
-    path = ("data", "image_size")
-    raise SpecError(f"is {size[0]}x{size[1]}, but --set {asked[-1]} asks for {h}x{w} images: leave one out, or "
-                    f"--recipe-set data.image_size=[{h},{w}]",
-                    recipe_raw.locate(path) if recipe_raw is not None else None, format_path(path))
 
 
 def save_checkpoint(manager, epochs: int | None) -> None:

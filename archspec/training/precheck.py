@@ -168,7 +168,7 @@ def _npz_preview(p: Path):
 @_never_in_the_way
 def check_train(spec_ref, recipe_ref, data, out, *, overrides=None, recipe_overrides=None, epochs=None,
                 batch_size=None, weights=None, weights_skip=(), resume=False, force=False, distribute=None,
-                rules) -> None:
+                workers=None, rank=None, rules) -> None:
     """Every problem of `archspec train` that the files show (see the module's docstring),
     raised together, by the rules the loop applies (`training.rules`); `rules`: the training
     loop's module (its `check_distribute`), passed in because it imports this one."""
@@ -268,6 +268,10 @@ def check_train(spec_ref, recipe_ref, data, out, *, overrides=None, recipe_overr
                 shared.check_aux_weights(recipe, recipe_raw, len(graph.outputs))
     with found.catch(Location(f"--distribute {distribute}"), strip="--distribute"):
         rules.check_distribute(distribute)
+    with found.catch():  # --workers and --rank (or TF_CONFIG) of multi_worker
+        from .multiworker import cluster_of
+
+        cluster_of(distribute, workers, rank)
     if weights and not resume and graph is not None and os.path.isfile(os.fspath(weights)):
         with found.catch(Location(os.fspath(weights))):  # a file as it is (a name or a URL is resolved later)
             rundir.check_initial_weights(graph, weights, weights_skip)

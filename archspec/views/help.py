@@ -273,9 +273,13 @@ OPTIONS: dict[str, dict[str, str]] = {
                      "`imagenet`: the spec's published keras.applications file; a URL with --weights-sha256), loaded "
                      "strictly (see `archspec weights`): a classifier of another width is re-initialised",
         "--weights-sha256": "the sha256 of the --weights file or URL (required with a URL)",
-        "--distribute": "tf.distribute: MirroredStrategy over the local GPUs, or MultiWorkerMirroredStrategy from "
-                        "TF_CONFIG; the global batch is batch_size x replicas and the learning rate is scaled by the "
-                        "replicas",
+        "--distribute": "mirrored: tf.distribute.MirroredStrategy over the local GPUs; multi_worker: one process "
+                        "per machine (--workers, --rank) on keras.distribution with JAX; the global batch is "
+                        "batch_size x replicas and the learning rate is scaled by the replicas",
+        "--workers": "with --distribute multi_worker: every process's HOST:PORT, comma-separated, the same list on "
+                     "every machine; the first is the coordinator",
+        "--rank": "with --distribute multi_worker: this process's place in --workers (0 is the coordinator and "
+                  "writes the run directory)",
         "--allow-collapse": "accept a run whose network collapsed (its last 3 or more epochs at chance after "
                             "better ones): a warning instead of exit 1 (the recipe's callbacks.allow_collapse)",
         "--json": "print metrics.json (and no progress bar)",
