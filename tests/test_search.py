@@ -257,6 +257,61 @@ def test_median_pruner_stops_a_trial_inside_the_training_loop(task, tmp_path):
     RunLock(run).acquire().release()  # not held: a flock still held by this process's run would refuse it
 
 
+def test_a_worker_stopped_by_sigterm_queues_its_trial_and_stops(task, tmp_path, capsys, monkeypatch):
+    """SIGTERM in a trial's training (sent by the process to itself after the first batch of epoch
+    2, through a Keras callback beside the pruning one): the loop saves a checkpoint and stops,
+    the trial is failed and its coefficients queued again, the worker stops with one line (exit
+    130) and its run's lock released; the same command again trains the queued trial into a new
+    run directory, the stopped one untouched. (Seen the same with real processes and SIGINT,
+    SIGTERM mid-epoch or as training starts.)"""
+    import keras
+
+    from archspec.training import search as search_module
+    from archspec.training.loop import RunLock
+
+    real = search_module.pruning_callback
+
+    class SigtermOnce(keras.callbacks.Callback):
+        sent = False
+
+        def on_train_batch_end(self, batch, logs=None):
+            if not SigtermOnce.sent and self.epoch == 1:
+                SigtermOnce.sent = True
+                os.kill(os.getpid(), signal.SIGTERM)
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch = epoch
+
+    def with_sigterm(trial, monitor):
+        prune = real(trial, monitor)
+        both = keras.callbacks.CallbackList([prune, SigtermOnce()])
+        return both if not SigtermOnce.sent else prune
+    monkeypatch.setattr(search_module, "pruning_callback", with_sigterm)
+    out = tmp_path / "s"
+    opts = ("--trials", 1, "--epochs", 2, "--sampler", "grid")
+    before = signal.getsignal(signal.SIGTERM)
+    assert main(argv(task, out, *opts)) == 130
+    assert signal.getsignal(signal.SIGTERM) is before  # the worker's handler restored
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if "error" in ln or "Trial" in ln or "Traceback" in ln]
+    assert len(lines) == 1 and lines[0].startswith("archspec: error: stopped by SIGTERM in trial 0: the trial "
+                                                   "failed, its coefficients (alpha="), err
+    storage = f"sqlite:///{out / 'study.db'}"
+    trials = trials_of(storage)
+    assert [t.state.name for t in trials] == ["FAIL", "WAITING"], trials
+    assert trials[1].system_attrs["fixed_params"] == trials[0].params and trials[1].user_attrs["retry_of"] == 0
+    run0 = out / "trials" / "trial-0000"
+    hist0 = (run0 / "history.csv").read_text()
+    assert len(hist0.strip().splitlines()) == 2  # epoch 1 complete, epoch 2 stopped
+    RunLock(run0).acquire().release()  # the stopped run's lock is not held
+    assert main(argv(task, out, *opts)) == 0
+    trials = trials_of(storage)
+    assert [t.state.name for t in trials] == ["FAIL", "COMPLETE"] and trials[1].params == trials[0].params
+    assert trials[1].user_attrs["run"] == str(out / "trials" / "trial-0001")
+    assert (run0 / "history.csv").read_text() == hist0  # not trained again
+    trained_once(trials, 2)
+
+
 # ---------------------------------------------------------------- many processes
 
 

@@ -331,3 +331,59 @@ def test_bad_cluster_is_one_line_before_anything(files, tmp_path, capsys, monkey
     err = capsys.readouterr().err
     assert code == 2 and words in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "run").exists()
+
+
+# What jaxlib 0.10's runtime printed (its fatal log lines, the stack trace cut) when a worker
+# stopped responding without its connections closing (SIGSTOP on its process), recorded from
+# two real workers with a 3 s heartbeat: the coordinator's service names the silent task, a
+# worker whose coordinator is silent sees its Heartbeat RPC time out. (Starting two workers
+# and pausing one takes ~25 s here; the parsing is what was wrong, so it is tested alone.)
+STOPPED_WORKER_1 = [  # on rank 0, worker 1 paused
+    "F1207 23:33:37.354638   30899 client.h:80] Terminating process because the JAX distributed service detected "
+    "fatal errors. This most likely indicates that another task died; see the other task logs for more details. "
+    "Disable Python buffering, i.e. `python -u`, to be sure to see all the previous output. absl::Status: "
+    "UNAVAILABLE: The following tasks are unhealthy (stopped sending heartbeats):",
+    "1",
+    "The tasks have crashed. Check the task logs for an earlier error, or scheduler events (e.g. preemption, "
+    "eviction) to debug further.",
+    "",
+    "RPC: /xla.coordination.CoordinationService/PollForError [type.googleapis.com/tensorflow.CoordinationServiceError='']",
+    "*** Check failure stack trace: ***",
+    "@     0x7f71e5440634  absl::lts_20260107::log_internal::LogMessage::SendToLog()",
+]
+STOPPED_COORDINATOR = [  # on rank 1, worker 0 paused
+    "F1207 23:31:44.753791   28667 client.h:80] Terminating process because the JAX distributed service detected "
+    "fatal errors. This most likely indicates that another task died; see the other task logs for more details. "
+    "Disable Python buffering, i.e. `python -u`, to be sure to see all the previous output. absl::Status: "
+    "DEADLINE_EXCEEDED: Deadline Exceeded",
+    "",
+    "RPC: /xla.coordination.CoordinationService/Heartbeat",
+    "*** Check failure stack trace: ***",
+    "@     0x7f5e39440634  absl::lts_20260107::log_internal::LogMessage::SendToLog()",
+]
+
+
+def test_a_stopped_worker_is_named_in_one_line(monkeypatch):
+    from archspec.training import multiworker
+
+    monkeypatch.setenv("ARCHSPEC_HEARTBEAT_SECONDS", "3")
+    addresses = ("127.0.0.1:4000", "127.0.0.1:4001", "127.0.0.1:4002")
+    rank = [multiworker.Cluster(addresses, k) for k in range(3)]
+    assert multiworker._reason(STOPPED_WORKER_1, rank[0]) == \
+        "worker 1 (127.0.0.1:4001) stopped responding (no heartbeat for 3 s)"
+    assert multiworker._reason(STOPPED_WORKER_1, rank[2]) == \
+        "worker 1 (127.0.0.1:4001) stopped responding (no heartbeat for 3 s)"
+    assert multiworker._reason(STOPPED_WORKER_1, rank[1]).startswith("this worker was paused")
+    assert multiworker._reason(STOPPED_COORDINATOR, rank[1]) == \
+        "the coordinator, worker 0 (127.0.0.1:4000), stopped responding (no answer to a heartbeat for 3 s)"
+    listed = [STOPPED_WORKER_1[0], "/job:jax_worker/replica:0/task:1", "/job:jax_worker/replica:0/task:2", "The"]
+    assert multiworker._reason(listed, rank[0]).startswith("worker 1 (127.0.0.1:4001) and worker 2 (127.0.0.1:4002) ")
+    # anything else is said in JAX's words, without the log prefix and the stack trace
+    other = multiworker._reason(["F1207 23:31:44.753791   28667 client.h:80] x absl::Status: INTERNAL: boom",
+                                 "*** Check failure stack trace: ***"], rank[0])
+    assert other == "JAX's distributed runtime ended it (INTERNAL: boom)", other
+    # a collective that failed because a peer's connection closed (gloo), without gloo's source line
+    line = multiworker.lost_message(RuntimeError(
+        "UNKNOWN: Gloo AllGather failed: [external/gloo/gloo/transport/tcp/pair.cc:538] Read error "
+        "[127.0.0.1]:6543: Connection reset by peer"), rank[0])
+    assert "(a collective failed: Gloo AllGather failed: Read error [127.0.0.1]:6543: Connection reset by peer)" in line

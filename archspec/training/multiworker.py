@@ -19,7 +19,9 @@ The pieces, each a function of its own (the training loop's steps reuse them):
   ends the surviving ones (it aborts the process, with a C++ stack trace); the parent turns that
   into one line naming the cause, on every rank. A dead worker is seen by the coordinator when
   its heartbeats stop (`HEARTBEAT_SECONDS`, 10 s, `ARCHSPEC_HEARTBEAT_SECONDS` to change), and a
-  dead coordinator by every worker at once (its connection closes).
+  dead coordinator by every worker at once (its connection closes). A worker that stops
+  responding with its connections open (paused, SIGSTOP) is named by the coordinator after the
+  heartbeat timeout; a paused coordinator by every worker, when its heartbeat answers stop.
 - **the placement** (`initialize`): gloo collectives on CPU, `jax.distributed.initialize`, a
   `DataParallel` distribution over every device of every process, with
   `auto_shard_dataset=False`: the model is replicated, each batch is split over the devices.
@@ -157,19 +159,46 @@ _NOISE = re.compile(r"^(I\d{4} |WARNING: All log messages before absl|\[Gloo\] |
 _FATAL = re.compile(r"^F\d{4} |^terminate called|^\*\*\* Check failure")
 
 
+_UNHEALTHY = re.compile(r"stopped sending heartbeats\)?:?\s*((?:(?:/job:[^/\s]+/replica:\d+/)?(?:task:)?\d+[\s,;]*)+)")
+
+
+def _tasks(listing: str) -> list[int]:
+    return sorted({int(n) for n in re.findall(r"(?:task:)?(\d+)(?=[\s,;]|$)", listing)})
+
+
 def _reason(fatal: list[str], cluster: Cluster) -> str:
-    """What JAX's runtime said when it ended the worker, in words."""
-    text = " ".join(fatal)
-    m = re.search(r"Task (\d+) heartbeat timeout", text)
-    if m:
-        k = int(m.group(1))
-        return (f"worker {k} ({cluster.addresses[k]}) stopped responding (no heartbeat for "
-                f"{_seconds('ARCHSPEC_HEARTBEAT_SECONDS', HEARTBEAT_SECONDS)} s)")
-    if "coordination service" in text or "leader task" in text or "Socket closed" in text:
+    """What JAX's runtime said when it ended the worker (the lines of its fatal log message),
+    in words. The coordination service (on the coordinator) names the tasks whose heartbeats
+    stopped ("The following tasks are unhealthy (stopped sending heartbeats):\n1\n", and
+    every other worker hears it through its error poll); a worker whose own heartbeats to the
+    coordinator go unanswered sees its Heartbeat RPC fail."""
+    text = " ".join(" ".join(fatal).split()).partition("*** Check failure stack trace")[0].strip()
+    beat = _seconds("ARCHSPEC_HEARTBEAT_SECONDS", HEARTBEAT_SECONDS)
+
+    def named(ks: list[int]) -> str:
+        ks = [k for k in ks if 0 <= k < cluster.size]
+        if not ks:
+            return "a worker"
+        return " and ".join(f"worker {k} ({cluster.addresses[k]})" for k in ks)
+    m = _UNHEALTHY.search(text)
+    ks = _tasks(m.group(1)) if m else [int(k) for k in re.findall(r"[Tt]ask (\d+) heartbeat timeout", text)]
+    if ks or m:
+        if ks == [cluster.rank]:
+            return (f"this worker was paused or too slow: it sent no heartbeat for {beat} s, and the coordinator "
+                    f"ended the run")
+        if 0 in ks and cluster.rank != 0:
+            return f"the coordinator, worker 0 ({cluster.coordinator}), stopped responding (no heartbeat for {beat} s)"
+        return f"{named(ks)} stopped responding (no heartbeat for {beat} s)"
+    if "CoordinationService/Heartbeat" in text and re.search(r"DEADLINE_EXCEEDED|Deadline Exceeded", text):
+        return (f"the coordinator, worker 0 ({cluster.coordinator}), stopped responding (no answer to a heartbeat "
+                f"for {beat} s)")
+    if cluster.rank != 0 and re.search(r"coordination service|leader task|Socket closed|Connection refused|"
+                                       r"UNAVAILABLE", text, re.IGNORECASE):
         return f"the coordinator, worker 0 ({cluster.coordinator}), is gone"
     if "Barrier" in text or "barrier" in text:
         return "a worker did not reach the end of the run"
-    words = " ".join(text.split())[:200]
+    words = text.partition("absl::Status:")[2].strip() or re.sub(r"^F\d{4} \S+\s+\d+ \S+\] ", "", text)
+    words = words if len(words) <= 200 else words[:197].rstrip() + "..."
     return f"JAX's distributed runtime ended it ({words or 'no message'})"
 
 
@@ -183,8 +212,11 @@ def lost_message(exc: BaseException, cluster: Cluster) -> str | None:
     text = " ".join(str(exc).split())
     if not _LOST.search(text):
         return None
+    text = re.sub(r"^[A-Z_]+: ", "", re.sub(r"\[[^\]\s]+\.(?:cc|cpp|h):\d+\]\s*", "", text))  # status, source line
+    if len(text) > 160:
+        text = text[:157].rstrip() + "..."
     return (f"worker {cluster.rank} of {cluster.size}: the run stopped: another worker is gone (a collective "
-            f"failed: {text[:120]}); the run directory keeps the last complete epoch's checkpoint: start every "
+            f"failed: {text}); the run directory keeps the last complete epoch's checkpoint: start every "
             f"worker again with --resume")
 
 

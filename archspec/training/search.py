@@ -14,16 +14,21 @@ OUT by default, a PostgreSQL URL for many machines). `trials` is the study's tot
 stops when the study holds that many finished (complete or pruned) trials. A worker's
 heartbeat is written every `heartbeat` seconds; a worker killed mid-trial leaves a trial that
 another worker (or the next to join) marks failed after twice that and queues again with the
-same coefficients; a worker stopped by Ctrl-C / SIGTERM marks its trial failed and queues it
-itself. The table, Pareto plot, HTML report and best `scaling:` block are views
+same coefficients; a worker stopped by Ctrl-C / SIGTERM marks its trial failed, queues its
+coefficients itself and stops with one line (exit 130); the same command again goes on, the
+queued trial training into a new run directory. The table, Pareto plot, HTML report and best `scaling:` block are views
 (`archspec.views.search`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import math
 import os
+import signal
 import socket
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -273,8 +278,11 @@ def _on_step(r: tuple[float, float]) -> tuple[float, float]:
 def pruning_callback(trial, monitor: str):
     """A Keras callback reporting each epoch's `monitor` to the trial; raises TrialPruned when the
     median pruner says so (the training loop ends the run there, its lock released)."""
-    import keras
     import optuna
+
+    from ..backends.keras import keras as quiet_keras
+
+    keras = quiet_keras()  # the first import of Keras (and TensorFlow) with their start-up notices filtered
 
     class Prune(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
@@ -427,11 +435,13 @@ def search(spec_ref, recipe_ref, data, out, *, trials: int, storage: str | None 
     except ImportError:
         raise MissingDependency("archspec search needs Optuna: pip install optuna") from None
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    logging.getLogger("optuna.study._optimize").addFilter(_ONE_LINE)  # a failed trial: Optuna's line, no traceback
     name = study_name or f"{spec.name}-search"
     study = _study(optuna, open_storage(url, heartbeat), name, cfg, sampler, points, seed)
-    say(f"study {name!r} in {shown_url(url)}: {trials} trials in all, alpha/beta/gamma at phi={float(phi):g}, "
+    say(f"study {name!r} in {shown_url(url)}: {trials} trial{'s' if trials != 1 else ''} in all, alpha/beta/gamma at phi={float(phi):g}, "
         f"{sampler} sampler")
-    _work(optuna, study, spec, recipe, recipe_ref, data, out, cfg, trials, heartbeat, say)
+    with _sigterm_as_interrupt():
+        _work(optuna, study, spec, recipe, recipe_ref, data, out, cfg, trials, heartbeat, say)
     return result(study, spec, cfg, out, url, write_spec=write_spec, force=force, recipe=recipe)
 
 
@@ -462,6 +472,46 @@ def _study(optuna, storage, name: str, cfg: dict, sampler: str, points, seed):
             raise SpecError(f"--study {name!r} is another search: its {k} is {theirs.get(k)!r}, this command's is "
                             f"{mine[k]!r}; join it with the same spec, recipe and options, or name another study")
     return study
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """SIGTERM stops the worker as Ctrl-C does (a KeyboardInterrupt), between trials as well as
+    in one (the training loop's own handler takes both while a network trains)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_sigterm(signum, frame):
+        raise KeyboardInterrupt("SIGTERM")
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+class Stopped(ArchspecError):
+    """The worker was stopped (Ctrl-C, SIGTERM) during a trial, which was failed and queued again."""
+
+    exit_code = 130
+
+
+class _OneLineFailures(logging.Filter):
+    """Optuna's warning for a failed trial without its traceback (the trial's failure is an
+    outcome of the search, said in one line), none for a trial this worker was stopped in
+    (`Stopped` says it), and without the "failed with value None" line after it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, Stopped) or "failed with value None" in str(record.msg):
+            return False
+        if exc is not None:
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+_ONE_LINE = _OneLineFailures()
 
 
 class Surplus(ArchspecError):
@@ -527,6 +577,34 @@ def _work(optuna, study, spec, recipe, recipe_ref, data, out, cfg, trials, heart
 
 
 def _objective(optuna, trial, study, spec, recipe, recipe_ref, data, out, cfg, trials, say):
+    """One trial (`_trial`); stopped by Ctrl-C or SIGTERM anywhere in it, the trial is failed
+    (by Optuna, as the exception passes) and its coefficients queued again, as a killed
+    worker's are, and the worker stops (`Stopped`, exit 130)."""
+    from .loop import Interrupted
+
+    try:
+        return _trial(optuna, trial, study, spec, recipe, recipe_ref, data, out, cfg, trials, say)
+    except (KeyboardInterrupt, Interrupted) as exc:
+        raise _stopped(trial, study, exc, trials) from None
+
+
+def _stopped(trial, study, exc: BaseException, trials: int) -> Stopped:
+    how = str(exc).split(":", 1)[0].strip() if str(exc).startswith("SIG") else "SIGINT"
+    params = trial.params or trial.system_attrs.get("fixed_params")
+    if params and len(params) == 3:  # queued again, as after a kill (one that never had them draws anew)
+        study.enqueue_trial(dict(params), user_attrs={"retry_of": trial.number})
+        queued = "its coefficients (" + ", ".join(f"{k}={float(v):g}" for k, v in params.items()) + ") queued again"
+    else:
+        queued = "it had no coefficients yet"
+    run = trial.user_attrs.get("run")
+    trial.set_user_attr("reason", f"stopped by {how}; queued again" if params else f"stopped by {how}")
+    finished = _counts(study)["finished"]
+    return Stopped(f"stopped by {how} in trial {trial.number}: the trial failed, {queued}"
+                   + (f" (its run directory {run} stays as it is, not trained again)" if run else "")
+                   + f"; {finished} of {trials} trials finished: run the same `archspec search` again to go on")
+
+
+def _trial(optuna, trial, study, spec, recipe, recipe_ref, data, out, cfg, trials, say):
     ahead = [t for t in study.get_trials(deepcopy=False)
              if t.number < trial.number and t.state.name in ("COMPLETE", "PRUNED", "RUNNING")]
     if len(ahead) >= trials:  # another worker started the last trial at the same moment
@@ -550,7 +628,6 @@ def _objective(optuna, trial, study, spec, recipe, recipe_ref, data, out, cfg, t
         trial.set_user_attr("reason", info["pruned"])
         say(f"trial {trial.number} ({coeff}): pruned before training: {info['pruned']}")
         raise optuna.TrialPruned(info["pruned"])
-    from . import loop
     from .loop import train
 
     run = out / "trials" / f"trial-{trial.number:04d}"
@@ -566,10 +643,6 @@ def _objective(optuna, trial, study, spec, recipe, recipe_ref, data, out, cfg, t
         trial.set_user_attr("reason", str(exc))
         say(f"trial {trial.number}: pruned: {exc}")
         raise
-    except (KeyboardInterrupt, loop.Interrupted) as exc:
-        study.enqueue_trial(params, user_attrs={"retry_of": trial.number})  # lost: queued again, as after a kill
-        say(f"trial {trial.number}: interrupted; marked failed and queued again")
-        raise KeyboardInterrupt(str(exc)) from None  # Optuna fails the trial and the worker stops
     acc = metrics.get("val_top1")
     if acc is None:
         raise ArchspecError(f"trial {trial.number}: the run reported no held-out top-1 ({run}/metrics.json)")

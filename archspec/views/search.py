@@ -42,7 +42,7 @@ def format_search(r: dict) -> str:
     widths = [max(len(h), *(len(x[i]) for x in rows)) if rows else len(h) for i, h in enumerate(head)]
     line = lambda cells: "  ".join(c.rjust(w) if i not in (7,) else c.ljust(w)
                                    for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
-    out = [f"study {r['study']} ({r['storage']}): {r['finished']} finished trials, phi={r['phi']:g}, "
+    out = [f"study {r['study']} ({r['storage']}): {r['finished']} finished trial{'s' if r['finished'] != 1 else ''}, phi={r['phi']:g}, "
            f"{r['sampler']} sampler", line(head), *(line(x) for x in rows), ""]
     for x in r["trials"]:
         if x["state"] != "complete" and x.get("reason"):
