@@ -1,6 +1,15 @@
 """`archspec train`: a spec trained from a recipe with Keras `fit`, into a run directory
 that can always be resumed.
 
+A run is a short sequence of named steps passing one `Run` along: `train` checks every input
+(`precheck`, before TensorFlow) and, for a multi-worker run, starts this worker's process;
+`_train` prepares the run (loads and checks the spec, recipe, data, weights; makes and locks
+the run directory); `_fit` places it on its engine (`engines`: one TensorFlow process under a
+tf.distribute strategy, or one worker of Keras' own distribution over JAX: the one step in
+which the two differ, with the checkpoints each can write), then `build_model`, `read_data`,
+the engine's resume point, and per phase `compile_phase`, `phase_callbacks`, `fit_phase` and
+`end_phase`; `_finish` writes metrics.json and judges a collapse.
+
 The run directory::
 
     RUN/
@@ -10,7 +19,7 @@ The run directory::
       classes.json     class names in label order (for predict)
       checkpoints/     tf.train.CheckpointManager: model, optimizer, epoch, batches trained of
                        the next epoch; every epoch and on SIGINT/SIGTERM (max_to_keep from the
-                       recipe)
+                       recipe); a multi-worker run's: Keras' files, epoch-N/ per complete epoch
       best.keras       the best epoch on the monitored metric
       final.keras      the model after the last epoch
       history.csv      one row per completed epoch
@@ -40,17 +49,16 @@ replicas (the linear scaling rule).
 
 from __future__ import annotations
 
-import errno
 import fcntl
 import json
 import math
 import os
 import shutil
-import signal
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from ..backends.keras.files import keras_training_info, save_keras
+from ..backends.keras.files import save_keras
 from ..core.atomic import write_text_atomic
 from ..core.errors import ArchspecError, Location, SpecError
 # what the callback needs of the loop lives below both (`epochs`), so it never imports the
@@ -58,8 +66,8 @@ from ..core.errors import ArchspecError, Location, SpecError
 from .epochs import HISTORY, schedule_lr, write_history  # noqa: F401
 from .epochs import best_row as _best_row
 # the rules the precheck applies too, written once (`rules`); importable from here as before
-from .rules import (LOCK, check_aux_weights, check_crop_padding, check_include_top, check_replaceable,  # noqa: F401
-                    check_size_agrees, plan, scaled_warmup)
+from .rules import (LOCK, check_aux_weights, check_crop_padding, check_distribute, check_include_top,  # noqa: F401
+                    check_replaceable, check_size_agrees, plan, scaled_warmup)
 
 
 class Interrupted(ArchspecError):
@@ -308,35 +316,6 @@ def augmenter(recipe, size: tuple[int, int], seed: int) -> Callable | None:
     return apply
 
 
-def _saved_int(checkpoint: str, name: str) -> int:
-    """An integer variable of a checkpoint (0 where the checkpoint predates it)."""
-    import tensorflow as tf
-
-    key = f"{name}/.ATTRIBUTES/VARIABLE_VALUE"
-    return int(tf.train.load_variable(checkpoint, key)) if key in dict(tf.train.list_variables(checkpoint)) else 0
-
-
-def check_distribute(distribute: str | None) -> None:
-    """Refuse a strategy that does not exist (before the run directory is made); the cluster
-    of multi_worker is checked by `multiworker.cluster_of`."""
-    if distribute not in (None, "none", "mirrored", "multi_worker"):
-        raise SpecError(f"--distribute must be none, mirrored or multi_worker (got {distribute!r})")
-
-
-def strategy_of(distribute: str | None):
-    """The tf.distribute strategy of the TensorFlow path: MirroredStrategy over the local
-    devices, or the default. (multi_worker runs on Keras' own distribution over JAX:
-    `_fit_multi_worker`.)"""
-    import tensorflow as tf
-
-    check_distribute(distribute)
-    if distribute == "mirrored":
-        return tf.distribute.MirroredStrategy()
-    if distribute == "multi_worker":
-        raise ArchspecError("multi_worker does not run on a tf.distribute strategy (see archspec.training.multiworker)")
-    return tf.distribute.get_strategy()
-
-
 # ---------------------------------------------------------------- train
 
 
@@ -520,8 +499,10 @@ def _train(spec_ref, recipe_ref, data, out, *, overrides, recipe_overrides, epoc
                                       "recipe": recipe.name, "weights": weights,
                                       "image_size": list(size), "phases": [
                                           {k: v for k, v in p.items() if k != "phase"} for p in phases]})
-    return _fit(kb, graph, spec, recipe, src, out, phases, size, weights if not resume else None, resume,
-                distribute, say, verbose, weights_skip, allow_collapse, extra_callbacks)
+    return _fit(Run(out=out, spec=spec, recipe=recipe, graph=graph, src=src, size=tuple(size), phases=phases,
+                    weights=weights if not resume else None, weights_skip=tuple(weights_skip), resume=resume,
+                    distribute=distribute, say=say, verbose=verbose, allow_collapse=allow_collapse,
+                    extra_callbacks=tuple(extra_callbacks), kb=kb))
 
 
 def _quiet_tf():
@@ -564,337 +545,238 @@ def _check_same_spec(spec_ref, overrides, own, run: dict, out: Path, load) -> No
                         where(os.fspath(shown_ref)))
 
 
-def _fit(kb, graph, spec, recipe, src, out: Path, phases, size, weights, resume, distribute, say, verbose,
-         weights_skip=(), allow_collapse=False, extra_callbacks=()) -> dict:
-    if distribute == "multi_worker":
-        return _fit_multi_worker(kb, graph, spec, recipe, src, out, phases, size, weights, resume, say, verbose,
-                                 weights_skip, allow_collapse)
+# ---------------------------------------------------------------- the steps of a run
+
+
+@dataclass
+class Run:
+    """One run as the steps pass it along: what `_train` checked and made (the spec, recipe,
+    graph, data source, image size, phases, run directory), then what each step adds."""
+
+    out: Path
+    spec: Any
+    recipe: Any
+    graph: Any
+    src: Any
+    size: tuple
+    phases: list
+    weights: str | None  # initial weights of a new run; None on resume
+    weights_skip: tuple
+    resume: bool
+    distribute: str | None
+    say: Callable[[str], None]
+    verbose: Any
+    allow_collapse: bool = False
+    extra_callbacks: tuple = ()
+    kb: Any = None  # the Keras backend of archspec (`backends.keras`)
+    engine: Any = None  # `engines.OneProcess` or `engines.Workers`: the one step the paths differ in
+    global_batch: int = 0
+    model: Any = None
+    pipes: Any = None
+    loss_weights: list | None = None
+    monitor: str = ""
+    history: list = field(default_factory=list)
+    run_json: dict = field(default_factory=dict)
+    stopped: set = field(default_factory=set)
+    completed: int = 0
+    state: dict = field(default_factory=lambda: {"interrupted": False, "nan": None})
+
+
+def _fit(run: Run) -> dict:
+    """Train a prepared run (its directory made and locked by `_train`): the engine places it,
+    then the same steps for one process and for each worker of a multi-worker run."""
+    from .engines import engine_of
+
+    engine = run.engine = engine_of(run.distribute, run.out, run.say)  # the placement: the one step that differs
+    try:
+        build_model(run)
+        read_data(run)
+        engine.resume_point(run)
+        with engine.signals(run):
+            for pi, ph in enumerate(run.phases):
+                if run.completed >= ph["end"] or ph["name"] in run.stopped or engine.skipped_phase(pi):
+                    continue
+                phase = compile_phase(run, pi, ph)
+                fit_phase(run, ph, phase, phase_callbacks(run, ph, phase))
+                end_phase(run, ph, phase)
+            engine.end(run)
+            save_keras(run.model, run.out / "final.keras", run.graph, file="final", epochs_completed=run.completed)
+    finally:
+        engine.close()
+    return _finish(run.out, run.spec, run.recipe, run.pipes, run.phases, run.loss_weights, run.monitor,
+                   run.allow_collapse, run.say)
+
+
+def build_model(run: Run) -> None:
+    """The network in the engine's scope, the same initial weights on every worker (the
+    recipe's seed), and the initial weights file strictly loaded (a new run's)."""
     import keras
-    import numpy as np
-    import tensorflow as tf
 
-    from . import data as data_mod
-    from .recipe import frozen_layers
-
-    strategy = strategy_of(distribute)
-    replicas = strategy.num_replicas_in_sync
-    global_batch = recipe.data.batch_size * replicas
-    outputs = len(graph.outputs)
-    classes = spec.head.classes
+    engine, recipe = run.engine, run.recipe
     keras.utils.set_random_seed(recipe.seed)
-    with strategy.scope():
-        model = kb.build_model(graph, precision=None if recipe.precision == "float32" else recipe.precision,
-                               seed=recipe.seed)
-        if weights:  # pretrained weights, strictly: the report's summary line said; a new head re-initialised
+    with engine.scope():
+        run.model = run.kb.build_model(run.graph, precision=None if recipe.precision == "float32" else recipe.precision,
+                                       seed=recipe.seed)
+        if run.weights:  # pretrained weights, strictly: the report's summary line said; a new head re-initialised
             from .rundir import load_initial_weights
 
-            with _quiet_tf():
-                load_initial_weights(model, graph, weights, weights_skip, say)
-    pipes = data_mod.datasets(src, recipe, size, spec.input.shape[2], classes, outputs, global_batch, recipe.seed,
-                              augmenter(recipe, size, recipe.seed), say, preprocess=spec.input.preprocess)
+            with _quiet_tf():  # (on every worker: the file must be on every machine)
+                load_initial_weights(run.model, run.graph, run.weights, run.weights_skip, engine.say)
+
+
+def read_data(run: Run) -> None:
+    """The training and validation pipelines at the global batch (batch_size x replicas), the
+    metric best.keras follows, the loss weights of auxiliary outputs."""
+    from . import data as data_mod
+
+    spec, recipe, engine = run.spec, run.recipe, run.engine
+    run.global_batch = recipe.data.batch_size * engine.replicas
+    run.pipes = pipes = data_mod.datasets(run.src, recipe, run.size, spec.input.shape[2], spec.head.classes,
+                                          len(run.graph.outputs), run.global_batch, recipe.seed,
+                                          augmenter(recipe, run.size, recipe.seed), engine.say,
+                                          preprocess=spec.input.preprocess)
+    for note in engine.data_notes(pipes, run.global_batch):
+        engine.say(note)
     if pipes.val is None:
-        say("no validation data (the data has no test set and data.validation_split is 0): val_* metrics are absent")
+        engine.say("no validation data (the data has no test set and data.validation_split is 0): val_* metrics "
+                   "are absent")
     # A list in the model's output order: Keras 3.15 pairs a dict of loss weights with a list of
     # outputs in sorted-name order, so {loss3: 1, loss1: .3, loss2: .3} would weigh loss2 by 1.
-    loss_weights = _loss_weights(graph, recipe)
-    main_out = graph.outputs[0]
-    monitor = _monitor(recipe.callbacks.checkpoint.monitor, pipes)
-    history = read_history(out) if resume else []
-    from .rundir import read_run_json
-
-    run = read_run_json(out)
-    stopped = set(run.get("stopped_early", []))
-    state: dict[str, Any] = {"interrupted": False, "nan": None}
-    ckpt_dir = str(out / "checkpoints")
-    latest = tf.train.latest_checkpoint(ckpt_dir) if resume else None
-    if latest is not None:  # every file of it reads back, before any of it is used
-        from .rundir import check_checkpoint, check_history
-
-        check_checkpoint(latest)
-    completed = _saved_int(latest, "epoch") if latest else 0
-    if latest is not None:  # the history has the checkpoint's last epoch (each row precedes its checkpoint)
-        check_history(out, history, completed, latest)
-    skip = _saved_int(latest, "step") if latest else 0  # batches of epoch `completed` trained before a signal
-    # the phase whose callbacks' state the checkpoint holds, and whether early stopping ended it
-    ck_state = bool(latest) and _has_variable(latest, "callbacks/phase")
-    ck_phase = _saved_int(latest, "callbacks/phase") if ck_state else -1
-    ck_stopped = bool(ck_state and _saved_int(latest, "callbacks/es_stopped_epoch"))
-    if resume:
-        say(f"resuming {out}: {completed} epochs complete" + (f" and {skip} batches of the next" if skip else "")
-            + (f" ({latest})" if latest else " (no checkpoint yet)"))
-
-    def on_signal(signum, frame):  # the epoch stops after its current batch and counts as incomplete
-        state["interrupted"] = signal.Signals(signum).name
-        model.stop_training = True
-    if latest is not None:  # a kill between a checkpoint and best.keras: best.keras from that checkpoint
-        _repair_best(model, graph, out, ckpt_dir, history, completed, monitor, recipe, say)
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        for pi, ph in enumerate(phases):
-            if completed >= ph["end"] or ph["name"] in stopped or (ck_stopped and ck_phase == pi):
-                continue
-            frozen = frozen_layers(graph, spec, ph["phase"], None, pi)
-            for layer in model.layers:
-                layer.trainable = layer.name not in frozen
-            base_lr = (ph["phase"].learning_rate or recipe.optimizer.learning_rate) * replicas
-            with strategy.scope():
-                opt = make_optimizer(recipe, base_lr, recipe.precision)
-                loss = loss_object(recipe, spec.head.classifier_activation)
-                mets = metric_objects(recipe, classes)
-                model.compile(optimizer=opt, loss=[loss] * outputs if outputs > 1 else loss,
-                              loss_weights=loss_weights,
-                              metrics=[mets] + [[] for _ in range(outputs - 1)] if outputs > 1 else mets,
-                              jit_compile=recipe.jit_compile)
-                opt.build(model.trainable_variables)
-                epoch_var = tf.Variable(completed, dtype=tf.int64, trainable=False, name="epoch")
-                step_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
-                early, plateau = _stateful_callbacks(recipe, monitor, pipes)
-                from .callbacks import FitState
-
-                fit_state = FitState(pi, model, early, plateau)
-            fit_state.start()
-            ckpt = tf.train.Checkpoint(model=model, optimizer=opt, epoch=epoch_var, step=step_var, callbacks=fit_state)
-            manager = tf.train.CheckpointManager(ckpt, ckpt_dir, max_to_keep=recipe.callbacks.checkpoint.max_to_keep)
-            if latest is not None:  # restored once, into the phase the run stopped in
-                if completed > ph["start"] or skip:  # mid-phase: weights, optimizer state, epoch, step, callbacks
-                    if ck_state:
-                        ckpt.restore(latest).assert_existing_objects_matched()
-                        fit_state.load()
-                    else:  # a checkpoint of an archspec before FitState: the callbacks start over
-                        tf.train.Checkpoint(model=model, optimizer=opt, epoch=epoch_var, step=step_var).restore(
-                            latest).assert_existing_objects_matched()
-                else:  # at a phase boundary: the weights the last phase ended with (a new optimizer)
-                    _restore_ended(model, latest)
-                latest = None
-            start = max(completed, ph["start"])
-            history[:] = [r for r in history if int(r["epoch"]) < start]
-            write_history(out, history)
-            trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
-            say(f"phase {ph['name']}: epochs {start + 1}-{ph['end']} of {phases[-1]['end']}, {trainable:,} trainable "
-                f"params, learning rate {base_lr:g}, global batch {global_batch}"
-                + (f" over {replicas} replicas" if replicas > 1 else ""))
-            from .callbacks import RunCallback
-
-            def write_best(epoch, value, model=model):
-                save_keras(model, out / "best.keras", graph, file="best", epoch=epoch + 1, monitor=monitor,
-                           value=value)
-
-            run_cb = RunCallback(out, recipe, ph, base_lr, manager, epoch_var, step_var, history, state,
-                                 pipes.steps_per_epoch, main_out, monitor, say, fit_state=fit_state,
-                                 save_checkpoint=lambda n, manager=manager: save_checkpoint(manager, n),
-                                 write_best=write_best, write_history=write_history)
-            callbacks = [run_cb, *extra_callbacks]
-            from .callbacks import LossGuard  # first: RunCallback must see an exploded epoch as incomplete
-
-            callbacks.insert(0, LossGuard(chance_loss(spec.head.classifier_activation, classes)
-                                          * (sum(loss_weights) if loss_weights else 1.0), classes, state))
-            if verbose:  # Keras' bar ends its line (finalized first) before archspec's epoch line, never glued to it
-                from keras.callbacks import ProgbarLogger
-
-                callbacks.insert(0, ProgbarLogger())
-            if recipe.callbacks.tensorboard is not None:
-                from .callbacks import EpochTensorBoard
-
-                callbacks.append(EpochTensorBoard(
-                    str(out / "tensorboard"), histogram_freq=recipe.callbacks.tensorboard.histogram_freq))
-            steps = pipes.steps_per_epoch
-            fits = [(start, ph["end"], 0)]  # (first epoch, end, batches of the first already trained)
-            if skip and start == completed:  # a signal stopped epoch `start` after `skip` batches: its rest first
-                say(f"epoch {start + 1}: continuing after batch {skip} of {steps}; its training loss, metrics and "
-                    f"images/s cover batches {skip + 1}-{steps}")
-                fits = [(start, start + 1, skip)] + ([(start + 1, ph["end"], 0)] if start + 1 < ph["end"] else [])
-            skip = 0
-            for first, end, offset in fits:
-                run_cb.offset, run_cb.images = offset, pipes.train_size - offset * global_batch
-                data = pipes.train_from(first).skip(offset) if offset else pipes.train_from(first)
-                with _quiet_tf():  # "tf.function retracing" notices stay off the root logger
-                    model.fit(data, validation_data=pipes.val, epochs=end, initial_epoch=first,
-                              steps_per_epoch=steps - offset, callbacks=callbacks, verbose=verbose, shuffle=False)
-                if model.stop_training:  # a signal, a NaN or early stopping
-                    break
-            completed = int(epoch_var.numpy())
-            if state["nan"] is not None:
-                why = state.get("diverged") or (f"the loss became NaN or infinite in epoch {state['nan'] + 1}; lower "
-                                                f"the learning rate (--recipe-set optimizer.learning_rate=...)")
-                raise DivergedError(
-                    f"{why}; training stopped. The last good checkpoint is kept: "
-                    f"{manager.latest_checkpoint or 'none (no epoch completed)'}; start over (--force) once the "
-                    f"cause is changed")
-            if state["interrupted"]:
-                done = run_cb.step_in_epoch
-                step_var.assign(done)
-                save_checkpoint(manager, None)
-                raise Interrupted(f"{state['interrupted']}: stopped in epoch {completed + 1}; checkpoint saved after "
-                                  f"{completed} complete epochs" + (f" and {done} batches of epoch {completed + 1}"
-                                                                    if done else "")
-                                  + f". Continue with: archspec train --resume {out}")
-            fit_state.end()  # the phase is over: early stopping's best weights back, as fit's on_train_end does
-            if completed < ph["end"] and early is not None and early.stopped_epoch:
-                say(f"early stopping ended phase {ph['name']} after epoch {completed}")
-                stopped.add(ph["name"])
-                write_json(out / "run.json", {**run, "stopped_early": sorted(stopped)})
-        if latest is not None:  # nothing left to train (a finished run, or killed after its last checkpoint)
-            _restore_ended(model, latest)  # the model the checkpoint ends with, not the untrained one
-        save_keras(model, out / "final.keras", graph, file="final", epochs_completed=completed)
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
-    return _finish(out, spec, recipe, pipes, phases, loss_weights, monitor, allow_collapse, say)
+    run.loss_weights = _loss_weights(run.graph, run.recipe)
+    run.monitor = _monitor(recipe.callbacks.checkpoint.monitor, pipes)
 
 
-def _fit_multi_worker(kb, graph, spec, recipe, src, out: Path, phases, size, weights, resume, say, verbose,
-                      weights_skip=(), allow_collapse=False) -> dict:
-    """`_fit` for one worker of `--distribute multi_worker`, on Keras' own distribution over
-    JAX (`multiworker`: the cluster, the placement, each worker's part of every batch, lockstep
-    saves, Keras-format checkpoints). Every worker runs this with its own `out`: rank 0's is the
-    run directory, another rank's its scratch (no checkpoints there). A resume continues from
-    the last complete epoch's checkpoint, which rank 0 reads and broadcasts."""
-    from . import multiworker as mw
+@dataclass
+class Phase:
+    """A phase being trained: its optimizer, rate, stateful callbacks and checkpoint."""
 
-    cluster = mw.current()
-    if cluster is None:
-        raise SpecError("this run was trained with --distribute multi_worker: resume it on every worker with "
-                        "--distribute multi_worker --workers HOST:PORT,... --rank K", Location(str(out)))
-    import json as _json
+    index: int
+    base_lr: float
+    optimizer: Any
+    early: Any
+    fit_state: Any
+    epoch_var: Any
+    step_var: Any
+    save: Callable
+    start: int = 0
+    run_cb: Any = None
 
-    from . import data as data_mod
-    from .callbacks import FitState, LossGuard, RunCallback
-    from .recipe import frozen_layers
-    from .rundir import check_history, load_initial_weights, read_run_json
 
-    import keras
+def compile_phase(run: Run, pi: int, ph: dict) -> Phase:
+    """The phase's frozen layers, its optimizer at the phase's rate x replicas, the model
+    compiled, the stateful callbacks (early stopping, reduce-on-plateau), its checkpoint and
+    the resume point restored into it."""
     import numpy as np
 
-    chief, writer = cluster.chief, mw.Writer(cluster, out)
-    devices, local = mw.replicas()
-    global_batch = recipe.data.batch_size * devices
-    outputs, classes = len(graph.outputs), spec.head.classes
-    keras.utils.set_random_seed(recipe.seed)  # the same initial weights on every worker
-    model = kb.build_model(graph, precision=None if recipe.precision == "float32" else recipe.precision,
-                           seed=recipe.seed)
-    if weights:  # every worker reads them (the file must be on every machine)
-        load_initial_weights(model, graph, weights, weights_skip, say if chief else (lambda m: None))
-    pipes = data_mod.datasets(src, recipe, size, spec.input.shape[2], classes, outputs, global_batch, recipe.seed,
-                              augmenter(recipe, size, recipe.seed), say, preprocess=spec.input.preprocess)
-    val = mw.local_part(pipes.val, cluster.rank, local, devices) if pipes.val is not None else None
-    for note in (mw.remainder_note(pipes.train_size, global_batch, devices, "training set"),
-                 mw.remainder_note(pipes.val_size, global_batch, devices, "validation set") if val is not None
-                 else None):
-        if note and chief:
-            say(note)
-    if pipes.val is None and chief:
-        say("no validation data (the data has no test set and data.validation_split is 0): val_* metrics are absent")
-    loss_weights = _loss_weights(graph, recipe)
-    main_out = graph.outputs[0]
-    monitor = _monitor(recipe.callbacks.checkpoint.monitor, pipes)
-    ckpt_dir = out / "checkpoints"
-    latest, mine = None, {}
-    if chief:  # rank 0's run directory is the truth; every worker gets it
-        mw.remove_stale(ckpt_dir)
-        latest = mw.latest_checkpoint(ckpt_dir) if resume else None
-        completed = _json.loads((latest / "state.json").read_text())["epoch"] if latest else 0
-        history = read_history(out) if resume else []
-        if latest is not None:
-            check_history(out, history, completed, str(latest))
-        run = read_run_json(out)
-        mine = {"completed": completed, "history": [r for r in history if int(r["epoch"]) < completed],
-                "stopped": sorted(run.get("stopped_early", [])), "latest": str(latest) if latest else None}
-    shared = mw.broadcast_json(mine, chief)
-    completed, history, stopped = shared["completed"], shared["history"], set(shared["stopped"])
-    scratch = out / f".checkpoint-of-rank-0-{os.getpid()}"
-    latest = mw.share_checkpoint(writer, latest, scratch)
-    ck = _json.loads((latest / "state.json").read_text()) if latest is not None else {}
-    ck_fit = ck.get("fit_state") or {}
-    ck_phase, ck_stopped = ck.get("phase", -1), bool(ck_fit.get("es_stopped_epoch"))
-    if resume:
-        say(f"resuming {out}: {completed} epochs complete"
-            + (f" ({shared['latest']}, rank 0's)" if shared["latest"] else " (no checkpoint yet)")
-            + ("" if chief else "; this worker's --out is scratch, rank 0's run directory is the run"))
-    state: dict[str, Any] = {"interrupted": False, "nan": None}
-    run = read_run_json(out)
-    try:
-        for pi, ph in enumerate(phases):
-            if completed >= ph["end"] or ph["name"] in stopped or (ck_stopped and ck_phase == pi):
-                continue
-            frozen = frozen_layers(graph, spec, ph["phase"], None, pi)
-            for layer in model.layers:
-                layer.trainable = layer.name not in frozen
-            base_lr = (ph["phase"].learning_rate or recipe.optimizer.learning_rate) * devices
-            opt = make_optimizer(recipe, base_lr, recipe.precision)
-            mets = metric_objects(recipe, classes)
-            loss = loss_object(recipe, spec.head.classifier_activation)
-            model.compile(optimizer=opt, loss=[loss] * outputs if outputs > 1 else loss, loss_weights=loss_weights,
-                          metrics=[mets] + [[] for _ in range(outputs - 1)] if outputs > 1 else mets)
-            opt.build(model.trainable_variables)
-            early, plateau = _stateful_callbacks(recipe, monitor, pipes)
-            fit_state = FitState(pi, model, early, plateau)
-            fit_state.start()
-            if latest is not None:  # restored once: mid-phase the optimizer and callbacks too, else the weights
-                mid = completed > ph["start"]
-                mw.restore_state(model, opt, latest, with_optimizer=mid)
-                if mid and ck_phase == pi and ck_fit:
-                    mw.load_fit_state(fit_state, ck_fit)
-                latest = None
-                if not chief:
-                    shutil.rmtree(scratch, ignore_errors=True)
-            start = max(completed, ph["start"])
-            history[:] = [r for r in history if int(r["epoch"]) < start]
-            write_history(out, history)
-            trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
-            say(f"phase {ph['name']}: epochs {start + 1}-{ph['end']} of {phases[-1]['end']}, {trainable:,} trainable "
-                f"params, learning rate {base_lr:g}, global batch {global_batch} over {devices} replicas "
-                f"({cluster.size} worker{'s' if cluster.size != 1 else ''}; this is rank {cluster.rank}"
-                + (", writing the run directory)" if chief else ", its --out is scratch)"))
-            epoch_var, step_var = mw.Counter(completed), mw.Counter()
+    from .callbacks import FitState
+    from .recipe import frozen_layers
 
-            def save_ckpt(n, pi=pi, opt=opt, fit_state=fit_state):
-                mw.save_checkpoint(writer, ckpt_dir, n, model, opt, {"phase": pi,
-                                                                     "fit_state": mw.fit_state_dict(fit_state)},
-                                   recipe.callbacks.checkpoint.max_to_keep)
+    engine, recipe, spec, model = run.engine, run.recipe, run.spec, run.model
+    frozen = frozen_layers(run.graph, spec, ph["phase"], None, pi)
+    for layer in model.layers:
+        layer.trainable = layer.name not in frozen
+    base_lr = (ph["phase"].learning_rate or recipe.optimizer.learning_rate) * engine.replicas
+    outputs = len(run.graph.outputs)
+    with engine.scope():
+        opt = make_optimizer(recipe, base_lr, recipe.precision)
+        loss = loss_object(recipe, spec.head.classifier_activation)
+        mets = metric_objects(recipe, spec.head.classes)
+        model.compile(optimizer=opt, loss=[loss] * outputs if outputs > 1 else loss, loss_weights=run.loss_weights,
+                      metrics=[mets] + [[] for _ in range(outputs - 1)] if outputs > 1 else mets,
+                      **engine.compile_options(recipe))
+        opt.build(model.trainable_variables)
+        epoch_var, step_var = engine.counters(run.completed)
+        early, plateau = _stateful_callbacks(recipe, run.monitor, run.pipes)
+        fit_state = FitState(pi, model, early, plateau)
+    fit_state.start()
+    save = engine.phase_checkpoints(run, pi, ph, opt, fit_state, epoch_var, step_var)
+    start = max(run.completed, ph["start"])
+    run.history[:] = [r for r in run.history if int(r["epoch"]) < start]
+    write_history(run.out, run.history)
+    trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+    run.say(f"phase {ph['name']}: epochs {start + 1}-{ph['end']} of {run.phases[-1]['end']}, {trainable:,} trainable "
+            f"params, learning rate {base_lr:g}, global batch {run.global_batch}" + engine.describe())
+    return Phase(pi, base_lr, opt, early, fit_state, epoch_var, step_var, save, start)
 
-            def write_best(epoch, value):  # on every worker (a Keras save), each into its own out
-                save_keras(model, out / "best.keras", graph, file="best", epoch=epoch + 1, monitor=monitor,
-                           value=value)
-            run_cb = RunCallback(out, recipe, ph, base_lr, None, epoch_var, step_var, history, state,
-                                 pipes.steps_per_epoch, main_out, monitor, say if chief else (lambda m: None),
-                                 fit_state=fit_state, save_checkpoint=save_ckpt, write_best=write_best,
-                                 write_history=write_history)
-            run_cb.offset, run_cb.images = 0, pipes.train_size
-            callbacks = [LossGuard(chance_loss(spec.head.classifier_activation, classes)
-                                   * (sum(loss_weights) if loss_weights else 1.0), classes, state), run_cb]
-            if verbose and chief:
-                from keras.callbacks import ProgbarLogger
 
-                callbacks.insert(0, ProgbarLogger())
-            if recipe.callbacks.tensorboard is not None and chief:
-                from .callbacks import EpochTensorBoard
+def phase_callbacks(run: Run, ph: dict, phase: Phase) -> list:
+    """Keras' progress bar (rank 0), the loss guard, archspec's epoch callback (history row,
+    stateful callbacks, checkpoint, best.keras), the caller's callbacks, TensorBoard (rank 0)."""
+    from .callbacks import LossGuard, RunCallback
 
-                callbacks.append(EpochTensorBoard(
-                    str(out / "tensorboard"), histogram_freq=recipe.callbacks.tensorboard.histogram_freq))
-            train = mw.local_part(pipes.train_from(start), cluster.rank, local, devices)
-            model.fit(train, validation_data=val, epochs=ph["end"], initial_epoch=start,
-                      steps_per_epoch=pipes.steps_per_epoch, callbacks=callbacks, verbose=verbose if chief else 0,
-                      shuffle=False)
-            completed = epoch_var.numpy()
-            if state["nan"] is not None:
-                why = state.get("diverged") or (f"the loss became NaN or infinite in epoch {state['nan'] + 1}; lower "
-                                                f"the learning rate (--recipe-set optimizer.learning_rate=...)")
-                last = mw.latest_checkpoint(ckpt_dir) if chief else None
-                raise DivergedError(f"{why}; training stopped. The last good checkpoint is kept"
-                                    + (f": {last}" if chief else " in rank 0's run directory")
-                                    + "; start over (--force) once the cause is changed")
-            fit_state.end()
-            if completed < ph["end"] and early is not None and early.stopped_epoch:
-                say(f"early stopping ended phase {ph['name']} after epoch {completed}")
-                stopped.add(ph["name"])
-                write_json(out / "run.json", {**run, "stopped_early": sorted(stopped)})
-        if latest is not None:  # nothing left to train: the model the checkpoint ends with
-            mw.restore_state(model, None, latest, with_optimizer=False)
-        save_keras(model, out / "final.keras", graph, file="final", epochs_completed=completed)
-    finally:
-        if scratch.exists():
-            shutil.rmtree(scratch, ignore_errors=True)
-    return _finish(out, spec, recipe, pipes, phases, loss_weights, monitor, allow_collapse, say)
+    engine, recipe, spec, model, monitor = run.engine, run.recipe, run.spec, run.model, run.monitor
+
+    def write_best(epoch, value):  # on every worker (a Keras save), each into its own out
+        save_keras(model, run.out / "best.keras", run.graph, file="best", epoch=epoch + 1, monitor=monitor,
+                   value=value)
+
+    phase.run_cb = RunCallback(run.out, recipe, ph, phase.base_lr, getattr(engine, "manager", None), phase.epoch_var,
+                               phase.step_var, run.history, run.state, run.pipes.steps_per_epoch, run.graph.outputs[0],
+                               monitor, engine.say, fit_state=phase.fit_state, save_checkpoint=phase.save,
+                               write_best=write_best, write_history=write_history)
+    # first: RunCallback must see an exploded epoch as incomplete
+    callbacks = [LossGuard(chance_loss(spec.head.classifier_activation, spec.head.classes)
+                           * (sum(run.loss_weights) if run.loss_weights else 1.0), spec.head.classes, run.state),
+                 phase.run_cb, *run.extra_callbacks]
+    if run.verbose and engine.chief:  # Keras' bar ends its line (finalized first) before archspec's epoch line
+        from keras.callbacks import ProgbarLogger
+
+        callbacks.insert(0, ProgbarLogger())
+    if recipe.callbacks.tensorboard is not None and engine.chief:
+        from .callbacks import EpochTensorBoard
+
+        callbacks.append(EpochTensorBoard(str(run.out / "tensorboard"),
+                                          histogram_freq=recipe.callbacks.tensorboard.histogram_freq))
+    return callbacks
+
+
+def fit_phase(run: Run, ph: dict, phase: Phase, callbacks: list) -> None:
+    """Keras `fit` over the phase's epochs, each epoch's batches in the order its seed and
+    number give (`data.epoch_order`), this process's part of them; an epoch a signal stopped
+    mid-way is finished first, from the batch after the last one trained."""
+    engine, pipes, model = run.engine, run.pipes, run.model
+    steps, start, skip = pipes.steps_per_epoch, phase.start, engine.take_skip()
+    fits = [(start, ph["end"], 0)]  # (first epoch, end, batches of the first already trained)
+    if skip and start == run.completed:  # a signal stopped epoch `start` after `skip` batches: its rest first
+        run.say(f"epoch {start + 1}: continuing after batch {skip} of {steps}; its training loss, metrics and "
+                f"images/s cover batches {skip + 1}-{steps}")
+        fits = [(start, start + 1, skip)] + ([(start + 1, ph["end"], 0)] if start + 1 < ph["end"] else [])
+    val = engine.batches(pipes.val) if pipes.val is not None else None
+    for first, end, offset in fits:
+        phase.run_cb.offset, phase.run_cb.images = offset, pipes.train_size - offset * run.global_batch
+        data = pipes.train_from(first).skip(offset) if offset else pipes.train_from(first)
+        with _quiet_tf():  # "tf.function retracing" notices stay off the root logger
+            model.fit(engine.batches(data), validation_data=val, epochs=end, initial_epoch=first,
+                      steps_per_epoch=steps - offset, callbacks=callbacks,
+                      verbose=run.verbose if engine.chief else 0, shuffle=False)
+        if model.stop_training:  # a signal, a NaN or early stopping
+            break
+
+
+def end_phase(run: Run, ph: dict, phase: Phase) -> None:
+    """After the phase's fit: a NaN loss is an error keeping the last good checkpoint, a
+    signal saves a checkpoint with the batches trained and stops, early stopping is recorded
+    (run.json), and early stopping's best weights come back as fit's on_train_end does."""
+    run.completed = completed = int(phase.epoch_var.numpy())
+    state = run.state
+    if state["nan"] is not None:
+        why = state.get("diverged") or (f"the loss became NaN or infinite in epoch {state['nan'] + 1}; lower "
+                                        f"the learning rate (--recipe-set optimizer.learning_rate=...)")
+        raise DivergedError(f"{why}; training stopped. The last good checkpoint is kept{run.engine.kept()}; start "
+                            f"over (--force) once the cause is changed")
+    if state["interrupted"]:
+        done = phase.run_cb.step_in_epoch
+        phase.step_var.assign(done)
+        phase.save(None)
+        raise Interrupted(f"{state['interrupted']}: stopped in epoch {completed + 1}; checkpoint saved after "
+                          f"{completed} complete epochs" + (f" and {done} batches of epoch {completed + 1}"
+                                                            if done else "")
+                          + f". Continue with: archspec train --resume {run.out}")
+    phase.fit_state.end()  # the phase is over: early stopping's best weights back, as fit's on_train_end does
+    if completed < ph["end"] and phase.early is not None and phase.early.stopped_epoch:
+        run.say(f"early stopping ended phase {ph['name']} after epoch {completed}")
+        run.stopped.add(ph["name"])
+        write_json(run.out / "run.json", {**run.run_json, "stopped_early": sorted(run.stopped)})
 
 
 def _loss_weights(graph, recipe) -> list | None:
@@ -949,83 +831,6 @@ def _finish(out: Path, spec, recipe, pipes, phases, loss_weights, monitor: str, 
         say(f"warning: {line} (accepted: --allow-collapse)" if allow_collapse else
             f"warning: {line} (accepted: the recipe's callbacks.allow_collapse)")
     return {**metrics, "history": read_history(out)}
-
-
-def save_checkpoint(manager, epochs: int | None) -> None:
-    """Save a checkpoint under a number no earlier checkpoint has: the epochs complete (so
-    ckpt-N follows epoch N), or one past the latest when that is taken (an interrupted
-    epoch's checkpoint took it). TensorFlow writes a checkpoint's files one after another,
-    so writing over one that exists could leave it half old, half new."""
-    import tensorflow as tf
-
-    from .rundir import shown
-
-    last = manager.latest_checkpoint
-    number = int(last.rsplit("-", 1)[1]) + 1 if last else 1
-    try:
-        manager.save(checkpoint_number=max(number, epochs or 0))
-    except (tf.errors.OpError, OSError) as exc:  # a full disk, a read-only file system, I/O
-        msg = " ".join(str(getattr(exc, "message", None) or exc).split())
-        full = isinstance(exc, tf.errors.ResourceExhaustedError) or "No space left" in msg or (
-            isinstance(exc, OSError) and exc.errno == errno.ENOSPC)
-        what = "no space left on the device" if full else f"{type(exc).__name__}: {msg[:160]}"
-        kept = f"the last complete one, {Path(last).name}, is kept" if last else "there is none before it"
-        run = Path(manager.directory).parent
-        raise ArchspecError(f"{shown(manager.directory)}: cannot save the checkpoint ({what}); {kept} and the "
-                            f"run's files agree with it. Free some space and continue with: archspec train "
-                            f"--resume {shown(run)}" if full else
-                            f"{shown(manager.directory)}: cannot save the checkpoint ({what}); {kept} and the "
-                            f"run's files agree with it") from None
-
-
-def _has_variable(checkpoint: str, name: str) -> bool:
-    import tensorflow as tf
-
-    return f"{name}/.ATTRIBUTES/VARIABLE_VALUE" in dict(tf.train.list_variables(checkpoint))
-
-
-def _restore_ended(model, checkpoint: str) -> None:
-    """Into `model`, the weights a phase ended with: the checkpoint's, or, where early
-    stopping restores the best weights, the best weights saved with it (what `fit`'s
-    on_train_end put into the model of the uninterrupted run)."""
-    import tensorflow as tf
-
-    tf.train.Checkpoint(model=model).restore(checkpoint).expect_partial()
-    if _has_variable(checkpoint, "callbacks/es_has_weights") and _saved_int(checkpoint, "callbacks/es_has_weights"):
-        for i, w in enumerate(model.weights):
-            w.assign(tf.train.load_variable(checkpoint, f"callbacks/es_weights/{i}/.ATTRIBUTES/VARIABLE_VALUE"))
-
-
-def _repair_best(model, graph, out: Path, ckpt_dir: str, history: list, completed: int, monitor: str, recipe,
-                 say) -> None:
-    """best.keras as the history says: when it is missing or holds another epoch than the best
-    complete one (a kill between that epoch's checkpoint and best.keras), rewrite it from the
-    checkpoint of that epoch. The caller restores the model's weights afterwards."""
-    import tensorflow as tf
-
-    best = _best_row([r for r in history if int(r["epoch"]) < completed], monitor, recipe.callbacks.checkpoint.mode)
-    if best is None:
-        return
-    want = int(best["epoch"]) + 1
-    held = keras_training_info(out / "best.keras")
-    if held is not None and held.get("epoch", want) == want:
-        return
-    state = tf.train.get_checkpoint_state(ckpt_dir)
-    from .rundir import check_checkpoint
-
-    for path in reversed(list(state.all_model_checkpoint_paths) if state else []):
-        try:
-            if _saved_int(path, "epoch") != want or _saved_int(path, "step") != 0:
-                continue
-            check_checkpoint(path)  # a damaged older checkpoint is not restored
-        except (tf.errors.OpError, ValueError, SpecError):
-            continue
-        tf.train.Checkpoint(model=model).restore(path).expect_partial()
-        save_keras(model, out / "best.keras", graph, file="best", epoch=want, monitor=monitor, value=best[monitor])
-        say(f"best.keras rewritten from {path}: epoch {want}, the best on {monitor} (it held "
-            + (f"epoch {held['epoch']})" if held else "nothing readable)"))
-        return
-    say(f"warning: best.keras does not hold epoch {want}, the best on {monitor}, and its checkpoint is gone")
 
 
 def _monitor(name: str, pipes) -> str:

@@ -59,6 +59,13 @@ def plan(recipe, epochs: int | None = None) -> list[dict]:
     return out
 
 
+def check_distribute(distribute: str | None) -> None:
+    """Refuse a strategy that does not exist (before the run directory is made); the cluster
+    of multi_worker is checked by `multiworker.cluster_of`."""
+    if distribute not in (None, "none", "mirrored", "multi_worker"):
+        raise SpecError(f"--distribute must be none, mirrored or multi_worker (got {distribute!r})")
+
+
 # ---------------------------------------------------------------- the spec, the recipe and the data
 
 
