@@ -387,3 +387,27 @@ def test_a_stopped_worker_is_named_in_one_line(monkeypatch):
         "UNKNOWN: Gloo AllGather failed: [external/gloo/gloo/transport/tcp/pair.cc:538] Read error "
         "[127.0.0.1]:6543: Connection reset by peer"), rank[0])
     assert "(a collective failed: Gloo AllGather failed: Read error [127.0.0.1]:6543: Connection reset by peer)" in line
+
+
+def test_a_checkpoint_a_killed_rank_0_was_writing_is_removed_and_a_moved_aside_one_put_back(tmp_path):
+    """The checkpoint directory is written by the one atomic writer: what a kill left of it (a
+    staged directory of a dead process; a complete checkpoint moved aside while its rewrite was
+    renamed in) is cleaned up, or put back, when rank 0 resumes, and never read as a checkpoint."""
+    from archspec.training import multiworker as mw
+
+    ck = tmp_path / "checkpoints"
+    done = ck / "epoch-0001"
+    done.mkdir(parents=True)
+    for f in ("model.weights.h5", "optimizer.npz", "state.json"):
+        (done / f).write_text("x")
+    staged = ck / ".epoch-0002.tmp-999999999-0123abcd"  # no such process
+    staged.mkdir()
+    (staged / "model.weights.h5").write_text("half")
+    aside = ck / ".epoch-0003.old-999999999-0123abcd"  # killed between moving it aside and renaming the new in
+    aside.mkdir()
+    for f in ("model.weights.h5", "optimizer.npz", "state.json"):
+        (aside / f).write_text("y")
+    assert mw.latest_checkpoint(ck) == done
+    mw.remove_stale(ck)
+    assert sorted(p.name for p in ck.iterdir()) == ["epoch-0001", "epoch-0003"]
+    assert mw.latest_checkpoint(ck) == ck / "epoch-0003"

@@ -390,17 +390,6 @@ class Writer:
 _CKPT = re.compile(r"^epoch-(\d{4,})$")
 
 
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # pragma: no cover
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def checkpoints(ckpt_dir: Path) -> list[tuple[int, Path]]:
     """The complete checkpoints (epoch, directory), oldest first."""
     found = []
@@ -420,44 +409,43 @@ def latest_checkpoint(ckpt_dir: Path) -> Path | None:
 
 def save_checkpoint(writer: Writer, ckpt_dir: Path, epoch: int, model, optimizer, state: dict, keep: int) -> Path:
     """Checkpoint `epoch` (epochs complete) as `ckpt_dir/epoch-NNNN/`: model.weights.h5 (Keras),
-    optimizer.npz (the optimizer's variables in order) and state.json, written under a
-    temporary name, then renamed; the oldest beyond `keep` removed. Every worker takes part in
-    the weights' save; rank 0 alone writes."""
+    optimizer.npz (the optimizer's variables in order) and state.json, staged and renamed into
+    place whole by the one atomic writer (`core.atomic.atomic_output`); the oldest beyond
+    `keep` removed. Every worker takes part in the weights' save; rank 0 alone writes."""
     import numpy as np
 
+    from ..core.atomic import atomic_output
+
     final = ckpt_dir / f"epoch-{epoch:04d}"
-    tmp = ckpt_dir / f".epoch-{epoch:04d}.tmp-{os.getpid()}"
-    if writer.chief:
-        ckpt_dir.mkdir(parents=True, exist_ok=True)
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        tmp.mkdir()
-    writer.keras_save(lambda p: model.save_weights(str(p)), tmp / "model.weights.h5")
-    if not writer.chief:
+    save_weights = lambda p: model.save_weights(str(p))  # noqa: E731
+    if not writer.chief:  # the save is a collective: this worker's copy goes to its scratch and away
+        writer.keras_save(save_weights, final / "model.weights.h5")
         return final
-    values = [np.asarray(v.value if hasattr(v, "value") else v) for v in optimizer.variables]
-    with open(tmp / "optimizer.npz", "wb") as fh:
-        np.savez(fh, **{f"v{i:05d}": a for i, a in enumerate(values)})
-    doc = {"format": 1, "epoch": epoch, **state, "optimizer_variables": [v.path for v in optimizer.variables]}
-    (tmp / "state.json").write_text(json.dumps(doc, indent=1, default=float) + "\n")
-    for f in tmp.iterdir():
-        with open(f, "rb") as fh:
-            os.fsync(fh.fileno())
-    if final.exists():  # a checkpoint of this epoch from before (never half: it was renamed whole)
-        shutil.rmtree(final)
-    os.rename(tmp, final)
-    _fsync_dir(ckpt_dir)
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_output(final, directory=True, suffix="") as tmp:
+        tmp.mkdir()
+        writer.keras_save(save_weights, tmp / "model.weights.h5")
+        values = [np.asarray(v.value if hasattr(v, "value") else v) for v in optimizer.variables]
+        with open(tmp / "optimizer.npz", "wb") as fh:
+            np.savez(fh, **{f"v{i:05d}": a for i, a in enumerate(values)})
+        doc = {"format": 1, "epoch": epoch, **state, "optimizer_variables": [v.path for v in optimizer.variables]}
+        (tmp / "state.json").write_text(json.dumps(doc, indent=1, default=float) + "\n")
     for _, old in checkpoints(ckpt_dir)[:-max(1, keep)]:
         shutil.rmtree(old, ignore_errors=True)
     return final
 
 
+_STAGED = re.compile(r"^\.(epoch-\d{4,})\.(?:tmp|old)-")
+
+
 def remove_stale(ckpt_dir: Path) -> None:
-    """Temporary checkpoint directories a killed run left (under the run's lock)."""
+    """What a killed run left of a checkpoint it was writing (under the run's lock): the
+    atomic writer's staged and moved-aside directories (`core.atomic.remove_stale`)."""
+    from ..core.atomic import remove_stale as remove_stale_of
+
     if ckpt_dir.is_dir():
-        for p in ckpt_dir.iterdir():
-            if p.name.startswith(".epoch-") and ".tmp-" in p.name and p.is_dir() and not p.is_symlink():
-                shutil.rmtree(p, ignore_errors=True)
+        for name in sorted({m.group(1) for p in ckpt_dir.iterdir() if (m := _STAGED.match(p.name))}):
+            remove_stale_of(ckpt_dir / name)
 
 
 def broadcast_json(obj, chief: bool):
