@@ -85,14 +85,28 @@ def env() -> dict:
     return {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": "-1"}
 
 
-def worker(task, out, *extra) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "archspec.cli", *argv(task, out, *extra)], env=env(),
+def worker(task, out, *extra, terminal: bool = False) -> subprocess.Popen:
+    """A worker process; `terminal`: as a person's shell starts it (TensorFlow's C++ logging at
+    its default level, so any native start-up notice that is not filtered shows)."""
+    e = env()
+    if terminal:
+        e.pop("TF_CPP_MIN_LOG_LEVEL")
+    return subprocess.Popen([sys.executable, "-m", "archspec.cli", *argv(task, out, *extra)], env=e,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def finish(p: subprocess.Popen, timeout=240) -> str:
+def finish(p: subprocess.Popen, timeout=240, quiet: bool = False) -> str:
+    """stdout of a worker that succeeded; `quiet`: its stderr holds archspec's lines only."""
+    import re
+
+    from archspec.core.quiet import NOISE
+
     out, err = p.communicate(timeout=timeout)
     assert p.returncode == 0, err[-3000:]
+    if quiet:
+        noisy = [ln for ln in err.splitlines() if not ln.startswith("archspec: ") and ln.strip()
+                 or NOISE.search(ln) or re.search(r"tensorflow|absl|oneDNN|XNNPACK|cuda|xla|Traceback", ln, re.I)]
+        assert noisy == [], noisy
     return out
 
 
@@ -317,9 +331,9 @@ def test_a_worker_stopped_by_sigterm_queues_its_trial_and_stops(task, tmp_path, 
 
 def test_two_processes_share_one_sqlite_study(task, tmp_path):
     out = tmp_path / "s"
-    procs = [worker(task, out, "--trials", 4, "--epochs", 1) for _ in range(2)]
+    procs = [worker(task, out, "--trials", 4, "--epochs", 1, terminal=True) for _ in range(2)]
     for p in procs:
-        finish(p)
+        finish(p, quiet=True)  # a person's terminal: archspec's lines, no native notice, no traceback
     trials = trials_of(f"sqlite:///{out / 'study.db'}")
     assert len(finished(trials)) == 4 and len(trials) == 4, [(t.number, t.state) for t in trials]
     assert len({t.user_attrs["worker"] for t in trials}) == 2  # both pulled trials
