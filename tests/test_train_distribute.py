@@ -411,3 +411,34 @@ def test_a_checkpoint_a_killed_rank_0_was_writing_is_removed_and_a_moved_aside_o
     mw.remove_stale(ck)
     assert sorted(p.name for p in ck.iterdir()) == ["epoch-0001", "epoch-0003"]
     assert mw.latest_checkpoint(ck) == ck / "epoch-0003"
+
+
+AUGMENT_ON_JAX = textwrap.dedent("""\
+    import sys
+    import numpy as np
+    import keras
+    assert keras.backend.backend() == "jax"
+    from archspec.training import data as data_mod, loop
+    from archspec.training.recipe import load_recipe
+    recipe, _ = load_recipe("cifar100", ["augmentation.translate=0.1", "augmentation.rotation=0.1",
+                                         "augmentation.zoom=0.1", "augmentation.contrast=0.2",
+                                         "augmentation.mixup=0.2", "augmentation.cutmix=1.0"])
+    src = data_mod.open_source(sys.argv[1])
+    pipes = data_mod.datasets(src, recipe, (8, 8), 1, 10, 1, 64, 0, loop.augmenter(recipe, (8, 8), 0),
+                              lambda m: None, preprocess="none")
+    x, y = next(iter(pipes.train_from(0)))
+    print("SHAPE", tuple(x.shape), tuple(y.shape), float(np.asarray(y).sum()))
+    """)
+
+
+def test_every_augmentation_runs_in_a_worker_on_jax(files, tmp_path):
+    """A multi-worker run's Keras is on JAX while tf.data builds its batches: every augmentation of
+    a recipe must run there (a Keras ZeroPadding2D for crop_padding ran on JAX inside tf.data's
+    graph and failed: 'Cannot convert a symbolic tf.Tensor')."""
+    (tmp_path / "aug.py").write_text(AUGMENT_ON_JAX)
+    env = {**mw_env(), "KERAS_BACKEND": "jax"}
+    r = subprocess.run([sys.executable, str(tmp_path / "aug.py"), str(files / "digits.npz")], capture_output=True,
+                       text=True, env=env, timeout=240)
+    assert r.returncode == 0, r.stderr[-3000:]
+    shape = next(ln for ln in r.stdout.splitlines() if ln.startswith("SHAPE"))
+    assert shape == "SHAPE (64, 8, 8, 1) (64, 10) 64.0", shape  # mixed labels still sum to one per image

@@ -267,8 +267,10 @@ def augmenter(recipe, size: tuple[int, int], seed: int) -> Callable | None:
     layers = []
     if a.flip != "none":
         layers.append(keras.layers.RandomFlip(a.flip, seed=seed))
-    if a.crop_padding:
-        layers += [keras.layers.ZeroPadding2D(a.crop_padding), keras.layers.RandomCrop(*size, seed=seed + 1)]
+    if a.crop_padding:  # zeros around, then a random crop back (tf.pad: a Keras layer that is no tf.data layer
+        pad = a.crop_padding  # would run on the model's backend, JAX in a multi-worker run, inside tf.data's graph)
+        layers += [lambda x, training=True: tf.pad(x, [[0, 0], [pad, pad], [pad, pad], [0, 0]]),
+                   keras.layers.RandomCrop(*size, seed=seed + 1)]
     if a.translate:
         layers.append(keras.layers.RandomTranslation(a.translate, a.translate, seed=seed + 2))
     if a.rotation:
