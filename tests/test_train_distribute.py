@@ -155,17 +155,8 @@ def test_mirrored_matches_one_device_with_the_global_batch(files, tmp_path):
 # of up to 0.56 that moved up to ~0.05 from their initial values; the resumed run equals the
 # uninterrupted one exactly (0.0: the same engine, the same batches, the same arithmetic).
 
-MW_RECIPE = textwrap.dedent("""\
-    format: 1
-    name: mw
-    optimizer: {name: adam, learning_rate: 0.005}
-    epochs: 3
-    seed: 7
-    data: {batch_size: 32, shuffle_buffer: 500}
-    callbacks:
-      checkpoint: {monitor: val_loss}
-      tensorboard: null
-    """)
+MW_RECIPE = RECIPE.replace("name: dist", "name: mw").replace("{name: sgd, learning_rate: 0.1, momentum: 0.9}",
+                                                            "{name: adam, learning_rate: 0.005}")
 MW_TRAIN = 512  # 8 global batches of 64
 MW_ATOL = 1e-5  # measured 3.0e-7 against the TensorFlow process
 
