@@ -1,6 +1,7 @@
 """Command line: argument parsing, one library call per command, printing through `archspec.views.text`.
 Typed errors become one line per problem and an exit code: 0 success, 1 a failure while running, 2 bad
-input; no traceback unless `--debug`. TensorFlow only for build, export, train, evaluate, predict, report --model."""
+input; no traceback unless `--debug`. TensorFlow only for build, export, train, search, evaluate, predict,
+report --model."""
 
 from __future__ import annotations
 
@@ -116,10 +117,10 @@ def cmd_train(args) -> int:
 
 def cmd_search(args) -> int:
     from ..training.search import from_command_line, search
-    from ..views.search import format_search
+    from ..views.search import format_study
 
     r = search(**from_command_line(vars(args)), say=progress)
-    return show(args, r, lambda: format_search(r))
+    return show(args, r, lambda: format_study(r))
 
 
 def cmd_evaluate(args) -> int:

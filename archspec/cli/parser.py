@@ -45,10 +45,11 @@ def build_parser() -> argparse.ArgumentParser:
     from ..core.units import parse_count
     from ..exporting import options as o
     from ..views.sweeps import parse_phis
-    from ..training.search import command_line_options as search_options
+    from ..training.search import command_line_options as search_options, help_values as search_words
 
     values = dict(min_opset=o.MIN_OPSET, max_opset=o.MAX_OPSET, default_opset=o.DEFAULT_OPSET,
-                  fp16_agreement=f"{o.MIN_AGREEMENT['fp16']:g}", int8_agreement=f"{o.MIN_AGREEMENT['int8']:g}")
+                  fp16_agreement=f"{o.MIN_AGREEMENT['fp16']:g}", int8_agreement=f"{o.MIN_AGREEMENT['int8']:g}",
+                  **search_words())
     p = argparse.ArgumentParser(prog="archspec", formatter_class=RAW, epilog=words.EPILOG, description=words.DESCRIPTION)
     p.add_argument("--version", action="version", version=f"archspec {__version__}")
     p.add_argument("--debug", action="store_true", help=words.option_help("*", "--debug"))

@@ -26,8 +26,8 @@ class RunCallback(keras.callbacks.Callback):
 
     Args:
         run: the run directory; recipe; phase: this phase's plan entry; base_lr: its rate;
-        manager, epoch_var, step_var: the CheckpointManager, its epoch counter and its
-        batch-in-epoch counter; history: the rows so far (appended to); state: {"nan",
+        epoch_var, step_var: the epoch counter and the batch-in-epoch counter the
+        checkpoint holds (the engine's: `engines`); history: the rows so far (appended to); state: {"nan",
         "interrupted"} shared with the loop; steps: batches per epoch; main_output: the
         output whose metrics are reported as top1/top5; monitor: best.keras's metric; say:
         progress messages; fit_state: the `FitState` of the stateful callbacks (saved with
@@ -38,16 +38,16 @@ class RunCallback(keras.callbacks.Callback):
         epoch trained before a resume).
     """
 
-    def __init__(self, run, recipe, phase, base_lr, manager, epoch_var, step_var, history, state, steps,
-                 main_output, monitor, say, fit_state=None, save_checkpoint=None, write_best=None,
+    def __init__(self, run, recipe, phase, base_lr, epoch_var, step_var, history, state, steps,
+                 main_output, monitor, say, *, save_checkpoint, fit_state=None, write_best=None,
                  write_history=None):
         super().__init__()
         self.run, self.recipe, self.phase, self.base_lr = run, recipe, phase, base_lr
-        self.manager, self.epoch_var, self.step_var = manager, epoch_var, step_var
+        self.epoch_var, self.step_var = epoch_var, step_var
         self.history, self.state, self.steps = history, state, steps
         self.main_output, self.monitor, self.say = main_output, monitor, say
         self.fit_state = fit_state
-        self.save_checkpoint = save_checkpoint or (lambda n: self.manager.save(checkpoint_number=n))
+        self.save_checkpoint = save_checkpoint
         self.write_best = write_best
         self.write_history = write_history or epochs.write_history
         self.images, self.offset, self.step_in_epoch = 0, 0, 0

@@ -39,7 +39,18 @@ def engine_of(distribute: str | None, out: Path, say: Callable[[str], None]):
     return Workers(out, say) if distribute == "multi_worker" else OneProcess(distribute, out, say)
 
 
-class OneProcess:
+class _Engine:
+    """What both engines keep of the resume point: the phase whose stateful callbacks the
+    checkpoint holds, and whether early stopping had ended it."""
+
+    ck_phase, ck_stopped = -1, False
+
+    def skipped_phase(self, pi: int) -> bool:
+        """Phase `pi` was ended by early stopping before the checkpoint (a resume skips it)."""
+        return self.ck_stopped and self.ck_phase == pi
+
+
+class OneProcess(_Engine):
     """This process, TensorFlow, a tf.distribute strategy; TensorFlow checkpoints (module
     docstring)."""
 
@@ -147,9 +158,6 @@ class OneProcess:
         skip, self.skip = self.skip, 0
         return skip
 
-    def skipped_phase(self, pi: int) -> bool:
-        return self.ck_stopped and self.ck_phase == pi
-
     def kept(self) -> str:
         return f": {(self.manager.latest_checkpoint if self.manager else None) or 'none (no epoch completed)'}"
 
@@ -161,7 +169,7 @@ class OneProcess:
         pass
 
 
-class Workers:
+class Workers(_Engine):
     """One worker of `--distribute multi_worker` (module docstring). Every worker runs the
     steps with its own `out`: rank 0's is the run directory, another rank's its scratch."""
 
@@ -257,9 +265,6 @@ class Workers:
 
     def take_skip(self) -> int:
         return 0  # a multi-worker run resumes from a complete epoch
-
-    def skipped_phase(self, pi: int) -> bool:
-        return self.ck_stopped and self.ck_phase == pi
 
     def kept(self) -> str:
         if not self.chief:

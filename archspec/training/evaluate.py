@@ -14,6 +14,7 @@ from typing import Callable
 import numpy as np
 
 from ..core.errors import ArchspecError, Location, SpecError
+from ..views.text import csv_cell
 from .rules import check_label_range
 
 
@@ -109,13 +110,6 @@ def read_class_names(path: Path) -> list[str]:
         raise SpecError(f"expected a list of at most {MAX_COUNT:,} distinct class names (strings)",
                         Location(str(path)))
     return names
-
-
-def csv_cell(text: str) -> str:
-    """A name as a spreadsheet cell: text that a spreadsheet would read as a formula (it
-    starts with = + - @, a tab or a carriage return) gets a leading single quote. Quoting of
-    commas, quotes and newlines is the csv module's."""
-    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
 
 
 def _load(model_path: Path):

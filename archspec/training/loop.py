@@ -712,9 +712,9 @@ def phase_callbacks(run: Run, ph: dict, phase: Phase) -> list:
         save_keras(model, run.out / "best.keras", run.graph, file="best", epoch=epoch + 1, monitor=monitor,
                    value=value)
 
-    phase.run_cb = RunCallback(run.out, recipe, ph, phase.base_lr, getattr(engine, "manager", None), phase.epoch_var,
-                               phase.step_var, run.history, run.state, run.pipes.steps_per_epoch, run.graph.outputs[0],
-                               monitor, engine.say, fit_state=phase.fit_state, save_checkpoint=phase.save,
+    phase.run_cb = RunCallback(run.out, recipe, ph, phase.base_lr, phase.epoch_var, phase.step_var, run.history,
+                               run.state, run.pipes.steps_per_epoch, run.graph.outputs[0], monitor, engine.say,
+                               fit_state=phase.fit_state, save_checkpoint=phase.save,
                                write_best=write_best, write_history=write_history)
     # first: RunCallback must see an exploded epoch as incomplete
     callbacks = [LossGuard(chance_loss(spec.head.classifier_activation, spec.head.classes)

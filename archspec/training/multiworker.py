@@ -63,7 +63,6 @@ from ..core.errors import ArchspecError, MissingDependency, SpecError
 
 HEARTBEAT_SECONDS = 10  # a worker silent this long is dead (JAX's coordination service)
 CONNECT_SECONDS = 300  # how long the workers wait for each other at the start
-_CHILD_ENV = "ARCHSPEC_MULTI_WORKER_CHILD"
 _ADDRESS = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):([0-9]{1,5})$")
 
 
@@ -230,7 +229,7 @@ def supervise(kwargs: dict, cluster: Cluster, say: Callable[[str], None]) -> dic
         raise MissingDependency("--distribute multi_worker trains on JAX, which is not installed: "
                                 "pip install 'archspec[jax]' (or jax with your accelerator's plugin)")
     r, w = os.pipe()
-    env = {**os.environ, "KERAS_BACKEND": "jax", _CHILD_ENV: "1"}
+    env = {**os.environ, "KERAS_BACKEND": "jax"}
     cmd = [sys.executable, "-c", "from archspec.training.worker import child_main; child_main()", str(w)]
     proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=subprocess.PIPE, pass_fds=(w,), env=env,
                             text=True, bufsize=1)

@@ -12,8 +12,10 @@ after TensorFlow had loaded (10 to 50 seconds).
 
 A precheck refuses nothing that the command would accept: every rule is the command's own
 function, called here on the same inputs (`data.check_against_spec`, `recipe.load_recipe`,
-the loop's `plan`, ...). The loop and evaluate modules import this one, so their rules are
-passed in (`rules=`: the calling module) rather than imported back. A check that fails in an
+`training.rules`: the plan, the sizes, what --force replaces, ...). The loop and evaluate
+modules import this one, so what remains of their own (`check_distribute` as the loop
+exports it, evaluate's `model_file`, `label_map`, ...) is passed in (`rules=`: the calling
+module) rather than imported back. A check that fails in an
 unexpected way (not a SpecError) is left to the command itself, which meets the same input
 and reports it as it always has.
 
@@ -170,8 +172,9 @@ def check_train(spec_ref, recipe_ref, data, out, *, overrides=None, recipe_overr
                 batch_size=None, weights=None, weights_skip=(), resume=False, force=False, distribute=None,
                 workers=None, rank=None, rules) -> None:
     """Every problem of `archspec train` that the files show (see the module's docstring),
-    raised together, by the rules the loop applies (`training.rules`); `rules`: the training
-    loop's module (its `check_distribute`), passed in because it imports this one."""
+    raised together, by the rules the loop applies (`training.rules`) and the cluster of
+    multi_worker (`multiworker.cluster_of`); `rules`: the training loop's module (its
+    `check_distribute`, as it exports it), passed in because it imports this one."""
     from ..ir.pipeline import lower_spec
     from ..language import load, raw_of
     from . import data as data_mod

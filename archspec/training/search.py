@@ -101,6 +101,12 @@ def command_line_options() -> list[tuple[tuple[str, ...], dict]]:
             (("--json",), {"action": "store_true"})]
 
 
+def help_values() -> dict:
+    """The defaults `archspec search --help` states (its words are `views.help`'s)."""
+    return {"search_step": STEP, "search_tolerance": TOLERANCE, "heartbeat": HEARTBEAT,
+            **{f"{k}_range": f"{lo:g}:{hi:g}" for k, (lo, hi) in DEFAULT_RANGES.items()}}
+
+
 def from_command_line(a: dict) -> dict:
     """`search`'s arguments from the parsed command line (`vars(args)`)."""
     same = ("trials", "storage", "phi", "sampler", "alpha", "beta", "gamma", "tolerance", "max_macs", "max_params",
@@ -213,15 +219,20 @@ def _key(params: dict) -> tuple:
 # ---------------------------------------------------------------- one trial
 
 
-def scaled_spec(spec, alpha: float, beta: float, gamma: float, phi: float):
-    """`spec` scaled at `phi` by these coefficients (`apply_phi` on a copy whose
-    ``scaling.coefficients`` are them: what the written `scaling:` block gives)."""
+def with_coefficients(spec, alpha: float, beta: float, gamma: float):
+    """`spec` with these ``scaling.coefficients`` (what the written `scaling:` block says)."""
     from ..language.schema import Coefficients
-    from ..resolving.compound import apply_scaling
 
     c = Coefficients(alpha=alpha, beta=beta, gamma=gamma)
-    return apply_scaling(spec.model_copy(update={"scaling": spec.scaling.model_copy(update={"coefficients": c})}),
-                         phi)
+    return spec.model_copy(update={"scaling": spec.scaling.model_copy(update={"coefficients": c})})
+
+
+def scaled_spec(spec, alpha: float, beta: float, gamma: float, phi: float):
+    """`spec` scaled at `phi` by these coefficients (`apply_phi` of `with_coefficients`: what
+    the written `scaling:` block gives)."""
+    from ..resolving.compound import apply_scaling
+
+    return apply_scaling(with_coefficients(spec, alpha, beta, gamma), phi)
 
 
 def static_check(spec, params: dict, cfg: dict) -> dict:
@@ -308,8 +319,9 @@ def _config(spec, recipe_ref, data, *, phi, sampler, ranges, tolerance, max_macs
             "trials": trials, "data": Path(data).name}
 
 
-def _check_inputs(spec, recipe_ref, data, recipe_overrides, phi, trials, tolerance, epochs, sampler):
-    from ..resolving.compound import _scaling_of
+def _check_inputs(spec, recipe_ref, data, recipe_overrides, phi, trials, tolerance, epochs, sampler) -> None:
+    """The search's own rules on its inputs (the training's are the precheck's), before anything is made."""
+    from ..resolving.compound import coefficients_of
     from .recipe import load_recipe
 
     if sampler not in SAMPLERS:
@@ -322,7 +334,7 @@ def _check_inputs(spec, recipe_ref, data, recipe_overrides, phi, trials, toleran
         raise SpecError(f"--tolerance must be in (0, 1) (got {tolerance!r})")
     if epochs is not None and epochs < 1:
         raise SpecError(f"--epochs must be >= 1 (got {epochs!r})")
-    _scaling_of(spec)
+    coefficients_of(spec)  # a spec without `scaling:` is a located error
     recipe, raw = load_recipe(recipe_ref, list(recipe_overrides or []))
     if recipe.data.image_size is not None:
         raise SpecError("the search scales the input resolution (gamma): leave the recipe's data.image_size out, "
@@ -334,7 +346,6 @@ def _check_inputs(spec, recipe_ref, data, recipe_overrides, phi, trials, toleran
                         "--recipe-set data.validation_split=0.2", None, str(data))
     if "top1" not in recipe.metrics:
         raise SpecError("the search ranks networks by top-1: the recipe's metrics must include top1", None, "metrics")
-    return recipe
 
 
 def _has_held_out(data, validation_split: float) -> bool:
@@ -406,7 +417,7 @@ def search(spec_ref, recipe_ref, data, out, *, trials: int, storage: str | None 
     out = Path(out)
     spec = load(spec_ref, overrides)[0]
     ranges = {**DEFAULT_RANGES, **{k: tuple(v) for k, v in (("alpha", alpha), ("beta", beta), ("gamma", gamma)) if v}}
-    recipe = _check_inputs(spec, recipe_ref, data, recipe_overrides, float(phi), trials, tolerance, epochs, sampler)
+    _check_inputs(spec, recipe_ref, data, recipe_overrides, float(phi), trials, tolerance, epochs, sampler)
     if write_spec:
         check_output(write_spec, force)
     if not Path(data).exists():
@@ -430,10 +441,8 @@ def search(spec_ref, recipe_ref, data, out, *, trials: int, storage: str | None 
                             f"alpha * beta**2 * gamma**2 = 2 +- {tolerance * 2:g}: widen --alpha/--beta/--gamma")
     url = storage_url(storage, out)
     _prepare_out(out)
-    try:
-        import optuna
-    except ImportError:
-        raise MissingDependency("archspec search needs Optuna: pip install optuna") from None
+    import optuna  # a dependency of archspec
+
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     logging.getLogger("optuna.study._optimize").addFilter(_ONE_LINE)  # a failed trial: Optuna's line, no traceback
     name = study_name or f"{spec.name}-search"
@@ -441,8 +450,8 @@ def search(spec_ref, recipe_ref, data, out, *, trials: int, storage: str | None 
     say(f"study {name!r} in {shown_url(url)}: {trials} trial{'s' if trials != 1 else ''} in all, alpha/beta/gamma at phi={float(phi):g}, "
         f"{sampler} sampler")
     with _sigterm_as_interrupt():
-        _work(optuna, study, spec, recipe, recipe_ref, data, out, cfg, trials, heartbeat, say)
-    return result(study, spec, cfg, out, url, write_spec=write_spec, force=force, recipe=recipe)
+        _work(optuna, study, spec, recipe_ref, data, out, cfg, trials, heartbeat, say)
+    return result(study, spec, cfg, out, url, write_spec=write_spec, force=force)
 
 
 def grid_points(spec, ranges: dict, tolerance: float) -> list[dict]:
@@ -534,13 +543,13 @@ def _counts(study) -> dict[str, int]:
     return out
 
 
-def _work(optuna, study, spec, recipe, recipe_ref, data, out, cfg, trials, heartbeat, say) -> None:
+def _work(optuna, study, spec, recipe_ref, data, out, cfg, trials, heartbeat, say) -> None:
     """Run trials until the study holds `trials` finished ones. While the others' running trials
     would make up the total, wait (a running trial may yet fail and come back to the queue)."""
     from optuna.storages import fail_stale_trials
 
     def objective(trial):
-        return _objective(optuna, trial, study, spec, recipe, recipe_ref, data, out, cfg, trials, say)
+        return _objective(optuna, trial, study, spec, recipe_ref, data, out, cfg, trials, say)
 
     from .loop import CollapsedError, DivergedError
 
@@ -576,14 +585,14 @@ def _work(optuna, study, spec, recipe, recipe_ref, data, out, cfg, trials, heart
                                 "the recipe does not train these networks; see the runs in " + str(out / "trials"))
 
 
-def _objective(optuna, trial, study, spec, recipe, recipe_ref, data, out, cfg, trials, say):
+def _objective(optuna, trial, study, spec, recipe_ref, data, out, cfg, trials, say):
     """One trial (`_trial`); stopped by Ctrl-C or SIGTERM anywhere in it, the trial is failed
     (by Optuna, as the exception passes) and its coefficients queued again, as a killed
     worker's are, and the worker stops (`Stopped`, exit 130)."""
     from .loop import Interrupted
 
     try:
-        return _trial(optuna, trial, study, spec, recipe, recipe_ref, data, out, cfg, trials, say)
+        return _trial(optuna, trial, study, spec, recipe_ref, data, out, cfg, trials, say)
     except (KeyboardInterrupt, Interrupted) as exc:
         raise _stopped(trial, study, exc, trials) from None
 
@@ -604,7 +613,7 @@ def _stopped(trial, study, exc: BaseException, trials: int) -> Stopped:
                    + f"; {finished} of {trials} trials finished: run the same `archspec search` again to go on")
 
 
-def _trial(optuna, trial, study, spec, recipe, recipe_ref, data, out, cfg, trials, say):
+def _trial(optuna, trial, study, spec, recipe_ref, data, out, cfg, trials, say):
     ahead = [t for t in study.get_trials(deepcopy=False)
              if t.number < trial.number and t.state.name in ("COMPLETE", "PRUNED", "RUNNING")]
     if len(ahead) >= trials:  # another worker started the last trial at the same moment
@@ -634,10 +643,9 @@ def _trial(optuna, trial, study, spec, recipe, recipe_ref, data, out, cfg, trial
     trial.set_user_attr("run", str(run))
     say(f"trial {trial.number} ({coeff}): {info['params']:,} params, {info['macs']:,} MACs, input "
         f"{info['resolution'][0]}x{info['resolution'][1]}: training into {run}")
-    monitor = "val_top1"
     try:
         metrics = train(info["spec"], recipe_ref, data, run, recipe_overrides=cfg["recipe_overrides"],
-                        epochs=cfg["epochs"], batch_size=cfg["batch_size"], callbacks=[pruning_callback(trial, monitor)],
+                        epochs=cfg["epochs"], batch_size=cfg["batch_size"], callbacks=[pruning_callback(trial, "val_top1")],
                         say=lambda m: None, verbose=0)
     except optuna.TrialPruned as exc:
         trial.set_user_attr("reason", str(exc))
@@ -679,7 +687,7 @@ def scaling_block(spec, best: dict) -> dict:
     return {"scaling": sc}
 
 
-def result(study, spec, cfg: dict, out: Path, url: str, *, write_spec=None, force=False, recipe=None) -> dict:
+def result(study, spec, cfg: dict, out: Path, url: str, *, write_spec=None, force=False) -> dict:
     """The study's result written into `out`: trials.csv, best-scaling.yaml, pareto.png, report.html
     (and `write_spec`)."""
     import yaml
@@ -687,6 +695,7 @@ def result(study, spec, cfg: dict, out: Path, url: str, *, write_spec=None, forc
     from ..core.atomic import write_bytes_atomic, write_text_atomic
     from ..language import dump_spec
     from ..views import search as view
+    from ..views.diff import MACS_NOTE
 
     rows = trial_rows(study)
     done = [r for r in rows if r["state"] == "complete"]
@@ -695,10 +704,9 @@ def result(study, spec, cfg: dict, out: Path, url: str, *, write_spec=None, forc
                          "sampler": cfg["sampler"], "ranges": cfg["ranges"], "tolerance": cfg["tolerance"],
                          "spec": spec.name, "trials": rows, "best": best, "pareto": view.pareto(done),
                          "finished": sum(x["state"] in ("complete", "pruned") for x in rows),
-                         "macs_note": "multiply-accumulates of conv, depthwise-conv and dense layers "
-                                      "(what papers call FLOPs)", "wrote": []}
-    r["scaling_block"] = yaml.safe_dump(scaling_block(spec, best), sort_keys=False,
-                                        default_flow_style=None) if best else None
+                         "macs_note": MACS_NOTE, "wrote": []}
+    block = scaling_block(spec, best) if best else None
+    r["scaling_block"] = yaml.safe_dump(block, sort_keys=False, default_flow_style=None) if best else None
     write_text_atomic(out / "trials.csv", view.trials_csv(rows))
     r["wrote"].append(str(out / "trials.csv"))
     if best:
@@ -707,11 +715,7 @@ def result(study, spec, cfg: dict, out: Path, url: str, *, write_spec=None, forc
                                                      f"paste into the spec\n" + r["scaling_block"])
         r["wrote"].append(str(out / "best-scaling.yaml"))
         if write_spec:
-            c = scaling_block(spec, best)["scaling"]["coefficients"]
-            from ..language.schema import Coefficients
-
-            new = spec.model_copy(update={"scaling": spec.scaling.model_copy(
-                update={"coefficients": Coefficients(**c)})})
+            new = with_coefficients(spec, **block["scaling"]["coefficients"])
             write_text_atomic(write_spec, dump_spec(new, f"archspec search: {spec.name} with the coefficients of "
                                                          f"trial {best['trial']} (study {study.study_name!r}); "
                                                          f"scale it: archspec scale FILE --phi {cfg['phi']:g}"),

@@ -102,7 +102,7 @@ def _projection(n: Node) -> bool:
     return n.op in ("batch_norm", "identity")
 
 
-def find_shortcuts(nodes: list[Node], external: dict[str, tuple]) -> list[Shortcut]:
+def find_shortcuts(nodes: list[Node]) -> list[Shortcut]:
     """The residual shortcuts of a block's layer graph: for each add (`RESIDUAL_OPS`), the
     input that reaches a tensor the other input also depends on through the fewest
     single-input layers, at most three and each a projection (`_projection`), when the
@@ -224,7 +224,7 @@ def render_inner(nodes: list[Node], external: dict[str, tuple], block_name: str)
             f'<text class="ln" x="{x + 6}" y="{y + 11}">{escape(label)}</text>'
             f'<text class="lo" x="{x + 6}" y="{y + 22}">{escape(op_label(n))}</text>'
             f'<text class="ls" x="{x + NODE_W / 2 + 4}" y="{y + NODE_H + 13}">{shape_str(n.shape)}</text></g>')
-    return Inner(width, HEADER + rows * ROW + PAD, "".join(out), merges, find_shortcuts(nodes, external))
+    return Inner(width, HEADER + rows * ROW + PAD, "".join(out), merges, find_shortcuts(nodes))
 
 
 # ---------------------------------------------------------------- the network

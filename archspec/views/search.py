@@ -9,6 +9,7 @@ import csv
 import io
 
 from ..core.units import human
+from .text import csv_cell, table
 
 COLUMNS = ("trial", "alpha", "beta", "gamma", "macs", "params", "accuracy", "state")
 
@@ -35,15 +36,12 @@ def _cell(r: dict, k: str) -> str:
     return str(v)
 
 
-def format_search(r: dict) -> str:
-    """The text the command prints: the table, the best trial and its `scaling:` block."""
+def format_study(r: dict) -> str:
+    """The text `archspec search` prints: the table, the best trial and its `scaling:` block."""
     rows = [[_cell(x, k) for k in COLUMNS] for x in r["trials"]]
     head = ["trial", "alpha", "beta", "gamma", "MACs", "params", "top-1", "state"]
-    widths = [max(len(h), *(len(x[i]) for x in rows)) if rows else len(h) for i, h in enumerate(head)]
-    line = lambda cells: "  ".join(c.rjust(w) if i not in (7,) else c.ljust(w)
-                                   for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
-    out = [f"study {r['study']} ({r['storage']}): {r['finished']} finished trial{'s' if r['finished'] != 1 else ''}, phi={r['phi']:g}, "
-           f"{r['sampler']} sampler", line(head), *(line(x) for x in rows), ""]
+    out = [f"study {r['study']} ({r['storage']}): {r['finished']} finished trial{'s' if r['finished'] != 1 else ''}, "
+           f"phi={r['phi']:g}, {r['sampler']} sampler", table(rows, head, "rrrrrrrl"), ""]
     for x in r["trials"]:
         if x["state"] != "complete" and x.get("reason"):
             out.append(f"trial {x['trial']} {x['state']}: {x['reason']}")
@@ -59,14 +57,15 @@ def format_search(r: dict) -> str:
 
 
 def trials_csv(rows: list[dict]) -> str:
-    """The table as CSV (every row; names are numbers and states, nothing to escape but the reason)."""
+    """The table as CSV (every row); the reason and the run's path as spreadsheet cells (`csv_cell`)."""
     buf = io.StringIO()
     keys = ["trial", "alpha", "beta", "gamma", "flops_factor", "macs", "params", "resolution", "accuracy", "state",
             "reason", "run"]
     w = csv.DictWriter(buf, fieldnames=keys, extrasaction="ignore", lineterminator="\n")
     w.writeheader()
     for r in rows:
-        w.writerow({**r, "resolution": "x".join(map(str, r["resolution"])) if r.get("resolution") else ""})
+        w.writerow({**r, "resolution": "x".join(map(str, r["resolution"])) if r.get("resolution") else "",
+                    **{k: csv_cell(str(r[k])) for k in ("reason", "run") if r.get(k) is not None}})
     return buf.getvalue()
 
 

@@ -53,6 +53,13 @@ def table(rows: list[list], headers: list[str], align: str | None = None) -> str
     return "\n".join([fmt(headers), line] + [fmt(r) for r in cells])
 
 
+def csv_cell(text: str) -> str:
+    """A name as a spreadsheet cell: text that a spreadsheet would read as a formula (it
+    starts with = + - @, a tab or a carriage return) gets a leading single quote. Quoting of
+    commas, quotes and newlines is the csv module's."""
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+
+
 def shown(name) -> str:
     """A name from data printed on a terminal: as written when printable, else escaped."""
     name = str(name)
